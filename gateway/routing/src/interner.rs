@@ -1,0 +1,47 @@
+//! Backend names → stable [`BackendId`]s.
+use crate::BackendId;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Hands out one [`BackendId`] per distinct backend name, for the life of the process. Ids are
+/// never reused, so a pin made under an old routing table keeps meaning the same backend.
+/// Only touched when tables are built and by admin/metrics paths, never per request.
+#[derive(Debug, Default)]
+pub struct Interner {
+    inner: RwLock<Names>,
+}
+
+#[derive(Debug, Default)]
+struct Names {
+    by_name: HashMap<Arc<str>, BackendId>,
+    names: Vec<Arc<str>>,
+}
+
+impl Interner {
+    /// The id of `name`, allocating one the first time.
+    pub fn intern(&self, name: &str) -> BackendId {
+        if let Some(id) = self.inner.read().by_name.get(name) {
+            return *id;
+        }
+        let mut w = self.inner.write();
+        if let Some(id) = w.by_name.get(name) {
+            return *id;
+        }
+        let id = BackendId(u32::try_from(w.names.len()).expect("fewer than 2^32 backend names"));
+        let name: Arc<str> = Arc::from(name);
+        w.names.push(name.clone());
+        w.by_name.insert(name, id);
+        id
+    }
+
+    /// The id of `name` if it was ever interned.
+    pub fn get(&self, name: &str) -> Option<BackendId> {
+        self.inner.read().by_name.get(name).copied()
+    }
+
+    /// The name behind an id.
+    pub fn name(&self, id: BackendId) -> Option<Arc<str>> {
+        self.inner.read().names.get(id.0 as usize).cloned()
+    }
+}

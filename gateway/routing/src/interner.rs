@@ -7,9 +7,12 @@ use std::sync::Arc;
 /// Hands out one [`BackendId`] per distinct backend name, for the life of the process. Ids are
 /// never reused, so a pin made under an old routing table keeps meaning the same backend.
 /// Only touched when tables are built and by admin/metrics paths, never per request.
-#[derive(Debug, Default)]
+///
+/// Cloning is cheap and shares the table: a clone hands out and resolves the same ids (a
+/// [`crate::Router`] keeps one to name backends that left its table).
+#[derive(Debug, Default, Clone)]
 pub struct Interner {
-    inner: RwLock<Names>,
+    inner: Arc<RwLock<Names>>,
 }
 
 #[derive(Debug, Default)]

@@ -31,8 +31,8 @@ mod ring;
 mod router;
 
 pub use interner::Interner;
-pub use overlay::{Overlay, OverlayConfig, OverlayStats, PinInfo, PinOutcome};
-pub use ring::{Hashing, Ring};
+pub use overlay::{Overlay, OverlayConfig, OverlayStats, Pin, PinInfo, PinOutcome};
+pub use ring::{Hashing, Ring, MAX_POINTS_PER_BACKEND};
 pub use router::{BackendSpec, Router, RouterConfig};
 
 /// Milliseconds on the caller's monotonic clock. Only differences matter.

@@ -1,12 +1,32 @@
-//! The sticky overlay. SKELETON — the routing helper replaces the bodies.
+//! The sticky overlay: `SessionKey → (backend, backup)` with idle TTL, a bound on entries and
+//! exact per-backend counts.
+//!
+//! Sharded (up to 64 shards chosen by key bits, each behind a `parking_lot::Mutex`), so `get`
+//! and `pin` never take a global lock. Each shard keeps its pins in a dense slab of 32-byte slots
+//! plus a hash index of slab positions (~42 bytes per pin when full); see `shard.rs`.
+//!
+//! Times are kept in whole seconds (`now / 1000`), so an idle pin expires once
+//! `now_s - last_seen_s >= ceil(idle_ttl / 1000)`: within a second of the configured TTL.
 use crate::{BackendId, Millis, SessionKey};
+use parking_lot::Mutex;
+
+mod shard;
+#[cfg(test)]
+mod tests;
+
+use shard::Shard;
 
 /// Overlay limits.
 #[derive(Debug, Clone, Copy)]
 pub struct OverlayConfig {
-    /// Maximum number of pinned sessions; beyond it the least recently used are evicted (counted).
+    /// Maximum number of pinned sessions; beyond it the least recently used are evicted
+    /// (approximately, by sampling; counted). The bound is enforced per shard as
+    /// `ceil(max_entries / shards)`, so [`Overlay::len`] stays at or below
+    /// [`Overlay::capacity`], which exceeds `max_entries` by less than the shard count (≤ 64).
+    /// A value of 0 is treated as 1.
     pub max_entries: usize,
-    /// A pin unused for this long expires (counted).
+    /// A pin unused for this long expires (counted). Second granularity: see the module docs.
+    /// 0 disables idle expiry.
     pub idle_ttl: Millis,
 }
 
@@ -19,70 +39,239 @@ impl Default for OverlayConfig {
     }
 }
 
+/// Where a session is pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin {
+    /// The backend serving the session.
+    pub backend: BackendId,
+    /// The backend it fails over to first (told to `backend` so the app can replicate state).
+    pub backup: Option<BackendId>,
+}
+
 /// What `pin` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PinOutcome {
+    /// The key had no live pin (absent or idle-expired): a new session.
     Created,
-    Changed { previous: BackendId },
+    /// The key was pinned to another backend, now moved.
+    Changed {
+        /// The backend it was pinned to.
+        previous: BackendId,
+    },
+    /// Already pinned to this backend (its backup and last-seen time were updated).
     Unchanged,
 }
 
 /// One pin as seen by admin paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PinInfo {
+    /// The pinned backend.
     pub backend: BackendId,
+    /// Its backup, if any.
+    pub backup: Option<BackendId>,
+    /// When the session was first pinned (second granularity, in caller-clock milliseconds).
     pub created: Millis,
+    /// When it was last used (second granularity, in caller-clock milliseconds).
     pub last_seen: Millis,
 }
 
 /// Monotonic counters since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OverlayStats {
+    /// Pins created (new sessions, including re-creation after expiry).
     pub created: u64,
+    /// Pins dropped because they were idle for the TTL (on access, sweep or eviction).
     pub expired: u64,
+    /// Live pins dropped to make room (the overlay was full).
     pub evicted: u64,
 }
 
-/// `SessionKey → BackendId` with idle TTL, bounded size and exact per-backend counts.
+/// A shard on its own cache lines, so neighbouring locks do not false-share.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+/// `SessionKey → (BackendId, backup)` with idle TTL, bounded size and exact per-backend counts.
 #[derive(Debug)]
 pub struct Overlay {
-    _private: (),
+    shards: Box<[Padded]>,
+    /// `shards.len() - 1`; the shard count is a power of two.
+    mask: usize,
+    shard_cap: usize,
+    ttl_s: u32,
+    cfg: OverlayConfig,
 }
 
+/// Most shards an overlay uses.
+const MAX_SHARDS: usize = 64;
+/// Small overlays get fewer shards (about one per this many entries) so that their bound is
+/// close to `max_entries` and eviction sees the whole overlay.
+const ENTRIES_PER_SHARD_MIN: usize = 256;
+
 impl Overlay {
-    pub fn new(_cfg: OverlayConfig) -> Self {
-        unimplemented!("routing helper")
+    /// An empty overlay. The shard count is a power of two: 1 below 512 entries, about one per
+    /// 256 entries above, and 64 from 8,448 entries on.
+    pub fn new(cfg: OverlayConfig) -> Self {
+        let max = cfg.max_entries.max(1);
+        let n = (max / ENTRIES_PER_SHARD_MIN)
+            .next_power_of_two()
+            .clamp(1, MAX_SHARDS);
+        let shard_cap = max.div_ceil(n);
+        let shards = (0..n)
+            .map(|i| {
+                let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1);
+                Padded(Mutex::new(Shard::new(shard_cap, seed)))
+            })
+            .collect();
+        Overlay {
+            shards,
+            mask: n - 1,
+            shard_cap,
+            ttl_s: u32::try_from(cfg.idle_ttl.div_ceil(1000)).unwrap_or(u32::MAX),
+            cfg,
+        }
     }
-    /// The pinned backend, refreshing last-seen; an idle-expired pin counts as absent (and is
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> OverlayConfig {
+        self.cfg
+    }
+
+    /// The most pins it holds: shards × `ceil(max_entries / shards)`.
+    pub fn capacity(&self) -> usize {
+        self.shard_cap * self.shards.len()
+    }
+
+    fn shard(&self, key: SessionKey) -> &Mutex<Shard> {
+        // Bits 64.. pick the shard; the shard's hash index uses bits 0..64.
+        &self.shards[(key.0 >> 64) as usize & self.mask].0
+    }
+
+    fn secs(now: Millis) -> u32 {
+        u32::try_from(now / 1000).unwrap_or(u32::MAX)
+    }
+
+    /// The pin of `key`, refreshing last-seen; an idle-expired pin counts as absent (and is
     /// removed, counted as expired).
-    pub fn get(&self, _key: SessionKey, _now: Millis) -> Option<BackendId> {
-        unimplemented!()
+    pub fn get(&self, key: SessionKey, now: Millis) -> Option<Pin> {
+        self.shard(key)
+            .lock()
+            .get(key.0, Self::secs(now), self.ttl_s)
     }
-    /// Pin (or re-pin) `key` to `backend`.
-    pub fn pin(&self, _key: SessionKey, _backend: BackendId, _now: Millis) -> PinOutcome {
-        unimplemented!()
+
+    /// Pin (or re-pin) `key` to `backend` with `backup`, refreshing last-seen. A new key in a
+    /// full shard evicts the least recently seen of a few sampled pins.
+    pub fn pin(
+        &self,
+        key: SessionKey,
+        backend: BackendId,
+        backup: Option<BackendId>,
+        now: Millis,
+    ) -> PinOutcome {
+        let to = Pin { backend, backup };
+        self.shard(key)
+            .lock()
+            .pin(key.0, to, Self::secs(now), self.ttl_s)
     }
-    pub fn remove(&self, _key: SessionKey) -> Option<BackendId> {
-        unimplemented!()
+
+    /// Drops the pin of `key` (expired or not); returns the backend it was pinned to.
+    /// Not counted in [`OverlayStats`].
+    pub fn remove(&self, key: SessionKey) -> Option<BackendId> {
+        self.shard(key).lock().remove(key.0)
     }
-    pub fn info(&self, _key: SessionKey) -> Option<PinInfo> {
-        unimplemented!()
+
+    /// The pin of `key` without refreshing it. May show a pin that is idle-expired but not yet
+    /// swept (compare `last_seen` with the TTL).
+    pub fn info(&self, key: SessionKey) -> Option<PinInfo> {
+        self.shard(key).lock().info(key.0)
     }
-    /// Sessions pinned to `backend` (exact).
-    pub fn count(&self, _backend: BackendId) -> u64 {
-        unimplemented!()
+
+    /// Sessions pinned to `backend` (exact: each shard's count is kept under its lock; the sum
+    /// visits shards one at a time). Includes idle-expired pins not yet swept.
+    pub fn count(&self, backend: BackendId) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| u64::from(s.0.lock().count(backend)))
+            .sum()
     }
+
+    /// Sessions per backend, indexed by `BackendId.0` (one pass over the shards; for metrics).
+    pub fn counts(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            s.0.lock().add_counts(&mut out);
+        }
+        out
+    }
+
+    /// Number of pins (including idle-expired ones not yet swept).
     pub fn len(&self) -> usize {
-        unimplemented!()
+        self.shards.iter().map(|s| s.0.lock().len()).sum()
     }
+
+    /// True when nothing is pinned.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Remove every idle-expired pin; returns how many.
-    pub fn sweep(&self, _now: Millis) -> usize {
-        unimplemented!()
+
+    /// Remove every idle-expired pin; returns how many. Locks one shard at a time.
+    pub fn sweep(&self, now: Millis) -> usize {
+        let now_s = Self::secs(now);
+        self.shards
+            .iter()
+            .map(|s| s.0.lock().sweep(now_s, self.ttl_s))
+            .sum()
     }
+
+    /// Counters since start.
     pub fn stats(&self) -> OverlayStats {
-        unimplemented!()
+        let mut total = OverlayStats::default();
+        for s in self.shards.iter() {
+            let st = s.0.lock().stats;
+            total.created += st.created;
+            total.expired += st.expired;
+            total.evicted += st.evicted;
+        }
+        total
+    }
+
+    /// Up to `limit` keys pinned to `backend` (for migrating sessions off it). Shards without
+    /// such pins are skipped from their counts; others are scanned under their lock.
+    pub fn keys_on(&self, backend: BackendId, limit: usize) -> Vec<SessionKey> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            s.0.lock().keys_on(backend, limit, &mut out);
+        }
+        out
+    }
+
+    /// Drops every pin on `backend` (e.g. after it left the upstream for good); returns how
+    /// many. Not counted in [`OverlayStats`].
+    pub fn remove_backend(&self, backend: BackendId) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.0.lock().remove_backend(backend))
+            .sum()
+    }
+
+    /// Bytes allocated for pins (slabs, hash indexes, counts; capacity, not length), for
+    /// metrics and sizing. Excludes the fixed per-shard overhead.
+    pub fn memory_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().memory_bytes()).sum()
+    }
+
+    /// Number of shards (a power of two, 1..=64).
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        for s in self.shards.iter() {
+            s.0.lock().check_invariants();
+        }
     }
 }

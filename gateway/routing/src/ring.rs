@@ -1,5 +1,8 @@
 //! Consistent hashing: Ketama (points ∝ weight) or modulo.
-//! SKELETON — the routing helper replaces the bodies.
+//!
+//! A [`Ring`] is a sequence of *owners* (backend indices) that a key enters at a position derived
+//! from its 32-bit point and then walks forward, wrapping. Ketama stores sorted hash points with a
+//! parallel owner array; modulo stores a weight-expanded slot list.
 
 /// Which hashing an upstream uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -13,27 +16,324 @@ pub enum Hashing {
     Modulo,
 }
 
+/// Upper bound on the points (Ketama) or slots (modulo) of one backend, so an absurd weight
+/// cannot exhaust memory. Config validation is expected to keep weights far below it; a backend
+/// hitting the cap simply gets a smaller share than its weight asks for.
+pub const MAX_POINTS_PER_BACKEND: u64 = 1 << 20;
+
 /// An immutable ring over backend positions `0..n` (indices into the caller's backend list).
+///
+/// Ketama points are hashed from the backend *names*, and ties are broken by name, so the same
+/// set of `(name, weight)` gives the same mapping on every gateway whatever the list order.
+/// Modulo slots follow the list order (backend i appears `weight` times, in order).
 #[derive(Debug, Clone)]
 pub struct Ring {
-    _private: (),
+    /// Sorted hash points (Ketama); empty for modulo.
+    points: Vec<u32>,
+    /// Owner of each point (Ketama, parallel to `points`) or of each slot (modulo).
+    owners: Vec<u32>,
+    /// Number of backends the ring was built over (weighted or not).
+    backends: usize,
+    /// Number of distinct backends with at least one point: the length of a full walk.
+    distinct: usize,
 }
 
 impl Ring {
     /// Build from `(name, weight)` per backend; index i in the slice is backend index i.
-    /// Weight 0 backends get no points (they never receive new keys) — no panic.
-    pub fn new(_hashing: Hashing, _points_per_weight: u32, _backends: &[(&str, u32)]) -> Ring {
-        unimplemented!("routing helper")
+    /// Weight 0 backends get no points (they never receive new keys) — no panic. A
+    /// `points_per_weight` of 0 (Ketama) gives an empty ring.
+    pub fn new(hashing: Hashing, points_per_weight: u32, backends: &[(&str, u32)]) -> Ring {
+        let (points, owners) = match hashing {
+            Hashing::Ketama => ketama_points(points_per_weight, backends),
+            Hashing::Modulo => (Vec::new(), modulo_slots(backends)),
+        };
+        let mut present = vec![false; backends.len()];
+        for &o in &owners {
+            present[o as usize] = true;
+        }
+        Ring {
+            points,
+            owners,
+            backends: backends.len(),
+            distinct: present.iter().filter(|p| **p).count(),
+        }
     }
 
     /// Backend indices in ring order starting at `point`, each backend at most once (only
-    /// backends with weight > 0). Failover walks this.
-    pub fn walk(&self, _point: u32) -> impl Iterator<Item = usize> + '_ {
-        std::iter::empty()
+    /// backends with weight > 0). Failover walks this. Allocation-free for the first
+    /// `INLINE_SEEN` (8) backends yielded; a longer walk allocates one bitset.
+    pub fn walk(&self, point: u32) -> impl Iterator<Item = usize> + '_ {
+        Walk {
+            ring: self,
+            pos: self.start(point),
+            steps_left: self.owners.len(),
+            yielded: 0,
+            seen: Seen::default(),
+        }
     }
 
     /// The first backend for `point`, if the ring has any points.
     pub fn primary(&self, point: u32) -> Option<usize> {
-        self.walk(point).next()
+        if self.owners.is_empty() {
+            return None;
+        }
+        Some(self.owners[self.start(point)] as usize)
+    }
+
+    /// Number of points (Ketama) or slots (modulo).
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// True when no backend has weight > 0: every walk is empty.
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// Number of distinct backends on the ring (those with weight > 0).
+    pub fn distinct(&self) -> usize {
+        self.distinct
+    }
+
+    /// Number of backends the ring was built over, weighted or not.
+    pub fn backends(&self) -> usize {
+        self.backends
+    }
+
+    /// Index into `owners` where a walk from `point` starts. Only meaningful when non-empty.
+    fn start(&self, point: u32) -> usize {
+        if self.points.is_empty() {
+            // Modulo (Ketama rings with no points have no owners either).
+            return (point as usize).checked_rem(self.owners.len()).unwrap_or(0);
+        }
+        let i = self.points.partition_point(|&p| p < point);
+        if i == self.points.len() {
+            0
+        } else {
+            i
+        }
+    }
+}
+
+/// The stable hash of point `i` of backend `name`: xxh3-64 of `name ‖ 0x00 ‖ i (LE)`, truncated.
+fn point_hash(name: &str, i: u32) -> u32 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(name.as_bytes());
+    h.update(&[0]);
+    h.update(&i.to_le_bytes());
+    h.digest() as u32
+}
+
+/// Points of one backend, capped by [`MAX_POINTS_PER_BACKEND`].
+fn points_of(per_weight: u32, weight: u32) -> u32 {
+    let n = (u64::from(per_weight) * u64::from(weight)).min(MAX_POINTS_PER_BACKEND);
+    // Cannot fail: n <= MAX_POINTS_PER_BACKEND < 2^32.
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn ketama_points(per_weight: u32, backends: &[(&str, u32)]) -> (Vec<u32>, Vec<u32>) {
+    let total: usize = backends
+        .iter()
+        .map(|&(_, w)| points_of(per_weight, w) as usize)
+        .sum();
+    let mut all: Vec<(u32, u32)> = Vec::with_capacity(total);
+    for (idx, &(name, weight)) in backends.iter().enumerate() {
+        let owner = owner_index(idx);
+        all.extend((0..points_of(per_weight, weight)).map(|i| (point_hash(name, i), owner)));
+    }
+    // Ties between two backends' points are broken by name (then index, for duplicate names),
+    // never by list position alone, so list order does not change the mapping.
+    all.sort_unstable_by(|a, b| {
+        (a.0, backends[a.1 as usize].0, a.1).cmp(&(b.0, backends[b.1 as usize].0, b.1))
+    });
+    all.into_iter().unzip()
+}
+
+fn modulo_slots(backends: &[(&str, u32)]) -> Vec<u32> {
+    let mut slots = Vec::new();
+    for (idx, &(_, weight)) in backends.iter().enumerate() {
+        let n = points_of(1, weight) as usize;
+        slots.extend(std::iter::repeat_n(owner_index(idx), n));
+    }
+    slots
+}
+
+fn owner_index(idx: usize) -> u32 {
+    // Cannot fail in practice: 2^32 `(&str, u32)` backends would be a 96 GiB slice.
+    u32::try_from(idx).expect("fewer than 2^32 backends in one ring")
+}
+
+/// Backends remembered inline by a walk before it switches to a heap bitset.
+const INLINE_SEEN: usize = 8;
+
+/// The set of backends a walk already yielded: inline for the first [`INLINE_SEEN`], then a
+/// bitset over all backends.
+#[derive(Default)]
+struct Seen {
+    inline: [u32; INLINE_SEEN],
+    n: usize,
+    bits: Option<Vec<u64>>,
+}
+
+impl Seen {
+    fn contains(&self, b: u32) -> bool {
+        match &self.bits {
+            Some(bits) => bits[(b / 64) as usize] & (1 << (b % 64)) != 0,
+            None => self.inline[..self.n].contains(&b),
+        }
+    }
+
+    fn insert(&mut self, b: u32, backends: usize) {
+        if self.bits.is_none() && self.n < INLINE_SEEN {
+            self.inline[self.n] = b;
+            self.n += 1;
+            return;
+        }
+        let inline = &self.inline[..self.n];
+        let bits = self.bits.get_or_insert_with(|| {
+            let mut bits = vec![0u64; backends.div_ceil(64)];
+            for &s in inline {
+                bits[(s / 64) as usize] |= 1 << (s % 64);
+            }
+            bits
+        });
+        bits[(b / 64) as usize] |= 1 << (b % 64);
+    }
+}
+
+struct Walk<'a> {
+    ring: &'a Ring,
+    pos: usize,
+    steps_left: usize,
+    yielded: usize,
+    seen: Seen,
+}
+
+impl Iterator for Walk<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let owners = &self.ring.owners;
+        while self.steps_left > 0 && self.yielded < self.ring.distinct {
+            let owner = owners[self.pos];
+            self.steps_left -= 1;
+            self.pos += 1;
+            if self.pos == owners.len() {
+                self.pos = 0;
+            }
+            // The first owner needs no check: nothing was seen yet.
+            if self.yielded == 0 || !self.seen.contains(owner) {
+                if self.yielded + 1 < self.ring.distinct {
+                    self.seen.insert(owner, self.ring.backends);
+                }
+                self.yielded += 1;
+                return Some(owner as usize);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("backend-{i}")).collect()
+    }
+
+    fn specs(names: &[String], w: u32) -> Vec<(&str, u32)> {
+        names.iter().map(|n| (n.as_str(), w)).collect()
+    }
+
+    #[test]
+    fn empty_ring_walks_nothing() {
+        for h in [Hashing::Ketama, Hashing::Modulo] {
+            let r = Ring::new(h, 160, &[]);
+            assert!(r.is_empty());
+            assert_eq!(r.walk(123).count(), 0);
+            assert_eq!(r.primary(0), None);
+        }
+    }
+
+    #[test]
+    fn zero_weight_gets_no_points_and_no_panic() {
+        for h in [Hashing::Ketama, Hashing::Modulo] {
+            let r = Ring::new(h, 160, &[("a", 0), ("b", 1), ("c", 0)]);
+            assert_eq!(r.distinct(), 1);
+            assert_eq!(r.backends(), 3);
+            for p in [0, 1, u32::MAX / 2, u32::MAX] {
+                assert_eq!(r.walk(p).collect::<Vec<_>>(), vec![1]);
+            }
+            let all_zero = Ring::new(h, 160, &[("a", 0)]);
+            assert_eq!(all_zero.primary(7), None);
+        }
+    }
+
+    #[test]
+    fn zero_points_per_weight_is_empty() {
+        let r = Ring::new(Hashing::Ketama, 0, &[("a", 3)]);
+        assert!(r.is_empty());
+        assert_eq!(r.walk(1).next(), None);
+    }
+
+    #[test]
+    fn ketama_point_counts_follow_weight() {
+        let r = Ring::new(Hashing::Ketama, 10, &[("a", 1), ("b", 3)]);
+        assert_eq!(r.len(), 40);
+        assert_eq!(r.owners.iter().filter(|&&o| o == 1).count(), 30);
+        assert!(r.points.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn walk_yields_every_weighted_backend_once() {
+        let n = names(40); // more than INLINE_SEEN: exercises the bitset
+        let r = Ring::new(Hashing::Ketama, 160, &specs(&n, 1));
+        for p in [0, 99, u32::MAX] {
+            let mut seen: Vec<usize> = r.walk(p).collect();
+            assert_eq!(seen[0], r.primary(p).expect("non-empty"));
+            seen.sort_unstable();
+            assert_eq!(seen, (0..40).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn walk_starts_at_first_point_at_or_after_and_wraps() {
+        let r = Ring::new(Hashing::Ketama, 4, &[("a", 1), ("b", 1)]);
+        let first = r.points[0];
+        let last = *r.points.last().expect("8 points");
+        assert_eq!(r.primary(first), Some(r.owners[0] as usize));
+        assert_eq!(r.primary(last), Some(*r.owners.last().expect("8") as usize));
+        // Past the last point wraps to the first.
+        if last < u32::MAX {
+            assert_eq!(r.primary(last + 1), Some(r.owners[0] as usize));
+        }
+    }
+
+    #[test]
+    fn modulo_slots_in_order_and_walk_continues() {
+        let r = Ring::new(Hashing::Modulo, 160, &[("a", 2), ("b", 1), ("c", 1)]);
+        assert_eq!(r.owners, vec![0, 0, 1, 2]);
+        assert_eq!(r.walk(0).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(r.walk(1).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(r.walk(2).collect::<Vec<_>>(), vec![1, 2, 0]);
+        assert_eq!(r.walk(7).collect::<Vec<_>>(), vec![2, 0, 1]);
+    }
+
+    #[test]
+    fn list_order_does_not_change_ketama_mapping() {
+        let a = Ring::new(Hashing::Ketama, 160, &[("x", 1), ("y", 2), ("z", 1)]);
+        let b = Ring::new(Hashing::Ketama, 160, &[("z", 1), ("x", 1), ("y", 2)]);
+        let to_b = [1, 2, 0]; // index in a → index in b
+        for p in (0..u32::MAX).step_by(1 << 20) {
+            let wa: Vec<usize> = a.walk(p).map(|i| to_b[i]).collect();
+            assert_eq!(wa, b.walk(p).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn huge_weight_is_capped() {
+        let r = Ring::new(Hashing::Modulo, 1, &[("a", u32::MAX), ("b", 1)]);
+        assert_eq!(r.len() as u64, MAX_POINTS_PER_BACKEND + 1);
     }
 }

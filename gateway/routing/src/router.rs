@@ -1,16 +1,30 @@
-//! One routing table of an upstream. SKELETON — the routing helper replaces the bodies.
-use crate::{BackendId, BackendIdx, Decision, Hashing, Interner, Millis, Overlay, SessionKey};
+//! One routing table of an upstream: backends + ring, sharing the overlay with other tables.
+//!
+//! Eligibility: a backend serves its *existing* sessions (overlay hits, tokens) while it is up;
+//! it takes *new* placements while it is up, not draining and has weight > 0.
+use crate::{
+    BackendId, BackendIdx, Decision, Hashing, Interner, Millis, Overlay, PinOutcome, Reason, Ring,
+    SessionKey,
+};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+#[cfg(test)]
+mod tests;
 
 /// A backend as the routing core sees it: a stable name and a weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSpec {
+    /// Stable name (e.g. `host:port`); hashed onto the ring and interned to a [`BackendId`].
     pub name: String,
     /// Share of new sessions; 0 = no new sessions (existing pins still served).
     pub weight: u32,
 }
 
 impl BackendSpec {
+    /// A backend called `name` with `weight`.
     pub fn new(name: &str, weight: u32) -> Self {
         BackendSpec {
             name: name.to_string(),
@@ -22,6 +36,7 @@ impl BackendSpec {
 /// How an upstream hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouterConfig {
+    /// Ketama or modulo.
     pub hashing: Hashing,
     /// Ketama points per unit of weight (default 160, as nginx/pingora-ketama).
     pub points_per_weight: u32,
@@ -36,74 +51,419 @@ impl Default for RouterConfig {
     }
 }
 
+#[derive(Debug)]
+struct Backend {
+    name: Arc<str>,
+    id: BackendId,
+    weight: u32,
+    up: AtomicBool,
+    draining: AtomicBool,
+}
+
+/// `by_id` value for ids not in this table.
+const ABSENT: u32 = u32::MAX;
+
 /// An immutable routing table (backends + ring) sharing a mutable [`Overlay`] with the tables
 /// before and after it. Backend health is an atomic flag per backend, settable by the gateway.
+///
+/// Backend names must be unique (config validation's job): of duplicates, the first is the one
+/// found by name and id and the later ones get no ring points.
 #[derive(Debug)]
 pub struct Router {
-    _overlay: Arc<Overlay>,
+    backends: Box<[Backend]>,
+    ring: Ring,
+    /// Backends without ring points (weight 0, duplicates), for the last-resort failover.
+    off_ring: Box<[usize]>,
+    by_name: HashMap<Arc<str>, BackendIdx>,
+    /// `BackendId.0` → index, [`ABSENT`] when not in this table. Dense: O(1) per hit.
+    by_id: Box<[u32]>,
+    /// How many backends take new placements; kept by the setters under `flags`, so an
+    /// all-down table answers at once and a single eligible backend needs no backup walk.
+    takes_new: AtomicUsize,
+    flags: Mutex<()>,
+    overlay: Arc<Overlay>,
+    names: Interner,
 }
 
 impl Router {
+    /// A table over `backends` (index i = `backends[i]`), all up and not draining, sharing
+    /// `overlay`. Ids come from `names`, which the router keeps (a shared clone) to name
+    /// backends that are no longer in the table.
     pub fn new(
-        _cfg: RouterConfig,
-        _backends: &[BackendSpec],
-        _overlay: Arc<Overlay>,
-        _names: &Interner,
+        cfg: RouterConfig,
+        backends: &[BackendSpec],
+        overlay: Arc<Overlay>,
+        names: &Interner,
     ) -> Router {
-        unimplemented!("routing helper")
+        let mut by_name = HashMap::with_capacity(backends.len());
+        let mut table = Vec::with_capacity(backends.len());
+        let mut ring_spec = Vec::with_capacity(backends.len());
+        for (i, spec) in backends.iter().enumerate() {
+            let name: Arc<str> = Arc::from(spec.name.as_str());
+            let first = !by_name.contains_key(&name);
+            if first {
+                by_name.insert(name.clone(), i);
+            }
+            ring_spec.push((spec.name.as_str(), if first { spec.weight } else { 0 }));
+            table.push(Backend {
+                id: names.intern(&spec.name),
+                name,
+                weight: spec.weight,
+                up: AtomicBool::new(true),
+                draining: AtomicBool::new(false),
+            });
+        }
+        let ring = Ring::new(cfg.hashing, cfg.points_per_weight, &ring_spec);
+        let off_ring = (0..backends.len())
+            .filter(|&i| ring_spec[i].1 == 0)
+            .collect();
+        let router = Router {
+            by_id: dense_ids(&table, &by_name),
+            backends: table.into_boxed_slice(),
+            ring,
+            off_ring,
+            by_name,
+            takes_new: AtomicUsize::new(0),
+            flags: Mutex::new(()),
+            overlay,
+            names: names.clone(),
+        };
+        router.recount();
+        router
     }
+
+    /// Number of backends.
     pub fn len(&self) -> usize {
-        unimplemented!()
+        self.backends.len()
     }
+
+    /// True when the table has no backend.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    pub fn name(&self, _idx: BackendIdx) -> &str {
-        unimplemented!()
+
+    /// Name of backend `idx`. Panics if `idx >= len()`, like slice indexing.
+    pub fn name(&self, idx: BackendIdx) -> &str {
+        &self.backends[idx].name
     }
-    pub fn id(&self, _idx: BackendIdx) -> BackendId {
-        unimplemented!()
+
+    /// Stable id of backend `idx`. Panics if `idx >= len()`.
+    pub fn id(&self, idx: BackendIdx) -> BackendId {
+        self.backends[idx].id
     }
-    pub fn index_of(&self, _name: &str) -> Option<BackendIdx> {
-        unimplemented!()
+
+    /// Configured weight of backend `idx`. Panics if `idx >= len()`.
+    pub fn weight(&self, idx: BackendIdx) -> u32 {
+        self.backends[idx].weight
     }
-    pub fn index_of_id(&self, _id: BackendId) -> Option<BackendIdx> {
-        unimplemented!()
+
+    /// Index of the backend called `name` in this table.
+    pub fn index_of(&self, name: &str) -> Option<BackendIdx> {
+        self.by_name.get(name).copied()
     }
+
+    /// Index of the backend with id `id` in this table (O(1)).
+    pub fn index_of_id(&self, id: BackendId) -> Option<BackendIdx> {
+        match self.by_id.get(id.0 as usize) {
+            Some(&i) if i != ABSENT => Some(i as usize),
+            _ => None,
+        }
+    }
+
+    /// The overlay this table shares.
     pub fn overlay(&self) -> &Arc<Overlay> {
-        unimplemented!()
+        &self.overlay
     }
-    pub fn set_up(&self, _idx: BackendIdx, _up: bool) {
-        unimplemented!()
+
+    /// The ring (for diagnostics and tests).
+    pub fn ring(&self) -> &Ring {
+        &self.ring
     }
-    pub fn is_up(&self, _idx: BackendIdx) -> bool {
-        unimplemented!()
+
+    /// Marks backend `idx` healthy or not. Panics if `idx >= len()`.
+    pub fn set_up(&self, idx: BackendIdx, up: bool) {
+        let _g = self.flags.lock();
+        self.backends[idx].up.store(up, Ordering::Release);
+        self.recount();
     }
+
+    /// Whether backend `idx` is up (serves its existing sessions). Panics if `idx >= len()`.
+    pub fn is_up(&self, idx: BackendIdx) -> bool {
+        self.backends[idx].up.load(Ordering::Acquire)
+    }
+
+    /// Marks backend `idx` draining: no new placements, existing sessions still served.
+    /// Panics if `idx >= len()`.
+    pub fn set_draining(&self, idx: BackendIdx, draining: bool) {
+        let _g = self.flags.lock();
+        self.backends[idx]
+            .draining
+            .store(draining, Ordering::Release);
+        self.recount();
+    }
+
+    /// Whether backend `idx` is draining. Panics if `idx >= len()`.
+    pub fn is_draining(&self, idx: BackendIdx) -> bool {
+        self.backends[idx].draining.load(Ordering::Acquire)
+    }
+
+    /// Whether backend `idx` takes new placements: up, not draining, weight > 0.
+    /// Panics if `idx >= len()`.
+    pub fn takes_new(&self, idx: BackendIdx) -> bool {
+        let b = &self.backends[idx];
+        b.weight > 0 && b.up.load(Ordering::Acquire) && !b.draining.load(Ordering::Acquire)
+    }
+
+    /// Copies the up/draining flags of same-named backends from `prev` (the table this one
+    /// replaces), so a reload does not forget health.
+    pub fn inherit_flags(&self, prev: &Router) {
+        let _g = self.flags.lock();
+        for b in self.backends.iter() {
+            if let Some(j) = prev.index_of(&b.name) {
+                b.up.store(prev.is_up(j), Ordering::Release);
+                b.draining.store(prev.is_draining(j), Ordering::Release);
+            }
+        }
+        self.recount();
+    }
+
+    fn recount(&self) {
+        let n = (0..self.len()).filter(|&i| self.takes_new(i)).count();
+        self.takes_new.store(n, Ordering::Release);
+    }
+
     /// Overlay key: pinned & eligible → Sticky; no pin → ring walk, pin, New; pin on an
-    /// ineligible/removed backend → next eligible ring node, re-pin, Failover (previous set).
-    /// `None` when no backend is eligible.
-    pub fn select(&self, _key: SessionKey, _now: Millis) -> Option<Decision> {
-        unimplemented!()
+    /// ineligible/removed backend → its stored backup if eligible, else the next eligible ring
+    /// node; re-pin, Failover (previous set). `None` when no backend is eligible (nothing is
+    /// pinned or changed).
+    pub fn select(&self, key: SessionKey, now: Millis) -> Option<Decision> {
+        let Some(pin) = self.overlay.get(key, now) else {
+            return self.place(key, now);
+        };
+        match self.index_of_id(pin.backend) {
+            Some(i) if self.is_up(i) => Some(self.sticky(key, i, pin.backup, now)),
+            old => {
+                let backup = pin.backup.and_then(|b| self.index_of_id(b));
+                let d = self.moved(key.ring_point(), old, backup, pin.backend)?;
+                self.repin(key, &d, now);
+                Some(d)
+            }
+        }
     }
-    /// A verified token names backend `name`: Sticky when eligible, else walk the ring from
-    /// `key` (Failover, previous set). Nothing is pinned in the overlay.
-    pub fn select_named(&self, _name: &str, _key: SessionKey, _now: Millis) -> Option<Decision> {
-        unimplemented!()
+
+    /// A verified token names backend `name`: Sticky when up, else walk the ring from `key`
+    /// (Failover, previous = the interned id of `name` if it was ever known). Nothing is pinned
+    /// in the overlay; the backup is computed by a walk.
+    pub fn select_named(&self, name: &str, key: SessionKey, _now: Millis) -> Option<Decision> {
+        let point = key.ring_point();
+        let named = self.index_of(name);
+        if let Some(i) = named.filter(|&i| self.is_up(i)) {
+            return Some(Decision {
+                backend: i,
+                backup: self.pick(point, &[i]).map(|(b, _)| b),
+                reason: Reason::Sticky,
+                previous: None,
+            });
+        }
+        let exclude: &[usize] = named.as_slice();
+        let (backend, backup) = self.pick(point, exclude)?;
+        Some(Decision {
+            backend,
+            backup,
+            reason: Reason::Failover,
+            previous: self.names.get(name),
+        })
     }
+
     /// No key: walk the ring from `point`, pin nothing; reason `Ring` (or `New` when the caller
     /// will issue a session for it, e.g. a cookie token).
-    pub fn select_unpinned(&self, _point: u32, _new_session: bool) -> Option<Decision> {
-        unimplemented!()
+    pub fn select_unpinned(&self, point: u32, new_session: bool) -> Option<Decision> {
+        let (backend, backup) = self.pick(point, &[])?;
+        Some(Decision {
+            backend,
+            backup,
+            reason: if new_session {
+                Reason::New
+            } else {
+                Reason::Ring
+            },
+            previous: None,
+        })
     }
-    /// After `failed` backends failed for this request: the next eligible ring node from `point`
-    /// not in `failed`; re-pins `key` there when given. Reason Failover, previous = failed[0].
+
+    /// After `failed` backends failed for this request: the key's stored backup when its
+    /// pinned backend is among `failed` and the backup takes new sessions; else the first ring
+    /// node from `point` not in `failed` that takes new sessions; else (last resort) one that
+    /// is merely up. Re-pins `key` there when given. Reason Failover, previous = failed[0].
     pub fn failover(
         &self,
-        _point: u32,
-        _key: Option<SessionKey>,
-        _failed: &[BackendIdx],
-        _now: Millis,
+        point: u32,
+        key: Option<SessionKey>,
+        failed: &[BackendIdx],
+        now: Millis,
     ) -> Option<Decision> {
-        unimplemented!()
+        let stored = key
+            .and_then(|k| self.overlay.get(k, now))
+            .filter(|p| {
+                self.index_of_id(p.backend)
+                    .is_some_and(|i| failed.contains(&i))
+            })
+            .and_then(|p| p.backup)
+            .and_then(|b| self.index_of_id(b))
+            .filter(|b| !failed.contains(b) && self.takes_new(*b));
+        let backend = match stored {
+            Some(b) => b,
+            None => self
+                .pick(point, failed)
+                .map(|(b, _)| b)
+                .or_else(|| self.any_up(point, failed))?,
+        };
+        let d = Decision {
+            backend,
+            backup: self.backup_after(point, backend, failed),
+            reason: Reason::Failover,
+            previous: failed
+                .first()
+                .and_then(|&i| self.backends.get(i))
+                .map(|b| b.id),
+        };
+        if let Some(k) = key {
+            self.repin(k, &d, now);
+        }
+        Some(d)
     }
+
+    /// Pins `key` to backend `idx` (e.g. a session id learned from a response), with the first
+    /// ring node from the key's point that takes new sessions as backup. Panics if
+    /// `idx >= len()`.
+    pub fn pin(&self, key: SessionKey, idx: BackendIdx, now: Millis) -> PinOutcome {
+        let backup = self.pick(key.ring_point(), &[idx]).map(|(b, _)| self.id(b));
+        self.overlay.pin(key, self.id(idx), backup, now)
+    }
+
+    /// Miss: place by the ring and pin.
+    fn place(&self, key: SessionKey, now: Millis) -> Option<Decision> {
+        let (backend, backup) = self.pick(key.ring_point(), &[])?;
+        let d = Decision {
+            backend,
+            backup,
+            reason: Reason::New,
+            previous: None,
+        };
+        self.repin(key, &d, now);
+        Some(d)
+    }
+
+    /// Hit on an up backend: the stored backup when it still takes new sessions, else a walk
+    /// (and the fresh backup is stored, so the next hit is cheap again).
+    fn sticky(
+        &self,
+        key: SessionKey,
+        i: usize,
+        stored: Option<BackendId>,
+        now: Millis,
+    ) -> Decision {
+        let valid = stored
+            .and_then(|b| self.index_of_id(b))
+            .filter(|&b| b != i && self.takes_new(b));
+        let backup = valid.or_else(|| {
+            let fresh = self.pick(key.ring_point(), &[i]).map(|(b, _)| b);
+            let fresh_id = fresh.map(|b| self.id(b));
+            if fresh_id != stored {
+                self.overlay.pin(key, self.id(i), fresh_id, now);
+            }
+            fresh
+        });
+        Decision {
+            backend: i,
+            backup,
+            reason: Reason::Sticky,
+            previous: None,
+        }
+    }
+
+    /// Where a session pinned to an unusable (or removed) backend goes: its stored backup when
+    /// that takes new sessions, else the ring.
+    fn moved(
+        &self,
+        point: u32,
+        old: Option<usize>,
+        backup: Option<usize>,
+        old_id: BackendId,
+    ) -> Option<Decision> {
+        let exclude: &[usize] = old.as_slice();
+        let (backend, backup) = match backup.filter(|&b| Some(b) != old && self.takes_new(b)) {
+            Some(b) => (b, self.backup_after(point, b, exclude)),
+            None => self.pick(point, exclude)?,
+        };
+        Some(Decision {
+            backend,
+            backup,
+            reason: Reason::Failover,
+            previous: Some(old_id),
+        })
+    }
+
+    fn repin(&self, key: SessionKey, d: &Decision, now: Millis) {
+        let backup = d.backup.map(|b| self.id(b));
+        self.overlay.pin(key, self.id(d.backend), backup, now);
+    }
+
+    /// First ring node from `point` taking new sessions, not `chosen` nor in `exclude`.
+    fn backup_after(&self, point: u32, chosen: usize, exclude: &[usize]) -> Option<usize> {
+        let chosen_counted = self.takes_new(chosen) && !exclude.contains(&chosen);
+        if self.available(exclude) <= usize::from(chosen_counted) {
+            return None;
+        }
+        self.ring
+            .walk(point)
+            .find(|&i| i != chosen && !exclude.contains(&i) && self.takes_new(i))
+    }
+
+    /// The first two distinct ring nodes from `point` that take new sessions and are not in
+    /// `exclude`: (primary, backup).
+    fn pick(&self, point: u32, exclude: &[usize]) -> Option<(usize, Option<usize>)> {
+        let avail = self.available(exclude);
+        if avail == 0 {
+            return None;
+        }
+        let mut it = self
+            .ring
+            .walk(point)
+            .filter(|&i| !exclude.contains(&i) && self.takes_new(i));
+        let first = it.next()?;
+        Some((first, if avail > 1 { it.next() } else { None }))
+    }
+
+    /// Backends taking new sessions outside `exclude` (by the counter; may lag a concurrent
+    /// flag change by a moment).
+    fn available(&self, exclude: &[usize]) -> usize {
+        let excluded = exclude
+            .iter()
+            .enumerate()
+            .filter(|&(n, &i)| i < self.len() && self.takes_new(i) && !exclude[..n].contains(&i))
+            .count();
+        self.takes_new
+            .load(Ordering::Acquire)
+            .saturating_sub(excluded)
+    }
+
+    /// Last resort: the first up backend not in `exclude`, ring order then off-ring ones.
+    fn any_up(&self, point: u32, exclude: &[usize]) -> Option<usize> {
+        self.ring
+            .walk(point)
+            .chain(self.off_ring.iter().copied())
+            .find(|&i| !exclude.contains(&i) && self.is_up(i))
+    }
+}
+
+/// `BackendId.0 → index` for the first backend of each name.
+fn dense_ids(table: &[Backend], by_name: &HashMap<Arc<str>, BackendIdx>) -> Box<[u32]> {
+    let max = table.iter().map(|b| b.id.0 as usize + 1).max().unwrap_or(0);
+    let mut by_id = vec![ABSENT; max];
+    for &i in by_name.values() {
+        // Cannot truncate: a table of 2^32 backends cannot be built (see `Ring::new`).
+        by_id[table[i].id.0 as usize] = i as u32;
+    }
+    by_id.into_boxed_slice()
 }

@@ -1,0 +1,256 @@
+use super::*;
+use std::collections::HashMap;
+
+fn key(i: u64) -> SessionKey {
+    SessionKey::new(b"t", &i.to_le_bytes())
+}
+
+fn overlay(max_entries: usize, idle_ttl: Millis) -> Overlay {
+    Overlay::new(OverlayConfig {
+        max_entries,
+        idle_ttl,
+    })
+}
+
+const A: BackendId = BackendId(0);
+const B: BackendId = BackendId(1);
+const C: BackendId = BackendId(7);
+
+#[test]
+fn pin_get_and_outcomes() {
+    let o = overlay(1000, 60_000);
+    assert_eq!(o.get(key(1), 0), None);
+    assert_eq!(o.pin(key(1), A, Some(B), 0), PinOutcome::Created);
+    let pin = Pin {
+        backend: A,
+        backup: Some(B),
+    };
+    assert_eq!(o.get(key(1), 10), Some(pin));
+    assert_eq!(o.pin(key(1), A, None, 20), PinOutcome::Unchanged);
+    assert_eq!(o.get(key(1), 30).map(|p| p.backup), Some(None));
+    assert_eq!(
+        o.pin(key(1), B, Some(A), 40),
+        PinOutcome::Changed { previous: A }
+    );
+    assert_eq!(o.remove(key(1)), Some(B));
+    assert_eq!(o.remove(key(1)), None);
+    assert!(o.is_empty());
+    o.check_invariants();
+}
+
+#[test]
+fn expiry_exactly_at_ttl_boundary() {
+    let o = overlay(1000, 1000);
+    o.pin(key(1), A, None, 0);
+    assert!(o.get(key(1), 999).is_some(), "idle 999 ms < 1 s TTL");
+    // last_seen is still second 0: at 1000 ms the pin has been idle for the whole TTL.
+    assert_eq!(o.get(key(1), 1000), None);
+    assert_eq!(o.stats().expired, 1);
+    assert_eq!(o.count(A), 0);
+    assert!(o.is_empty(), "an expired pin is removed on access");
+}
+
+#[test]
+fn ttl_rounds_up_to_whole_seconds() {
+    let o = overlay(1000, 1500); // ceil → 2 s
+    o.pin(key(1), A, None, 0);
+    assert!(o.get(key(1), 1999).is_some());
+    assert!(
+        o.get(key(1), 2999).is_some(),
+        "the get at 1999 refreshed last_seen to second 1"
+    );
+    assert_eq!(o.get(key(1), 5000), None);
+}
+
+#[test]
+fn get_refreshes_last_seen() {
+    let o = overlay(1000, 10_000);
+    o.pin(key(1), A, None, 0);
+    for t in (5_000..60_000).step_by(5_000) {
+        assert!(
+            o.get(key(1), t).is_some(),
+            "refreshed every 5 s, alive at {t}"
+        );
+    }
+    let info = o.info(key(1)).expect("pinned");
+    assert_eq!((info.created, info.last_seen), (0, 55_000));
+}
+
+#[test]
+fn zero_ttl_never_expires() {
+    let o = overlay(1000, 0);
+    o.pin(key(1), A, None, 0);
+    assert!(o.get(key(1), u64::MAX).is_some());
+    assert_eq!(o.sweep(u64::MAX), 0);
+}
+
+#[test]
+fn pin_over_expired_entry_is_a_new_session() {
+    let o = overlay(1000, 1000);
+    o.pin(key(1), A, None, 0);
+    assert_eq!(o.pin(key(1), B, None, 5000), PinOutcome::Created);
+    assert_eq!((o.count(A), o.count(B)), (0, 1));
+    let st = o.stats();
+    assert_eq!((st.created, st.expired), (2, 1));
+    assert_eq!(o.info(key(1)).map(|i| i.created), Some(5000));
+    o.check_invariants();
+}
+
+#[test]
+fn sweep_removes_only_expired() {
+    let o = overlay(10_000, 2000);
+    for i in 0..1000 {
+        o.pin(key(i), if i % 2 == 0 { A } else { B }, None, 0);
+    }
+    for i in (0..1000).step_by(3) {
+        o.get(key(i), 1000);
+    }
+    assert_eq!(o.sweep(2000), 1000 - 334);
+    assert_eq!(o.len(), 334);
+    assert_eq!(o.count(A) + o.count(B), 334);
+    assert_eq!(o.stats().expired, 666);
+    o.check_invariants();
+}
+
+#[test]
+fn eviction_keeps_the_bound_and_counts() {
+    let o = overlay(100, 60_000);
+    assert_eq!(o.shards(), 1);
+    for i in 0..1000 {
+        o.pin(key(i), if i % 3 == 0 { A } else { B }, None, i * 10);
+        assert!(o.len() <= 100);
+    }
+    assert_eq!(o.len(), 100);
+    let st = o.stats();
+    assert_eq!((st.created, st.evicted, st.expired), (1000, 900, 0));
+    assert_eq!(o.count(A) + o.count(B), 100);
+    o.check_invariants();
+}
+
+#[test]
+fn bound_holds_with_many_shards() {
+    let o = overlay(20_000, 60_000);
+    assert_eq!(o.shards(), 64);
+    assert!(o.capacity() >= 20_000 && o.capacity() < 20_000 + 64);
+    for i in 0..50_000 {
+        o.pin(key(i), A, None, 0);
+    }
+    assert!(o.len() <= o.capacity());
+    assert!(o.len() > 19_000, "shards fill up: {}", o.len());
+    assert_eq!(o.stats().evicted as usize, 50_000 - o.len());
+    assert_eq!(o.count(A) as usize, o.len());
+    o.check_invariants();
+}
+
+#[test]
+fn eviction_prefers_least_recently_seen() {
+    let o = overlay(100, 3_600_000);
+    for i in 0..100 {
+        o.pin(key(i), A, None, 0);
+    }
+    for i in 0..20 {
+        o.get(key(i), 10_000); // recently used
+    }
+    for i in 100..120 {
+        o.pin(key(i), A, None, 10_000);
+    }
+    let survivors = (0..20).filter(|&i| o.info(key(i)).is_some()).count();
+    assert!(
+        survivors >= 18,
+        "only {survivors}/20 recently used pins survived"
+    );
+}
+
+#[test]
+fn eviction_of_an_expired_pin_counts_as_expired() {
+    let o = overlay(1, 1000);
+    o.pin(key(1), A, None, 0);
+    o.pin(key(2), B, None, 5000);
+    let st = o.stats();
+    assert_eq!((st.expired, st.evicted), (1, 0));
+    o.pin(key(3), B, None, 5000);
+    assert_eq!(o.stats().evicted, 1);
+    assert_eq!((o.count(A), o.count(B)), (0, 1));
+}
+
+#[test]
+fn counts_exact_against_a_model() {
+    let o = overlay(100_000, 0);
+    let mut model: HashMap<SessionKey, BackendId> = HashMap::new();
+    let mut x = 12345u64;
+    for step in 0..20_000u64 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let k = key((x >> 33) % 3000);
+        let b = BackendId(((x >> 20) % 5) as u32);
+        match (x >> 10) % 4 {
+            0 => assert_eq!(o.remove(k), model.remove(&k)),
+            1 => assert_eq!(o.get(k, step).map(|p| p.backend), model.get(&k).copied()),
+            _ => {
+                let expect = match model.insert(k, b) {
+                    None => PinOutcome::Created,
+                    Some(p) if p == b => PinOutcome::Unchanged,
+                    Some(previous) => PinOutcome::Changed { previous },
+                };
+                assert_eq!(o.pin(k, b, None, step), expect);
+            }
+        }
+    }
+    let counts = o.counts();
+    for b in 0..5 {
+        let want = model.values().filter(|v| v.0 == b).count() as u64;
+        assert_eq!(o.count(BackendId(b)), want);
+        assert_eq!(counts[b as usize], want);
+    }
+    assert_eq!(o.len(), model.len());
+    o.check_invariants();
+}
+
+#[test]
+fn keys_on_and_remove_backend() {
+    let o = overlay(10_000, 60_000);
+    for i in 0..300 {
+        o.pin(key(i), if i < 100 { C } else { A }, None, 0);
+    }
+    let keys = o.keys_on(C, 1000);
+    assert_eq!(keys.len(), 100);
+    assert!(keys
+        .iter()
+        .all(|k| o.info(*k).map(|i| i.backend) == Some(C)));
+    assert_eq!(o.keys_on(C, 7).len(), 7);
+    assert!(o.keys_on(B, 10).is_empty());
+    assert_eq!(o.remove_backend(C), 100);
+    assert_eq!((o.count(C), o.count(A), o.len()), (0, 200, 200));
+    o.check_invariants();
+}
+
+#[test]
+fn concurrent_pins_keep_counts_exact() {
+    let o = overlay(100_000, 60_000);
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let o = &o;
+            s.spawn(move || {
+                for i in 0..5_000u64 {
+                    let k = key(i);
+                    o.pin(k, BackendId(t), None, 0);
+                    o.get(k, 0);
+                }
+            });
+        }
+    });
+    assert_eq!(o.len(), 5_000);
+    assert_eq!((0..4).map(|t| o.count(BackendId(t))).sum::<u64>(), 5_000);
+    o.check_invariants();
+}
+
+#[test]
+fn full_overlay_memory_is_compact() {
+    let o = overlay(200_000, 60_000);
+    for i in 0..200_000 {
+        o.pin(key(i), BackendId((i % 10) as u32), None, 0);
+    }
+    let per_entry = o.memory_bytes() as f64 / o.len() as f64;
+    assert!(per_entry <= 64.0, "{per_entry} bytes per pin");
+}

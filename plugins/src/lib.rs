@@ -42,6 +42,21 @@ pub trait RequestView {
     fn header(&self, name: &str) -> Option<&[u8]>;
     /// Every value of a header, in order (HTTP/2 clients send several `cookie` fields).
     fn for_each_header(&self, name: &str, f: &mut dyn FnMut(&[u8]));
+    /// The `n`-th value (0-based, in order) of a header, borrowed from the request; `None` past
+    /// the last. Plugins use it when what they return must borrow from a field other than the
+    /// first (the cookie plugin's [`Affinity::Backend`] name): the slices passed by
+    /// [`RequestView::for_each_header`] cannot outlive the callback.
+    ///
+    /// The default only knows the first value ([`RequestView::header`]). A view over requests
+    /// that may carry several fields of one header (HTTP/2 `cookie` crumbs) should override it,
+    /// e.g. `headers.get_all(name).iter().nth(n)`.
+    fn header_nth(&self, name: &str, n: usize) -> Option<&[u8]> {
+        if n == 0 {
+            self.header(name)
+        } else {
+            None
+        }
+    }
     /// The TCP peer's address (not X-Forwarded-For).
     fn client_ip(&self) -> Option<IpAddr>;
     /// Wall-clock time in seconds since the Unix epoch, read once per request by the gateway.
@@ -63,7 +78,33 @@ pub enum Affinity<'r> {
     Session(SessionKey),
     /// A verified token that names a backend directly (cookie insert mode). `key` is the
     /// session's identity, used for the ring walk when that backend is not eligible.
-    Backend { name: &'r str, key: SessionKey },
+    /// `expires` is the token's own expiry (Unix seconds): the gateway hands it back to the
+    /// plugin as [`DecisionView::key_expires`] so the plugin can refresh a token past half its
+    /// life.
+    Backend {
+        name: &'r str,
+        key: SessionKey,
+        expires: u64,
+    },
+}
+
+impl Affinity<'_> {
+    /// The session key: the overlay key, or the token's identity for a backend token.
+    pub fn session_key(&self) -> SessionKey {
+        match *self {
+            Affinity::Session(k) => k,
+            Affinity::Backend { key, .. } => key,
+        }
+    }
+
+    /// The expiry of the token behind this key, when it has one (what the gateway passes back
+    /// as [`DecisionView::key_expires`]).
+    pub fn expires(&self) -> Option<u64> {
+        match *self {
+            Affinity::Session(_) => None,
+            Affinity::Backend { expires, .. } => Some(expires),
+        }
+    }
 }
 
 /// Why a plugin rejected what the client sent. Counted by the gateway, never an error response.
@@ -77,11 +118,14 @@ pub enum Invalid {
     UnknownKey,
     /// Past its expiry.
     Expired,
-    /// Signed for another upstream.
+    /// Signed for another upstream. Not produced by the built-in cookie plugin: the upstream
+    /// is bound into the MAC but not written in the token, so a token from another upstream is
+    /// indistinguishable from a forgery and reported as [`Invalid::BadSignature`].
     WrongUpstream,
 }
 
 impl Invalid {
+    /// Every variant, in a fixed order (for pre-registering metric labels).
     pub const ALL: [Invalid; 5] = [
         Invalid::Malformed,
         Invalid::BadSignature,
@@ -89,6 +133,7 @@ impl Invalid {
         Invalid::Expired,
         Invalid::WrongUpstream,
     ];
+    /// Lower-case name used in metric labels and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Invalid::Malformed => "malformed",
@@ -124,6 +169,11 @@ pub struct DecisionView<'a> {
     pub decided_by_me: bool,
     /// Wall-clock seconds since the Unix epoch.
     pub now_unix: u64,
+    /// The expiry of the token that decided the request ([`Affinity::expires`] of the chain's
+    /// key), filled by the gateway. [`Chain::on_response`] shows it only to the plugin that
+    /// decided (`decided_by_me`); others see `None`. `None` with `decided_by_me` means
+    /// "unknown": the cookie plugin then re-issues its token.
+    pub key_expires: Option<u64>,
 }
 
 /// An affinity plugin. Implementations must be cheap: `key` runs on every request.
@@ -143,8 +193,18 @@ pub trait AffinityPlugin: Send + Sync {
     /// Called with the backend's response header before it goes to the client. May add headers
     /// (a `Set-Cookie` for a new or changed pin) and may return a session key that the gateway
     /// then pins to `d.backend` (learn mode: the app just issued its own session cookie).
-    fn on_response(&self, _d: &DecisionView<'_>, _resp: &mut dyn ResponseView) -> Option<SessionKey> {
+    fn on_response(
+        &self,
+        _d: &DecisionView<'_>,
+        _resp: &mut dyn ResponseView,
+    ) -> Option<SessionKey> {
         None
+    }
+}
+
+impl std::fmt::Debug for dyn AffinityPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AffinityPlugin({})", self.name())
     }
 }
 
@@ -159,16 +219,26 @@ pub struct ChainResult<'r> {
     pub invalid: Option<(usize, Invalid)>,
 }
 
+impl ChainResult<'_> {
+    /// The expiry of the deciding token, for [`DecisionView::key_expires`].
+    pub fn key_expires(&self) -> Option<u64> {
+        self.affinity.as_ref().and_then(Affinity::expires)
+    }
+}
+
 /// The ordered affinity plugins of one upstream.
+#[derive(Debug)]
 pub struct Chain {
     plugins: Vec<Box<dyn AffinityPlugin>>,
 }
 
 impl Chain {
+    /// A chain asking `plugins` in this order.
     pub fn new(plugins: Vec<Box<dyn AffinityPlugin>>) -> Self {
         Chain { plugins }
     }
 
+    /// The plugins, in order.
     pub fn plugins(&self) -> &[Box<dyn AffinityPlugin>] {
         &self.plugins
     }
@@ -196,7 +266,9 @@ impl Chain {
         out
     }
 
-    /// Let every plugin see the response; returns the session keys to pin (learn mode).
+    /// Let every plugin see the response; calls `pin` with the session keys to pin to
+    /// `d.backend` (learn mode). `d.decided_by_me` is ignored and set per plugin from
+    /// `decided_by`; `d.key_expires` is shown to the deciding plugin only.
     pub fn on_response(
         &self,
         d: &DecisionView<'_>,
@@ -205,13 +277,137 @@ impl Chain {
         mut pin: impl FnMut(SessionKey),
     ) {
         for (i, p) in self.plugins.iter().enumerate() {
+            let mine = decided_by == Some(i);
             let view = DecisionView {
-                decided_by_me: decided_by == Some(i),
+                decided_by_me: mine,
+                key_expires: if mine { d.key_expires } else { None },
                 ..*d
             };
             if let Some(k) = p.on_response(&view, resp) {
                 pin(k);
             }
         }
+    }
+}
+
+/// True when `s` is an RFC 9110 token (`1*tchar`): a valid header name or cookie name.
+pub(crate) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter().all(|&c| {
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeRequest, FakeResponse};
+    use std::sync::{Arc, Mutex};
+
+    type Log = Arc<Mutex<Vec<(usize, bool, Option<u64>)>>>;
+
+    /// Answers with a fixed outcome and logs what `on_response` shows it.
+    struct Probe {
+        id: usize,
+        outcome: KeyOutcome<'static>,
+        log: Log,
+    }
+
+    impl AffinityPlugin for Probe {
+        fn name(&self) -> &str {
+            "probe"
+        }
+        fn key<'r>(&self, _req: &'r dyn RequestView) -> KeyOutcome<'r> {
+            self.outcome
+        }
+        fn on_response(
+            &self,
+            d: &DecisionView<'_>,
+            _: &mut dyn ResponseView,
+        ) -> Option<SessionKey> {
+            let entry = (self.id, d.decided_by_me, d.key_expires);
+            self.log.lock().expect("test lock").push(entry);
+            d.decided_by_me.then_some(SessionKey(self.id as u128))
+        }
+    }
+
+    fn chain(outcomes: &[KeyOutcome<'static>], log: &Log) -> Chain {
+        let probes = outcomes.iter().enumerate().map(|(id, &outcome)| {
+            let log = log.clone();
+            Box::new(Probe { id, outcome, log }) as Box<dyn AffinityPlugin>
+        });
+        Chain::new(probes.collect())
+    }
+
+    const TOKEN: Affinity<'static> = Affinity::Backend {
+        name: "b1",
+        key: SessionKey(1),
+        expires: 99,
+    };
+
+    #[test]
+    fn first_key_wins_and_invalids_are_reported() {
+        let log = Log::default();
+        let c = chain(
+            &[
+                KeyOutcome::Skip,
+                KeyOutcome::Invalid(Invalid::Expired),
+                KeyOutcome::Key(TOKEN),
+                KeyOutcome::Key(Affinity::Session(SessionKey(2))),
+            ],
+            &log,
+        );
+        let req = FakeRequest::new();
+        let r = c.key(&req);
+        assert_eq!(r.affinity, Some(TOKEN));
+        assert_eq!(r.decided_by, Some(2));
+        assert_eq!(r.invalid, Some((1, Invalid::Expired)));
+        assert_eq!(r.key_expires(), Some(99));
+        assert_eq!(TOKEN.session_key(), SessionKey(1));
+        let none = chain(&[KeyOutcome::Skip], &log).key(&req);
+        assert_eq!((none.affinity, none.key_expires()), (None, None));
+        assert_eq!(format!("{c:?}"), "Chain { plugins: [AffinityPlugin(probe), AffinityPlugin(probe), AffinityPlugin(probe), AffinityPlugin(probe)] }");
+    }
+
+    #[test]
+    fn key_expires_is_shown_to_the_decider_only() {
+        let log = Log::default();
+        let c = chain(
+            &[KeyOutcome::Skip, KeyOutcome::Key(TOKEN), KeyOutcome::Skip],
+            &log,
+        );
+        let d = DecisionView {
+            upstream: "app",
+            backend: "b1",
+            reason: Reason::Sticky,
+            decided_by_me: true,
+            now_unix: 50,
+            key_expires: Some(99),
+        };
+        let mut pinned = Vec::new();
+        c.on_response(&d, Some(1), &mut FakeResponse::new(), |k| pinned.push(k));
+        let log = log.lock().expect("test lock").clone();
+        assert_eq!(
+            log,
+            [(0, false, None), (1, true, Some(99)), (2, false, None)]
+        );
+        assert_eq!(pinned, [SessionKey(1)]);
     }
 }

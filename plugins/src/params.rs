@@ -163,7 +163,10 @@ impl<'a, 'e> Obj<'a, 'e> {
         match humantime::parse_duration(&text) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(key, format!("{text:?} is not a duration ({e}); write e.g. \"30s\""));
+                self.error(
+                    key,
+                    format!("{text:?} is not a duration ({e}); write e.g. \"30s\""),
+                );
                 None
             }
         }
@@ -175,7 +178,11 @@ impl<'a, 'e> Obj<'a, 'e> {
     }
 
     /// Read an optional list, calling `each` with every element and its path.
-    pub fn list(&mut self, key: &'static str, mut each: impl FnMut(&'a Value, String, &mut Errors)) {
+    pub fn list(
+        &mut self,
+        key: &'static str,
+        mut each: impl FnMut(&'a Value, String, &mut Errors),
+    ) {
         let Some(v) = self.raw(key) else { return };
         let path = self.path_of(key);
         match v {

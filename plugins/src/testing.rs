@@ -1,5 +1,6 @@
 //! In-memory [`RequestView`]/[`ResponseView`] for plugin tests (yours and ours).
-use crate::{RequestView, ResponseView};
+use crate::{Affinity, AffinityPlugin, Invalid, KeyOutcome, RequestView, ResponseView};
+use berth_routing::SessionKey;
 use std::net::IpAddr;
 
 /// A request made of a header list and a client address.
@@ -47,6 +48,13 @@ impl RequestView for FakeRequest {
             }
         }
     }
+    fn header_nth(&self, name: &str, n: usize) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .filter(|(h, _)| h.eq_ignore_ascii_case(name))
+            .nth(n)
+            .map(|(_, v)| v.as_slice())
+    }
     fn client_ip(&self) -> Option<IpAddr> {
         self.client
     }
@@ -92,4 +100,48 @@ impl ResponseView for FakeResponse {
     fn append_header(&mut self, name: &'static str, value: String) {
         self.added.push((name, value));
     }
+}
+
+/// An owned copy of a [`KeyOutcome`], so outcomes of requests that are gone can be compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// [`Affinity::Session`].
+    Session(SessionKey),
+    /// [`Affinity::Backend`].
+    Backend {
+        name: String,
+        key: SessionKey,
+        expires: u64,
+    },
+    /// [`KeyOutcome::Skip`].
+    Skip,
+    /// [`KeyOutcome::Invalid`].
+    Invalid(Invalid),
+}
+
+impl From<KeyOutcome<'_>> for Outcome {
+    fn from(o: KeyOutcome<'_>) -> Self {
+        match o {
+            KeyOutcome::Key(Affinity::Session(k)) => Outcome::Session(k),
+            KeyOutcome::Key(Affinity::Backend { name, key, expires }) => Outcome::Backend {
+                name: name.to_string(),
+                key,
+                expires,
+            },
+            KeyOutcome::Skip => Outcome::Skip,
+            KeyOutcome::Invalid(why) => Outcome::Invalid(why),
+        }
+    }
+}
+
+impl Outcome {
+    /// True for a key (session or backend).
+    pub fn is_key(&self) -> bool {
+        matches!(self, Outcome::Session(_) | Outcome::Backend { .. })
+    }
+}
+
+/// `plugin.key(req)`, owned.
+pub fn outcome(plugin: &dyn AffinityPlugin, req: &dyn RequestView) -> Outcome {
+    plugin.key(req).into()
 }

@@ -1,1 +1,197 @@
+//! # berth-tests — end-to-end tests of Berth
+//!
+//! Every test starts its own processes on 127.0.0.1 with fresh ports and stops them by PID:
+//!
+//! * [`Backend`] — a `berth-demo-backend` (this crate's binary) that echoes what Berth sent it;
+//! * [`Gateway`] — the real `berth` binary with a config written to a temp dir, ready once
+//!   `/healthz` answers; its log is printed when a test panics;
+//! * [`Client`], [`User`], [`CookieJar`] — a small blocking HTTP/1.1 client (keep-alive, chunked,
+//!   source address 127.0.0.X) and a simulated browser;
+//! * [`config`] — configs for one upstream `app`; [`token`] — craft signed cookie tokens;
+//!   [`metrics`] — read `/metrics`.
+//!
+//! The binaries must be built first: `make test` does that (`cargo build -p berth
+//! -p berth-tests`, then `cargo test -p berth-tests`).
+//!
+//! ```no_run
+//! use berth_tests::{config, Backend, Gateway};
+//! let backends = Backend::start_many(3);
+//! let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+//! let gw = Gateway::start(&config::app_config(&[config::cookie_plugin()], &specs));
+//! let mut user = gw.user();
+//! let first = user.get("/").unwrap();
+//! assert_eq!(first.affinity(), "new");
+//! assert_eq!(user.get("/").unwrap().backend(), first.backend());
+//! ```
+#![forbid(unsafe_code)]
 
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod metrics;
+pub mod token;
+
+pub use backend::Backend;
+pub use client::{Client, CookieJar, Request, Response, SetCookie, User};
+pub use gateway::{berth_check, Gateway};
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+/// A port that was free a moment ago on 127.0.0.1 (bound to port 0, read, released). Pingora
+/// cannot report the port it bound, so the harness picks ports for the gateway this way.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// `127.0.0.1:<free_port()>`.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `$CARGO_TARGET_DIR/debug`, or `<root>/target/debug`.
+pub fn debug_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| {
+            if t.is_relative() {
+                workspace_root().join(t)
+            } else {
+                t
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("debug")
+}
+
+fn binary(env: &str, name: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| debug_dir().join(name));
+    assert!(
+        path.is_file(),
+        "{} not found (set {env} to override): run `make test` (it builds the binaries first)",
+        path.display()
+    );
+    path
+}
+
+/// The gateway binary: `$BERTH_BIN`, else `<target>/debug/berth`. Panics when it is missing.
+pub fn berth_bin() -> PathBuf {
+    binary("BERTH_BIN", "berth")
+}
+
+/// The demo backend binary: `$BERTH_DEMO_BACKEND_BIN`, else `<target>/debug/berth-demo-backend`.
+pub fn demo_backend_bin() -> PathBuf {
+    binary("BERTH_DEMO_BACKEND_BIN", "berth-demo-backend")
+}
+
+/// `f(0..n)` on `threads` threads; results in index order.
+pub fn par_map<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = threads.clamp(1, n.max(1));
+    let f = &f;
+    let mut parts: Vec<Vec<(usize, T)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| s.spawn(move || (t..n).step_by(threads).map(|i| (i, f(i))).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut all: Vec<(usize, T)> = parts.drain(..).flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, t)| t).collect()
+}
+
+/// How many times each value occurs.
+pub fn tally<'a>(values: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for v in values {
+        *m.entry(v.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Check that each of `names` got between `lo` and `hi` (inclusive) of `counts` and nothing
+/// else got any; `Err` describes the spread.
+pub fn check_spread(
+    counts: &BTreeMap<String, usize>,
+    names: &[&str],
+    lo: usize,
+    hi: usize,
+) -> Result<(), String> {
+    let bad: Vec<String> = names
+        .iter()
+        .map(|n| (n, counts.get(*n).copied().unwrap_or(0)))
+        .filter(|(_, c)| *c < lo || *c > hi)
+        .map(|(n, c)| format!("{n}={c}"))
+        .chain(
+            counts
+                .iter()
+                .filter(|(k, _)| !names.contains(&k.as_str()))
+                .map(|(k, c)| format!("unexpected {k:?}={c}")),
+        )
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "spread {counts:?} outside [{lo}, {hi}] per backend: {}",
+            bad.join(", ")
+        ))
+    }
+}
+
+/// At most `n` items of a list of failures, for assertion messages.
+pub fn first_n(items: &[String], n: usize) -> String {
+    let mut s: Vec<&str> = items.iter().take(n).map(String::as_str).collect();
+    if items.len() > n {
+        s.push("…");
+    }
+    s.join("\n  ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn par_map_keeps_order() {
+        assert_eq!(
+            par_map(10, 3, |i| i * 2),
+            (0..10).map(|i| i * 2).collect::<Vec<_>>()
+        );
+        assert!(par_map(0, 4, |i| i).is_empty());
+    }
+
+    #[test]
+    fn spread_check() {
+        let c = tally(["a", "b", "b", "c"]);
+        assert!(check_spread(&c, &["a", "b", "c"], 1, 2).is_ok());
+        assert!(check_spread(&c, &["a", "b"], 1, 2).is_err());
+        assert!(check_spread(&c, &["a", "b", "c", "d"], 1, 2).is_err());
+        assert!(check_spread(&c, &["a", "b", "c"], 2, 2).is_err());
+    }
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let p = free_port();
+        assert_ne!(p, 0);
+        TcpListener::bind(("127.0.0.1", p)).expect("the port is free");
+    }
+}

@@ -1,0 +1,200 @@
+//! [`Gateway`]: the real `berth` binary on fresh ports, its config and log in a temp dir.
+use crate::client::{Client, Request, User};
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `berth` may take to answer `/healthz` after it is started.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause between readiness polls.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A running `berth -c <tempdir>/berth.yaml`. Killed (by PID) when dropped; when that happens
+/// during a panic, its log is printed to help debug the failure.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The client-facing listener.
+    pub addr: SocketAddr,
+    /// The admin listener (`/healthz`, `/metrics`).
+    pub admin_addr: SocketAddr,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    log_path: PathBuf,
+    config_path: PathBuf,
+}
+
+impl Gateway {
+    /// Start `berth` with `yaml` (see [`crate::config::complete`] for what is filled in) and wait
+    /// until `/healthz` answers 200 and the listener accepts connections. Panics with the
+    /// gateway's log when it does not come up.
+    pub fn start(yaml: &str) -> Gateway {
+        Gateway::start_with_env(yaml, &[])
+    }
+
+    /// [`Gateway::start`] with extra environment variables for the process.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-e2e-")
+            .tempdir()
+            .expect("create a temp dir");
+        let addr = crate::free_addr();
+        let admin_addr = crate::free_addr();
+        let config_path = dir.path().join("berth.yaml");
+        let full = crate::config::complete(yaml, addr, admin_addr, dir.path());
+        std::fs::write(&config_path, &full).expect("write the gateway config");
+        let log_path = dir.path().join("berth.log");
+        let log = File::create(&log_path).expect("create the gateway log");
+        let bin = crate::berth_bin();
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config_path)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut gw = Gateway {
+            addr,
+            admin_addr,
+            child: Some(child),
+            dir,
+            log_path,
+            config_path,
+        };
+        if let Err(why) = gw.wait_ready() {
+            let log = gw.log();
+            gw.stop();
+            panic!(
+                "berth did not come up: {why}\n--- config ---\n{full}\n--- berth log ---\n{log}"
+            );
+        }
+        gw
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("berth exited with {status}"));
+                }
+            }
+            let health = Client::new(self.admin_addr)
+                .fresh_connections()
+                .timeout(Duration::from_secs(2))
+                .try_send(&Request::get("/healthz"));
+            let last = match health {
+                Ok(r) if r.status == 200 => {
+                    if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
+                        return Ok(());
+                    }
+                    format!("/healthz is 200 but {} refuses connections", self.addr)
+                }
+                Ok(r) => format!("/healthz answered {}", r.summary()),
+                Err(e) => format!("/healthz on {}: {e}", self.admin_addr),
+            };
+            if Instant::now() > deadline {
+                return Err(format!("not ready after {START_TIMEOUT:?} (last: {last})"));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Everything the gateway wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("(no log: {e})"))
+    }
+
+    /// The last `n` lines of [`Gateway::log`], for assertion messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The temp dir holding config, log, upgrade socket and pid file.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The process id (`None` once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A keep-alive client of the proxy listener.
+    pub fn client(&self) -> Client {
+        Client::new(self.addr)
+    }
+
+    /// A simulated browser with its own connection and cookie jar.
+    pub fn user(&self) -> User {
+        User::new(self.client())
+    }
+
+    /// The `/metrics` text (panics with the log when the admin listener does not answer 200).
+    pub fn metrics(&self) -> String {
+        let resp = Client::new(self.admin_addr)
+            .fresh_connections()
+            .try_send(&Request::get("/metrics"));
+        match resp {
+            Ok(r) if r.status == 200 => r.text(),
+            other => panic!(
+                "GET /metrics on {}: {other:?}\n--- berth log ---\n{}",
+                self.admin_addr,
+                self.log_tail(50)
+            ),
+        }
+    }
+
+    /// Sum of the samples of metric `name` whose labels include `labels` (0 when none).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        crate::metrics::sum(&self.metrics(), name, labels)
+    }
+
+    /// Kill the process (SIGKILL, by PID) and reap it. Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- berth log ({}), last 80 lines ---\n{}\n--- end of berth log ---",
+                self.log_path.display(),
+                self.log_tail(80)
+            );
+        }
+    }
+}
+
+/// `berth -t -c path`: the exit code (-1 when killed by a signal) and stderr.
+/// `BERTH_COOKIE_SECRET` is set to a test value unless the environment has it, so configs
+/// that read the cookie secret from it (like conf/berth.yaml) can validate.
+pub fn berth_check(path: &Path) -> (i32, String) {
+    let mut cmd = Command::new(crate::berth_bin());
+    cmd.arg("-t").arg("-c").arg(path).stdin(Stdio::null());
+    if std::env::var_os("BERTH_COOKIE_SECRET").is_none() {
+        cmd.env("BERTH_COOKIE_SECRET", crate::config::COOKIE_SECRET);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run berth -t -c {}: {e}", path.display()));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

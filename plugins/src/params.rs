@@ -132,8 +132,7 @@ impl<'a, 'e> Obj<'a, 'e> {
         match serde_yaml::from_value::<T>(v.clone()) {
             Ok(t) => Some(t),
             Err(e) => {
-                let msg = format!("{} (found {})", clean(&e.to_string()), show(v));
-                self.error(key, msg);
+                self.error(key, clean(&e.to_string()));
                 None
             }
         }

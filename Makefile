@@ -1,0 +1,63 @@
+# Berth — every target is documented here; `make help` lists them.
+#
+#   make run     build and start Berth on conf/berth.yaml with three demo backends
+#   make test    run every test (unit, property, config golden files, end-to-end)
+#   make bench   criterion benchmarks of the routing core
+#   make lint    rustfmt check + clippy with warnings as errors
+#   make fmt     format the code
+#   make check-conf  validate every shipped config file with `berth -t`
+
+SHELL := /bin/bash
+CARGO ?= cargo
+TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)
+# Secrets for the demo only: real deployments set their own (see README).
+export BERTH_ADMIN_TOKEN ?= demo
+export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
+DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
+
+.PHONY: help run test bench lint fmt check-conf deps build
+
+help:
+	@sed -n '3,10p' Makefile
+
+## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
+## redis-server for the Redis tests). Runs apt-get only when something is missing.
+deps:
+	@missing=""; \
+	command -v cmake >/dev/null || missing="$$missing cmake"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v cc >/dev/null || missing="$$missing build-essential"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build -p berth -p berth-tests --bins
+
+run: build
+	@echo "demo cookie secret: $$BERTH_COOKIE_SECRET (set BERTH_COOKIE_SECRET to change it)"
+	@set -m; pids=""; \
+	trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
+	for b in $(DEMO_BACKENDS); do \
+	  $(TARGET_DIR)/debug/berth-demo-backend $${b%%=*} $${b#*=} & pids="$$pids $$!"; \
+	done; \
+	echo "Berth on http://localhost:8080 (admin/metrics on http://127.0.0.1:9180). Try: curl -i localhost:8080/"; \
+	$(TARGET_DIR)/debug/berth -c conf/berth.yaml
+
+test: build
+	$(CARGO) test --workspace -- --test-threads=2
+
+bench: deps
+	$(CARGO) bench -p berth-routing
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+check-conf: build
+	@for f in conf/*.yaml conf/examples/*.yaml; do $(TARGET_DIR)/debug/berth -t -c $$f || exit 1; done

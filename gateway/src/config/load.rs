@@ -1,0 +1,355 @@
+//! The YAML reader: file → [`Config`], collecting every error with its key path.
+use super::{defaults, Admin, BackendConf, ConfError, Config, Listener, Route, UpstreamConf};
+use berth_plugins::params::{join, show, Errors, Obj};
+use berth_plugins::{Chain, PluginContext, Registry};
+use berth_routing::{Hashing, OverlayConfig, RouterConfig};
+use pingora_core::server::configuration::ServerConf;
+use serde_yaml::Value;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// Read and check a configuration file.
+pub fn load_file(path: &str, registry: &Registry) -> Result<Config, Vec<ConfError>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, registry),
+        Err(e) => Err(vec![ConfError {
+            path: String::new(),
+            message: format!("cannot read {path}: {e}"),
+        }]),
+    }
+}
+
+/// Parse and check a configuration document.
+pub fn parse(text: &str, registry: &Registry) -> Result<Config, Vec<ConfError>> {
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| {
+        vec![ConfError {
+            path: String::new(),
+            message: format!("not valid YAML: {e}"),
+        }]
+    })?;
+    let mut errors = Errors::default();
+    let config = read_config(&doc, registry, &mut errors);
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => Err(errors.0),
+    }
+}
+
+fn read_config(doc: &Value, registry: &Registry, errors: &mut Errors) -> Option<Config> {
+    let mut top = Obj::new(doc, String::new(), errors)?;
+    let server = top.raw("server").map(|v| read_server(v, top.errors()));
+    let listeners = read_listeners(&mut top);
+    let admin = read_admin(&mut top);
+    let mut upstreams = Vec::new();
+    let before = top.errors().len();
+    top.map("upstreams", |name, v, path, errors| {
+        if let Some(u) = read_upstream(name, v, path, registry, errors) {
+            upstreams.push(u);
+        }
+    });
+    if upstreams.is_empty() && top.errors().len() == before {
+        top.error(
+            "upstreams",
+            "is required: at least one upstream with backends",
+        );
+    }
+    if listeners.iter().any(|l| l.addr == admin.listen) {
+        let msg = format!("{:?} is also a proxy listener", admin.listen);
+        top.error("admin", msg);
+    }
+    let routes = read_routes(&mut top, &upstreams);
+    top.finish();
+    let server = match server {
+        None => Some(ServerConf::default()),
+        Some(s) => s,
+    };
+    Some(Config {
+        server: server?,
+        listeners,
+        admin,
+        routes,
+        upstreams,
+    })
+}
+
+/// `server:` is Pingora's `ServerConf`. Pingora ignores unknown keys; Berth does not, so a
+/// typo like `thread: 4` is caught: every key must survive a round trip through ServerConf.
+fn read_server(v: &Value, errors: &mut Errors) -> Option<ServerConf> {
+    let Value::Mapping(m) = v else {
+        errors.push("server", format!("expected a mapping, found {}", show(v)));
+        return None;
+    };
+    let known = serde_yaml::to_value(ServerConf::default()).ok();
+    let known = known.as_ref().and_then(Value::as_mapping);
+    for k in m.keys() {
+        if known.is_some_and(|known| !known.contains_key(k)) {
+            let key = k.as_str().unwrap_or("?");
+            errors.push(
+                join("server", key),
+                "unknown key (not a Pingora server setting)",
+            );
+        }
+    }
+    let conf: ServerConf = match serde_yaml::from_value(v.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            errors.push("server", e.to_string());
+            return None;
+        }
+    };
+    match conf.validate() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            errors.push("server", e.to_string());
+            None
+        }
+    }
+}
+
+fn read_listeners(top: &mut Obj<'_, '_>) -> Vec<Listener> {
+    let mut out: Vec<Listener> = Vec::new();
+    let present = top.raw("listeners").is_some();
+    top.list("listeners", |v, path, errors| {
+        let Some(mut o) = Obj::new(v, path, errors) else {
+            return;
+        };
+        if let Some(addr) = o.req::<String>("addr") {
+            if addr.parse::<SocketAddr>().is_err() {
+                o.error("addr", format!("{addr:?} is not ip:port"));
+            } else if out.iter().any(|l| l.addr == addr) {
+                o.error("addr", format!("{addr:?} is listed twice"));
+            } else {
+                out.push(Listener { addr });
+            }
+        }
+        o.finish();
+    });
+    if !present {
+        out.push(Listener {
+            addr: defaults::LISTEN.into(),
+        });
+    }
+    out
+}
+
+fn read_admin(top: &mut Obj<'_, '_>) -> Admin {
+    let mut admin = Admin {
+        listen: defaults::ADMIN_LISTEN.into(),
+    };
+    let Some(v) = top.raw("admin") else {
+        return admin;
+    };
+    let path = top.path_of("admin");
+    let Some(mut o) = Obj::new(v, path, top.errors()) else {
+        return admin;
+    };
+    if let Some(listen) = o.opt::<String>("listen") {
+        if listen.parse::<SocketAddr>().is_err() {
+            o.error("listen", format!("{listen:?} is not ip:port"));
+        } else {
+            admin.listen = listen;
+        }
+    }
+    o.finish();
+    admin
+}
+
+fn read_routes(top: &mut Obj<'_, '_>, upstreams: &[UpstreamConf]) -> Vec<Route> {
+    let mut routes = Vec::new();
+    if top.raw("routes").is_none() {
+        if upstreams.len() == 1 {
+            routes.push(Route {
+                host: None,
+                path_prefix: "/".into(),
+                upstream: 0,
+            });
+        } else if upstreams.len() > 1 {
+            top.error("routes", "is required when there is more than one upstream");
+        }
+        return routes;
+    }
+    top.list("routes", |v, path, errors| {
+        let Some(mut o) = Obj::new(v, path, errors) else {
+            return;
+        };
+        let host = o.opt::<String>("host").filter(|h| h != "*");
+        let prefix = o.opt::<String>("path_prefix").unwrap_or_else(|| "/".into());
+        if !prefix.starts_with('/') {
+            o.error("path_prefix", format!("{prefix:?} must start with \"/\""));
+        }
+        let upstream = o.req::<String>("upstream").and_then(|name| {
+            let idx = upstreams.iter().position(|u| u.name == name);
+            if idx.is_none() {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                o.error(
+                    "upstream",
+                    format!("unknown upstream {name:?} (defined: {})", known.join(", ")),
+                );
+            }
+            idx
+        });
+        if let Some(upstream) = upstream {
+            routes.push(Route {
+                host: host.map(|h| h.to_ascii_lowercase()),
+                path_prefix: prefix,
+                upstream,
+            });
+        }
+        o.finish();
+    });
+    routes
+}
+
+fn read_upstream(
+    name: &str,
+    v: &Value,
+    path: String,
+    registry: &Registry,
+    errors: &mut Errors,
+) -> Option<UpstreamConf> {
+    if !valid_id(name) {
+        errors.push(
+            path.clone(),
+            format!("upstream name {name:?} must be 1-64 letters, digits, - or _"),
+        );
+    }
+    let mut o = Obj::new(v, path, errors)?;
+    let hashing = match o.opt::<String>("hashing").as_deref() {
+        None | Some("ketama") => Hashing::Ketama,
+        Some("modulo") => Hashing::Modulo,
+        Some(other) => {
+            o.error(
+                "hashing",
+                format!("{other:?} is not one of: ketama, modulo"),
+            );
+            Hashing::Ketama
+        }
+    };
+    let points = o
+        .opt::<u32>("points_per_weight")
+        .unwrap_or(defaults::POINTS_PER_WEIGHT);
+    if !(1..=10_000).contains(&points) {
+        o.error(
+            "points_per_weight",
+            format!("{points} is out of range 1..=10000"),
+        );
+    }
+    let mut plugins = Vec::new();
+    let ctx = PluginContext { upstream: name };
+    o.list("affinity", |v, path, errors| {
+        if let Some(p) = registry.build(v, path, &ctx, errors) {
+            plugins.push(p);
+        }
+    });
+    let sessions = read_sessions(&mut o);
+    let connect_timeout = o
+        .duration("connect_timeout")
+        .unwrap_or(defaults::CONNECT_TIMEOUT);
+    let read_timeout = o.duration("read_timeout").unwrap_or(defaults::READ_TIMEOUT);
+    let connect_retries = o
+        .opt::<usize>("connect_retries")
+        .unwrap_or(defaults::CONNECT_RETRIES);
+    let backends = read_backends(&mut o);
+    o.finish();
+    Some(UpstreamConf {
+        name: name.to_string(),
+        router: RouterConfig {
+            hashing,
+            points_per_weight: points,
+        },
+        chain: Chain::new(plugins),
+        sessions,
+        connect_timeout,
+        read_timeout,
+        connect_retries,
+        backends,
+    })
+}
+
+fn read_sessions(up: &mut Obj<'_, '_>) -> OverlayConfig {
+    let mut cfg = OverlayConfig {
+        max_entries: defaults::MAX_SESSIONS,
+        idle_ttl: defaults::IDLE_TTL.as_millis() as u64,
+    };
+    let Some(v) = up.raw("sessions") else {
+        return cfg;
+    };
+    let path = up.path_of("sessions");
+    let Some(mut o) = Obj::new(v, path, up.errors()) else {
+        return cfg;
+    };
+    if let Some(ttl) = o.duration("idle_ttl") {
+        if ttl.as_secs() < 1 {
+            o.error("idle_ttl", "must be at least 1s");
+        }
+        cfg.idle_ttl = ttl.as_millis() as u64;
+    }
+    if let Some(max) = o.opt::<usize>("max") {
+        if max == 0 {
+            o.error("max", "must be at least 1");
+        }
+        cfg.max_entries = max;
+    }
+    o.finish();
+    cfg
+}
+
+fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
+    let mut out: Vec<BackendConf> = Vec::new();
+    let mut ids = HashSet::new();
+    if up.raw("backends").is_none() {
+        up.error("backends", "is required: at least one backend");
+        return out;
+    }
+    up.list("backends", |v, path, errors| {
+        let Some(mut o) = Obj::new(v, path, errors) else {
+            return;
+        };
+        let id = o.req::<String>("id");
+        if let Some(id) = &id {
+            if !valid_id(id) {
+                o.error(
+                    "id",
+                    format!(
+                        "{id:?} must be 1-{} letters, digits, - or _",
+                        defaults::MAX_ID_LEN
+                    ),
+                );
+            } else if !ids.insert(id.clone()) {
+                o.error("id", format!("duplicate backend id {id:?}"));
+            }
+        }
+        let addr = o
+            .req::<String>("addr")
+            .and_then(|a| match a.parse::<SocketAddr>() {
+                Ok(sa) => Some(sa),
+                Err(_) => {
+                    o.error("addr", format!("{a:?} is not ip:port"));
+                    None
+                }
+            });
+        let weight = o.opt::<u32>("weight").unwrap_or(defaults::WEIGHT);
+        if weight > 10_000 {
+            o.error("weight", format!("{weight} is out of range 0..=10000"));
+        }
+        o.finish();
+        if let (Some(id), Some(addr)) = (id, addr) {
+            out.push(BackendConf { id, addr, weight });
+        }
+    });
+    if !out.is_empty() && out.iter().all(|b| b.weight == 0) {
+        up.error(
+            "backends",
+            "every backend has weight 0: no backend could take a new session",
+        );
+    }
+    out
+}
+
+/// Ids and names appear in cookies, metric labels and URLs: keep them plain.
+pub(crate) fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= defaults::MAX_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

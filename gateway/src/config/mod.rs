@@ -1,0 +1,90 @@
+//! Berth's configuration: the internal model (this file) and the YAML reader that fills it
+//! ([`load`]). The model holds checked, typed values only; the file format lives in `load.rs`
+//! and is documented key by key in `conf/berth.yaml`.
+mod load;
+
+pub use berth_plugins::params::ConfError;
+pub use load::{load_file, parse};
+
+use berth_plugins::Chain;
+use berth_routing::{OverlayConfig, RouterConfig};
+use pingora_core::server::configuration::ServerConf;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A whole, validated configuration.
+pub struct Config {
+    /// Pingora's server settings (`server:`).
+    pub server: ServerConf,
+    /// Client-facing listeners (`listeners:`).
+    pub listeners: Vec<Listener>,
+    /// The admin listener (`admin:`).
+    pub admin: Admin,
+    /// Routes in match order (`routes:`).
+    pub routes: Vec<Route>,
+    /// Upstreams in file order (`upstreams:`).
+    pub upstreams: Vec<UpstreamConf>,
+}
+
+/// One client-facing listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// `ip:port` to bind.
+    pub addr: String,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// `ip:port` to bind.
+    pub listen: String,
+}
+
+/// Host + path prefix → upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Lower-case host to match; `None` = any host.
+    pub host: Option<String>,
+    /// Path prefix to match.
+    pub path_prefix: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+}
+
+/// One upstream.
+pub struct UpstreamConf {
+    pub name: String,
+    pub router: RouterConfig,
+    pub chain: Chain,
+    pub sessions: OverlayConfig,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Other backends to try when connecting fails.
+    pub connect_retries: usize,
+    pub backends: Vec<BackendConf>,
+}
+
+/// One backend of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConf {
+    /// Stable id (what cookies name).
+    pub id: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// Defaults, in one place so the reader and the docs agree.
+pub mod defaults {
+    use std::time::Duration;
+    pub const LISTEN: &str = "0.0.0.0:8080";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9180";
+    pub const POINTS_PER_WEIGHT: u32 = 160;
+    pub const IDLE_TTL: Duration = Duration::from_secs(30 * 60);
+    pub const MAX_SESSIONS: usize = 1_000_000;
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const CONNECT_RETRIES: usize = 2;
+    pub const WEIGHT: u32 = 1;
+    /// Longest backend id; ids appear in cookies and metric labels.
+    pub const MAX_ID_LEN: usize = 64;
+}

@@ -1,0 +1,136 @@
+//! # berth — the gateway
+//!
+//! The only crate that imports Pingora. It reads the configuration ([`config`]), builds the
+//! runtime state ([`upstreams`]), and serves it through a thin `ProxyHttp` ([`proxy`]) plus an
+//! admin listener ([`admin`]).
+//!
+//! Plugin authors build their own binary around [`main_with`]:
+//! ```no_run
+//! let mut registry = berth_plugins::Registry::builtin();
+//! // registry.register("my-plugin", my_plugin::factory);
+//! std::process::exit(berth::main_with(registry));
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod sweeper;
+pub mod upstreams;
+pub mod views;
+
+use berth_plugins::Registry;
+use clap::Parser;
+use pingora_core::server::configuration::Opt;
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Command line. The flags match Pingora's so `berth -u` works as Pingora upgrades expect.
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: a sticky-session HTTP gateway on Pingora"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(short = 'c', long = "conf", default_value = "conf/berth.yaml")]
+    pub conf: String,
+    /// Validate the configuration and exit: 0 = valid, 2 = invalid (every error is printed).
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+    /// Take over the listening sockets of a running Berth (zero-downtime upgrade).
+    #[arg(short = 'u', long = "upgrade")]
+    pub upgrade: bool,
+    /// Run in the background.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+}
+
+/// Exit code for an invalid configuration.
+pub const EXIT_BAD_CONFIG: i32 = 2;
+
+/// Run Berth with the built-in plugins.
+pub fn main() -> i32 {
+    main_with(Registry::builtin())
+}
+
+/// Run Berth with a plugin registry of your own.
+pub fn main_with(registry: Registry) -> i32 {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match config::load_file(&cli.conf, &registry) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "berth: {} error(s) in {}; nothing was started",
+                errors.len(),
+                cli.conf
+            );
+            return EXIT_BAD_CONFIG;
+        }
+    };
+    if cli.test {
+        println!("berth: {} is valid", cli.conf);
+        return 0;
+    }
+    serve(config, &cli)
+}
+
+/// Start the server; returns only if it cannot start.
+fn serve(mut config: config::Config, cli: &Cli) -> i32 {
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        ..Opt::default()
+    };
+    let server_conf = std::mem::take(&mut config.server);
+    let listeners = std::mem::take(&mut config.listeners);
+    let admin_listen = config.admin.listen.clone();
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+
+    let metrics = Arc::new(metrics::Metrics::new());
+    let gw = Arc::new(upstreams::Gateway::new(config, metrics));
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        proxy::Proxy { gw: gw.clone() },
+        "berth proxy",
+    );
+    for l in &listeners {
+        proxy.add_tcp(&l.addr);
+    }
+    server.add_service(proxy);
+
+    let mut admin = Service::new("berth admin".into(), admin::AdminApp { gw: gw.clone() });
+    admin.threads = Some(1);
+    admin.add_tcp(&admin_listen);
+    server.add_service(admin);
+
+    let sweeper = sweeper::Sweeper {
+        gw: gw.clone(),
+        every: Duration::from_secs(1),
+    };
+    server.add_service(background_service("berth sweeper", sweeper));
+
+    log::info!(
+        "berth: serving {} upstream(s) on {}; admin on {}",
+        gw.upstreams.len(),
+        listeners
+            .iter()
+            .map(|l| l.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        admin_listen
+    );
+    server.run_forever()
+}

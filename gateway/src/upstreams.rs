@@ -1,0 +1,266 @@
+//! Runtime state of the gateway: upstreams, their routing tables (behind `ArcSwap`, swapped
+//! whole, never locked on the request path) and the route table.
+use crate::config::{Config, Route, UpstreamConf};
+use crate::metrics::{BackendMetrics, Metrics, UpstreamMetrics};
+use arc_swap::ArcSwap;
+use berth_plugins::{Affinity, Chain, RequestView};
+use berth_routing::{
+    BackendIdx, BackendSpec, Decision, Interner, Millis, Overlay, Router, SessionKey,
+};
+use pingora_core::upstreams::peer::HttpPeer;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything the proxy needs, shared by all requests.
+pub struct Gateway {
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub routes: Vec<Route>,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// Build the runtime state from a validated config.
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Gateway {
+        let upstreams = config
+            .upstreams
+            .into_iter()
+            .map(|u| Arc::new(Upstream::new(u, &metrics)))
+            .collect();
+        Gateway {
+            upstreams,
+            routes: config.routes,
+            clock: Clock::new(),
+            metrics,
+        }
+    }
+
+    /// The upstream for a request: first route whose host and path prefix match.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
+        let host = host.map(strip_port);
+        self.routes
+            .iter()
+            .find(|r| {
+                path.starts_with(r.path_prefix.as_str())
+                    && match (&r.host, host) {
+                        (None, _) => true,
+                        (Some(want), Some(h)) => want.eq_ignore_ascii_case(h),
+                        (Some(_), None) => false,
+                    }
+            })
+            .map(|r| &self.upstreams[r.upstream])
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    })
+}
+
+/// Milliseconds since the gateway started: the `now` handed to the routing core.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+        }
+    }
+    pub fn now(&self) -> Millis {
+        self.start.elapsed().as_millis() as Millis
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One upstream: its affinity chain, its sticky overlay and its current routing table.
+pub struct Upstream {
+    pub name: String,
+    pub chain: Chain,
+    pub overlay: Arc<Overlay>,
+    pub names: Interner,
+    pub table: ArcSwap<Table>,
+    pub connect_retries: usize,
+    pub metrics: UpstreamMetrics,
+    issues_sessions: bool,
+}
+
+/// One immutable version of an upstream's backends.
+pub struct Table {
+    pub router: Router,
+    pub backends: Vec<BackendRt>,
+}
+
+/// Per-backend runtime data, by [`BackendIdx`].
+pub struct BackendRt {
+    /// Template cloned for every request to this backend.
+    pub peer: HttpPeer,
+    pub metrics: BackendMetrics,
+}
+
+impl Upstream {
+    fn new(conf: UpstreamConf, metrics: &Metrics) -> Upstream {
+        let overlay = Arc::new(Overlay::new(conf.sessions));
+        let names = Interner::default();
+        let table = Table::new(&conf, &overlay, &names, metrics);
+        let plugin_names: Vec<&str> = conf.chain.plugins().iter().map(|p| p.name()).collect();
+        Upstream {
+            metrics: metrics.upstream(&conf.name, &plugin_names),
+            issues_sessions: conf.chain.issues_sessions(),
+            name: conf.name,
+            chain: conf.chain,
+            overlay,
+            names,
+            table: ArcSwap::from_pointee(table),
+            connect_retries: conf.connect_retries,
+        }
+    }
+
+    /// Run the affinity chain and pick a backend.
+    pub fn decide(&self, table: &Table, req: &dyn RequestView, now: Millis) -> Routing {
+        let found = self.chain.key(req);
+        if let Some((plugin, why)) = found.invalid {
+            self.metrics.invalid(plugin, why).inc();
+        }
+        let mut r = Routing {
+            decided_by: found.decided_by,
+            key_expires: found.key_expires(),
+            ..Routing::default()
+        };
+        r.decision = match found.affinity {
+            Some(Affinity::Session(key)) => {
+                r.point = key.ring_point();
+                r.key = Some(key);
+                table.router.select(key, now)
+            }
+            Some(Affinity::Backend { name, key, .. }) => {
+                r.point = key.ring_point();
+                table.router.select_named(name, key, now)
+            }
+            None => {
+                r.point = rand::random();
+                table.router.select_unpinned(r.point, self.issues_sessions)
+            }
+        };
+        r
+    }
+
+    /// After a failed connect to `r.decision.backend`: the next ring node, re-pinned.
+    pub fn failover(&self, table: &Table, r: &mut Routing, now: Millis) -> Option<Decision> {
+        let failed = r.decision?.backend;
+        r.failed.push(failed);
+        let d = table
+            .router
+            .failover(r.point, r.key, r.failed.as_slice(), now)?;
+        r.decision = Some(d);
+        Some(d)
+    }
+
+    /// Pin a session key learned from the response (cookie learn mode) to `backend`.
+    pub fn learn(&self, table: &Table, key: SessionKey, backend: BackendIdx, now: Millis) {
+        table.router.pin(key, backend, now);
+    }
+}
+
+impl Table {
+    fn new(conf: &UpstreamConf, overlay: &Arc<Overlay>, names: &Interner, m: &Metrics) -> Table {
+        let specs: Vec<BackendSpec> = conf
+            .backends
+            .iter()
+            .map(|b| BackendSpec::new(&b.id, b.weight))
+            .collect();
+        let router = Router::new(conf.router, &specs, overlay.clone(), names);
+        let backends = conf
+            .backends
+            .iter()
+            .map(|b| BackendRt {
+                peer: peer(b.addr, conf.connect_timeout, conf.read_timeout),
+                metrics: m.backend(&conf.name, &b.id),
+            })
+            .collect();
+        Table { router, backends }
+    }
+}
+
+fn peer(addr: std::net::SocketAddr, connect: Duration, read: Duration) -> HttpPeer {
+    let mut p = HttpPeer::new(addr, false, String::new());
+    p.options.connection_timeout = Some(connect);
+    p.options.read_timeout = Some(read);
+    p.options.write_timeout = Some(read);
+    p
+}
+
+/// Per-request routing state (lives in the proxy's CTX).
+#[derive(Debug, Default, Clone)]
+pub struct Routing {
+    pub decision: Option<Decision>,
+    /// Index of the plugin whose key decided, if any.
+    pub decided_by: Option<usize>,
+    /// The session's position on the ring (for failover walks).
+    pub point: u32,
+    /// The overlay key, when the session lives in the overlay.
+    pub key: Option<SessionKey>,
+    /// Expiry of the token that decided (cookie insert mode), for its refresh rule.
+    pub key_expires: Option<u64>,
+    /// Backends that failed for this request, in order.
+    pub failed: Failed,
+    /// Set when a connect failed and Pingora will call `upstream_peer` again.
+    pub retrying: bool,
+}
+
+/// Backends that failed during one request; small and allocation-free.
+#[derive(Debug, Default, Clone)]
+pub struct Failed {
+    items: [BackendIdx; 8],
+    len: usize,
+}
+
+impl Failed {
+    pub fn push(&mut self, b: BackendIdx) {
+        if self.len < self.items.len() {
+            self.items[self.len] = b;
+            self.len += 1;
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn as_slice(&self) -> &[BackendIdx] {
+        &self.items[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn host_port_is_stripped() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

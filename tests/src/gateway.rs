@@ -66,7 +66,7 @@ impl Gateway {
         };
         if let Err(why) = gw.wait_ready() {
             let log = gw.log();
-            gw.stop();
+            drop(gw); // not while panicking: the log is in the message below, once
             panic!(
                 "berth did not come up: {why}\n--- config ---\n{full}\n--- berth log ---\n{log}"
             );
@@ -157,6 +157,24 @@ impl Gateway {
     /// Sum of the samples of metric `name` whose labels include `labels` (0 when none).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         crate::metrics::sum(&self.metrics(), name, labels)
+    }
+
+    /// Poll [`Gateway::metric`] until `ok(value)` holds (metrics are recorded after the
+    /// response is sent, so a test may be a moment ahead of them) or 5 s pass; the last value.
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        ok: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(name, labels);
+            if ok(v) || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Kill the process (SIGKILL, by PID) and reap it. Idempotent.

@@ -4,8 +4,9 @@
 //! Prints `READY <bound-addr>` once listening (the address may use port 0). Every response is
 //! `200` with body `<name>\n` and headers that echo what Berth sent upstream:
 //! `X-Backend`, `X-Seen-Affinity` (`X-Berth-Affinity`), `X-Seen-Forwarded-For`,
-//! `X-Seen-Previous-Backend` (`X-Berth-Previous-Backend`), `X-Seen-Backup` (`X-Berth-Backup`)
-//! `X-Seen-Peer` (the TCP peer) and `X-Seen-Body-Length` (request body bytes received; bodies
+//! `X-Seen-Previous-Backend` (`X-Berth-Previous-Backend`), `X-Seen-Backup` (`X-Berth-Backup`),
+//! `X-Seen-Forwarded-Proto`, `X-Seen-Forwarded-Host`, `X-Seen-Peer` (the TCP peer) and
+//! `X-Seen-Body-Length` (request body bytes received; bodies
 //! may be `Content-Length` or chunked); a missing header reads `-`. Connections are kept alive.
 //!
 //! Special paths: `GET /__count` answers the number of requests received so far (not counting
@@ -129,13 +130,16 @@ fn respond(
     let seen = |name: &str| head.header(name).unwrap_or("-").to_string();
     let mut out = format!(
         "HTTP/1.1 200 OK\r\nX-Backend: {}\r\nX-Seen-Affinity: {}\r\nX-Seen-Forwarded-For: {}\r\n\
-         X-Seen-Previous-Backend: {}\r\nX-Seen-Backup: {}\r\nX-Seen-Peer: {}\r\n\
+         X-Seen-Previous-Backend: {}\r\nX-Seen-Backup: {}\r\nX-Seen-Forwarded-Proto: {}\r\n\
+         X-Seen-Forwarded-Host: {}\r\nX-Seen-Peer: {}\r\n\
          X-Seen-Body-Length: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
         state.name,
         seen("x-berth-affinity"),
         seen("x-forwarded-for"),
         seen("x-berth-previous-backend"),
         seen("x-berth-backup"),
+        seen("x-forwarded-proto"),
+        seen("x-forwarded-host"),
         peer.ip(),
         body_len,
         body.len(),

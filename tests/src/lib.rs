@@ -55,6 +55,41 @@ pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
+/// A port on 127.0.0.1 that refuses connections for as long as this value lives: bound but
+/// never listening, so no other process (or test) can be given it meanwhile. A dead backend.
+#[derive(Debug)]
+pub struct ClosedPort {
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+            .and_then(|s| {
+                s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+                    .map(|_| s)
+            })
+            .expect("bind 127.0.0.1:0");
+        let addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("a bound IPv4 socket has an address");
+        ClosedPort {
+            addr,
+            _socket: socket,
+        }
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        ClosedPort::new()
+    }
+}
+
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -386,6 +386,17 @@ fn cookie_alongside_other_cookies_and_quoted() {
             r.summary()
         );
     }
+    // Two Cookie fields (as HTTP/2 clients send them): the token in the second.
+    let req = berth_tests::Request::get("/")
+        .header("Cookie", "a=1")
+        .header("Cookie", &format!("{COOKIE_NAME}={valid}"));
+    let r = gw.client().send(&req);
+    assert_eq!(
+        (r.backend(), r.affinity()),
+        (home.as_str(), "sticky"),
+        "two Cookie fields\n{}",
+        r.summary()
+    );
 }
 
 #[test]

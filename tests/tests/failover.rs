@@ -3,17 +3,18 @@
 //! (`X-Berth-Affinity: failover`, `X-Berth-Previous-Backend`), then stick to the new one.
 use berth_tests::config::{self, COOKIE_NAME, UPSTREAM};
 use berth_tests::token::Token;
-use berth_tests::{first_n, free_addr, par_map, tally, Backend, Gateway, Request, Response, User};
+use berth_tests::{first_n, par_map, tally, Backend, ClosedPort, Gateway, Request, Response, User};
 
 const THREADS: usize = 4;
 
-/// b1, b2 live; b3 configured on a port nobody listens on.
-fn start_with_dead_b3(plugin: String) -> (Vec<Backend>, Gateway) {
+/// b1, b2 live; b3 configured on a port that refuses connections.
+fn start_with_dead_b3(plugin: String) -> (Vec<Backend>, ClosedPort, Gateway) {
     let backends = Backend::start_many(2);
+    let dead = ClosedPort::new();
     let mut specs: Vec<_> = backends.iter().map(Backend::spec).collect();
-    specs.push(("b3".to_string(), free_addr()));
+    specs.push(("b3".to_string(), dead.addr));
     let gw = Gateway::start(&config::app_config(&[plugin], &specs));
-    (backends, gw)
+    (backends, dead, gw)
 }
 
 /// The first response of a session on a gateway whose b3 is dead: 200 from b1/b2, `new`, or
@@ -44,7 +45,7 @@ fn cookie_backend(r: &Response) -> Option<String> {
 
 #[test]
 fn sessions_of_a_dead_backend_fail_over_then_stick_cookie() {
-    let (_backends, gw) = start_with_dead_b3(config::cookie_plugin());
+    let (_backends, _dead, gw) = start_with_dead_b3(config::cookie_plugin());
     let users = 300;
     let results = par_map(users, THREADS, |i| -> Result<String, String> {
         let mut u = gw.user();
@@ -112,7 +113,7 @@ fn sessions_of_a_dead_backend_fail_over_then_stick_cookie() {
 
 #[test]
 fn sessions_of_a_dead_backend_fail_over_then_stick_header() {
-    let (_backends, gw) = start_with_dead_b3(config::header_plugin("X-Session-Id"));
+    let (_backends, _dead, gw) = start_with_dead_b3(config::header_plugin("X-Session-Id"));
     let sessions = 300;
     let results = par_map(sessions, THREADS, |i| -> Result<String, String> {
         let id = format!("session-{i}");

@@ -1,5 +1,5 @@
 //! The harness against itself: the demo backend and the HTTP client, no gateway involved.
-use berth_tests::{http, Backend, Client, Request, User};
+use berth_tests::{http, Backend, Client, ClosedPort, Request, User};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 
@@ -130,4 +130,15 @@ fn killed_backend_refuses_connections() {
     b.kill();
     assert!(b.pid().is_none());
     assert!(TcpStream::connect(addr).is_err(), "port {addr} still open");
+}
+
+#[test]
+fn closed_port_refuses_and_stays_reserved() {
+    let closed = ClosedPort::new();
+    let err = TcpStream::connect(closed.addr).expect_err("nothing listens");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(
+        TcpListener::bind(closed.addr).is_err(),
+        "the port stays taken"
+    );
 }

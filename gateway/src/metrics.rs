@@ -21,6 +21,8 @@ pub struct Metrics {
     connect_failures: IntCounterVec,
     sessions: IntGaugeVec,
     pins: IntCounterVec,
+    /// Requests no route matched (answered 404).
+    pub no_route: IntCounter,
     /// Last overlay counters seen, per upstream, so scrapes add only the difference.
     last_pins: Mutex<Vec<(String, [u64; 3])>>,
 }
@@ -36,7 +38,6 @@ pub struct BackendMetrics {
 pub struct UpstreamMetrics {
     /// `[plugin][why]`.
     invalid: Vec<[IntCounter; 5]>,
-    pub no_route: IntCounter,
     pub no_backend: IntCounter,
 }
 
@@ -81,7 +82,15 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(sessions.clone()))
             .expect("registered once");
+        let unrouted = counter_vec(
+            r,
+            "berth_requests_unrouted_total",
+            "Requests answered by Berth itself: no route (404) or no eligible backend (503).",
+            &["upstream", "why"],
+        );
         Metrics {
+            no_route: unrouted.with_label_values(&["", "no_route"]),
+            unrouted,
             requests: counter_vec(
                 r,
                 "berth_requests_total",
@@ -93,12 +102,6 @@ impl Metrics {
                 "berth_affinity_invalid_total",
                 "Affinity keys rejected (forged, expired, malformed ...); the request was routed as new.",
                 &["upstream", "plugin", "why"],
-            ),
-            unrouted: counter_vec(
-                r,
-                "berth_requests_unrouted_total",
-                "Requests answered by Berth itself: no route (404) or no eligible backend (503).",
-                &["upstream", "why"],
             ),
             connect_failures: counter_vec(
                 r,
@@ -150,7 +153,6 @@ impl Metrics {
             .collect();
         UpstreamMetrics {
             invalid,
-            no_route: self.unrouted.with_label_values(&["", "no_route"]),
             no_backend: self.unrouted.with_label_values(&[upstream, "no_backend"]),
         }
     }

@@ -37,7 +37,7 @@ impl ProxyHttp for Proxy {
         let req = session.req_header();
         let host = headers::host(req);
         let Some(upstream) = self.gw.route(host, req.uri.path()) else {
-            self.gw.upstreams[0].metrics.no_route.inc();
+            self.gw.metrics.no_route.inc();
             headers::respond(session, 404, None, "no route for this host and path\n").await?;
             return Ok(true);
         };
@@ -56,8 +56,10 @@ impl ProxyHttp for Proxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let (Some(upstream), Some(table)) = (&ctx.upstream, &ctx.table) else {
-            return Error::e_explain(ErrorType::InternalError, "no routing state");
+        let (Some(upstream), Some(table), Some(_)) =
+            (&ctx.upstream, &ctx.table, ctx.routing.decision)
+        else {
+            return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
         if ctx.routing.retrying {
             ctx.routing.retrying = false;
@@ -72,7 +74,7 @@ impl ProxyHttp for Proxy {
                 );
             }
         }
-        let d = ctx.routing.decision.as_ref().map_or(0, |d| d.backend);
+        let d = ctx.routing.decision.map_or(0, |d| d.backend);
         Ok(Box::new(table.backends[d].peer.clone()))
     }
 

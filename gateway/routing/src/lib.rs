@@ -5,10 +5,11 @@
 //!
 //! * [`Ring`] — Ketama consistent hashing keyed by stable backend names (points ∝ weight,
 //!   weight 0 = no points, no panic), or simple modulo hashing.
-//! * [`Overlay`] — the sticky overlay: `SessionKey → BackendId` with idle TTL, a bound on entries
-//!   (eviction counted) and exact per-backend session counts.
-//! * [`Router`] — one immutable routing table of an upstream (backends + ring) sharing an
-//!   [`Overlay`] with older and newer tables; `select*` return a [`Decision`].
+//! * [`Overlay`] — the sticky overlay: `SessionKey → (BackendId, backup)` ([`Pin`]) with idle
+//!   TTL, a bound on entries (approximate-LRU eviction, counted) and exact per-backend session
+//!   counts; sharded, ~43 bytes per pin.
+//! * [`Router`] — one immutable routing table of an upstream (backends + ring + up/draining
+//!   flags) sharing an [`Overlay`] with older and newer tables; `select*` return a [`Decision`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -22,6 +23,13 @@
 //! assert_eq!(first.reason, Reason::New);
 //! let again = router.select(key, 1_000).expect("still there");
 //! assert_eq!((again.backend, again.reason), (first.backend, Reason::Sticky));
+//! assert_eq!(again.backup, first.backup); // the other backend, stored with the pin
+//!
+//! // The pinned backend goes down: the session moves to its backup and is re-pinned there.
+//! router.set_up(first.backend, false);
+//! let moved = router.select(key, 2_000).expect("b2 or b1 is up");
+//! assert_eq!((Some(moved.backend), moved.reason), (first.backup, Reason::Failover));
+//! assert_eq!(moved.previous, Some(router.id(first.backend)));
 //! ```
 #![forbid(unsafe_code)]
 
@@ -123,8 +131,10 @@ impl Reason {
 pub struct Decision {
     /// Where to send the request (index into the [`Router`] that decided).
     pub backend: BackendIdx,
-    /// The next distinct eligible ring node after `backend`: where the session goes if
-    /// `backend` fails. `None` when no other backend is eligible.
+    /// Where the session goes if `backend` fails: on a sticky hit, the backup stored with the
+    /// pin while it still takes new sessions; otherwise the next distinct ring node after
+    /// `backend` that takes new sessions (up, not draining, weight > 0). `None` when there is
+    /// no such other backend.
     pub backup: Option<BackendIdx>,
     /// Why.
     pub reason: Reason,

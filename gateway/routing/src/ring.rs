@@ -32,6 +32,11 @@ pub struct Ring {
     points: Vec<u32>,
     /// Owner of each point (Ketama, parallel to `points`) or of each slot (modulo).
     owners: Vec<u32>,
+    /// Ketama search accelerator: `lookup[b]` is the first point index `>= b << shift`, so a
+    /// lookup searches a bucket of ~2–4 points instead of binary-searching the whole ring
+    /// (3 cache misses instead of ~10 at 1,000 backends). Empty for modulo.
+    lookup: Vec<u32>,
+    shift: u32,
     /// Number of backends the ring was built over (weighted or not).
     backends: usize,
     /// Number of distinct backends with at least one point: the length of a full walk.
@@ -51,9 +56,12 @@ impl Ring {
         for &o in &owners {
             present[o as usize] = true;
         }
+        let (lookup, shift) = bucket_index(&points);
         Ring {
             points,
             owners,
+            lookup,
+            shift,
             backends: backends.len(),
             distinct: present.iter().filter(|p| **p).count(),
         }
@@ -106,13 +114,38 @@ impl Ring {
             // Modulo (Ketama rings with no points have no owners either).
             return (point as usize).checked_rem(self.owners.len()).unwrap_or(0);
         }
-        let i = self.points.partition_point(|&p| p < point);
+        let b = (u64::from(point) >> self.shift) as usize;
+        let lo = self.lookup[b] as usize;
+        let hi = self
+            .lookup
+            .get(b + 1)
+            .map_or(self.points.len(), |&h| h as usize);
+        let i = lo + self.points[lo..hi].partition_point(|&p| p < point);
         if i == self.points.len() {
             0
         } else {
             i
         }
     }
+}
+
+/// Buckets over the top bits of the point space, about one per 2–4 points (a power of two).
+fn bucket_index(points: &[u32]) -> (Vec<u32>, u32) {
+    if points.is_empty() {
+        return (Vec::new(), 32);
+    }
+    let bits = (usize::BITS - 1 - points.len().leading_zeros()).saturating_sub(1);
+    let shift = 32 - bits;
+    let mut lookup = Vec::with_capacity(1 << bits);
+    let mut i = 0;
+    for b in 0..1u64 << bits {
+        while i < points.len() && u64::from(points[i]) < b << shift {
+            i += 1;
+        }
+        // Cannot truncate: a ring has at most 2^32 points (see `owner_index`).
+        lookup.push(i as u32);
+    }
+    (lookup, shift)
 }
 
 /// The stable hash of point `i` of backend `name`: xxh3-64 of `name ‖ 0x00 ‖ i (LE)`, truncated.
@@ -176,19 +209,28 @@ struct Seen {
 }
 
 impl Seen {
+    #[inline]
     fn contains(&self, b: u32) -> bool {
         match &self.bits {
-            Some(bits) => bits[(b / 64) as usize] & (1 << (b % 64)) != 0,
             None => self.inline[..self.n].contains(&b),
+            Some(bits) => bits[(b / 64) as usize] & (1 << (b % 64)) != 0,
         }
     }
 
+    #[inline]
     fn insert(&mut self, b: u32, backends: usize) {
         if self.bits.is_none() && self.n < INLINE_SEEN {
             self.inline[self.n] = b;
             self.n += 1;
-            return;
+        } else {
+            self.insert_slow(b, backends);
         }
+    }
+
+    /// Past `INLINE_SEEN` backends: move to (or use) the bitset.
+    #[cold]
+    #[inline(never)]
+    fn insert_slow(&mut self, b: u32, backends: usize) {
         let inline = &self.inline[..self.n];
         let bits = self.bits.get_or_insert_with(|| {
             let mut bits = vec![0u64; backends.div_ceil(64)];
@@ -328,6 +370,22 @@ mod tests {
         for p in (0..u32::MAX).step_by(1 << 20) {
             let wa: Vec<usize> = a.walk(p).map(|i| to_b[i]).collect();
             assert_eq!(wa, b.walk(p).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn bucket_lookup_matches_binary_search() {
+        for n in [1, 2, 3, 10, 100] {
+            let ns = names(n);
+            let r = Ring::new(Hashing::Ketama, 7, &specs(&ns, 1));
+            let mut probes: Vec<u32> = r.points.clone();
+            probes.extend(r.points.iter().map(|p| p.wrapping_add(1)));
+            probes.extend([0, 1, u32::MAX, u32::MAX - 1, 1 << 31]);
+            probes.extend((0..1000u32).map(|i| i.wrapping_mul(0x9E37_79B9)));
+            for p in probes {
+                let i = r.points.partition_point(|&x| x < p) % r.points.len();
+                assert_eq!(r.start(p), i, "n={n} p={p}");
+            }
         }
     }
 

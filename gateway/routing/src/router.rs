@@ -260,7 +260,7 @@ impl Router {
         if let Some(i) = named.filter(|&i| self.is_up(i)) {
             return Some(Decision {
                 backend: i,
-                backup: self.pick(point, &[i]).map(|(b, _)| b),
+                backup: self.backup_after(point, i, &[]),
                 reason: Reason::Sticky,
                 previous: None,
             });
@@ -294,7 +294,7 @@ impl Router {
     /// After `failed` backends failed for this request: the key's stored backup when its
     /// pinned backend is among `failed` and the backup takes new sessions; else the first ring
     /// node from `point` not in `failed` that takes new sessions; else (last resort) one that
-    /// is merely up. Re-pins `key` there when given. Reason Failover, previous = failed[0].
+    /// is merely up. Re-pins `key` there when given. Reason Failover, previous = `failed[0]`.
     pub fn failover(
         &self,
         point: u32,
@@ -337,7 +337,9 @@ impl Router {
     /// ring node from the key's point that takes new sessions as backup. Panics if
     /// `idx >= len()`.
     pub fn pin(&self, key: SessionKey, idx: BackendIdx, now: Millis) -> PinOutcome {
-        let backup = self.pick(key.ring_point(), &[idx]).map(|(b, _)| self.id(b));
+        let backup = self
+            .backup_after(key.ring_point(), idx, &[])
+            .map(|b| self.id(b));
         self.overlay.pin(key, self.id(idx), backup, now)
     }
 
@@ -367,7 +369,7 @@ impl Router {
             .and_then(|b| self.index_of_id(b))
             .filter(|&b| b != i && self.takes_new(b));
         let backup = valid.or_else(|| {
-            let fresh = self.pick(key.ring_point(), &[i]).map(|(b, _)| b);
+            let fresh = self.backup_after(key.ring_point(), i, &[]);
             let fresh_id = fresh.map(|b| self.id(b));
             if fresh_id != stored {
                 self.overlay.pin(key, self.id(i), fresh_id, now);

@@ -122,23 +122,29 @@ impl Shard {
     }
 
     fn insert(&mut self, key: u128, backend: u32, backup: u32, now_s: u32, ttl_s: u32) {
-        if self.slab.len() >= self.cap {
-            self.evict_one(now_s, ttl_s);
-        }
-        self.grow_slab();
-        // Cannot fail: `cap` is at most ceil(max_entries / shards) and
-        // `OverlayConfig` documents max_entries < 2^32 per shard.
-        let pos = u32::try_from(self.slab.len()).unwrap_or(u32::MAX);
-        self.slab.push(Slot {
+        let slot = Slot {
             key,
             backend,
             backup,
             created_s: now_s,
             last_seen_s: now_s,
-        });
+        };
+        let pos = if self.slab.len() >= self.cap && !self.slab.is_empty() {
+            // Full: the new pin takes the victim's slot in place (no slab move to fix up).
+            let victim = self.pick_victim();
+            self.evict_at(victim, now_s, ttl_s);
+            self.slab[victim] = slot;
+            victim
+        } else {
+            self.grow_slab();
+            self.slab.push(slot);
+            self.slab.len() - 1
+        };
         let slab = &self.slab;
+        // Cannot truncate: `cap` is at most ceil(max_entries / shards), and a shard of 2^32
+        // 32-byte slots (128 GiB) cannot be allocated.
         self.index
-            .insert_unique(hash(key), pos, |&i| hash(slab[i as usize].key));
+            .insert_unique(hash(key), pos as u32, |&i| hash(slab[i as usize].key));
         self.count_up(backend);
         self.stats.created += 1;
     }
@@ -162,12 +168,17 @@ impl Shard {
         self.counts[b] += 1;
     }
 
-    /// Removes the slot at `pos` (the last slot moves into its place) and updates counts.
-    fn remove_at(&mut self, pos: usize) -> Slot {
+    /// Drops the index entry of the slot at `pos`.
+    fn unindex(&mut self, pos: usize) {
         let key = self.slab[pos].key;
         if let Ok(entry) = self.index.find_entry(hash(key), |&i| i as usize == pos) {
             entry.remove();
         }
+    }
+
+    /// Removes the slot at `pos` (the last slot moves into its place) and updates counts.
+    fn remove_at(&mut self, pos: usize) -> Slot {
+        self.unindex(pos);
         let removed = self.slab.swap_remove(pos);
         if pos < self.slab.len() {
             let moved_from = self.slab.len();
@@ -183,13 +194,9 @@ impl Shard {
         removed
     }
 
-    /// Approximate LRU: of a few random slots, drop the least recently seen (counted as expired
-    /// when it already was, else as evicted).
-    fn evict_one(&mut self, now_s: u32, ttl_s: u32) {
+    /// Approximate LRU: of a few random slots, the least recently seen. Slab must be non-empty.
+    fn pick_victim(&mut self) -> usize {
         let len = self.slab.len();
-        if len == 0 {
-            return;
-        }
         let mut victim = self.random_below(len);
         for _ in 1..EVICTION_SAMPLES {
             let i = self.random_below(len);
@@ -197,8 +204,16 @@ impl Shard {
                 victim = i;
             }
         }
-        let removed = self.remove_at(victim);
-        if is_expired(removed.last_seen_s, now_s, ttl_s) {
+        victim
+    }
+
+    /// Unindexes and uncounts the slot at `pos`, to be overwritten. Counted as expired when it
+    /// already was, else as evicted.
+    fn evict_at(&mut self, pos: usize, now_s: u32, ttl_s: u32) {
+        self.unindex(pos);
+        let old = self.slab[pos];
+        self.counts[old.backend as usize] -= 1;
+        if is_expired(old.last_seen_s, now_s, ttl_s) {
             self.stats.expired += 1;
         } else {
             self.stats.evicted += 1;

@@ -38,13 +38,14 @@ build: deps
 
 run: build
 	@echo "demo cookie secret: $$BERTH_COOKIE_SECRET (set BERTH_COOKIE_SECRET to change it)"
-	@set -m; pids=""; \
-	trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
+	@pids=""; \
+	trap 'kill $$pids 2>/dev/null; wait' EXIT; trap 'exit 130' INT TERM; \
 	for b in $(DEMO_BACKENDS); do \
-	  $(TARGET_DIR)/debug/berth-demo-backend $${b%%=*} $${b#*=} & pids="$$pids $$!"; \
+	  $(TARGET_DIR)/debug/berth-demo-backend $${b%%=*} $${b#*=} >/dev/null & pids="$$pids $$!"; \
 	done; \
 	echo "Berth on http://localhost:8080 (admin/metrics on http://127.0.0.1:9180). Try: curl -i localhost:8080/"; \
-	$(TARGET_DIR)/debug/berth -c conf/berth.yaml
+	$(TARGET_DIR)/debug/berth -c conf/berth.yaml & pids="$$pids $$!"; \
+	wait $$!
 
 test: build
 	$(CARGO) test --workspace -- --test-threads=2

@@ -33,11 +33,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod health;
 mod interner;
 mod overlay;
 mod ring;
 mod router;
 
+pub use health::{HealthState, Thresholds};
 pub use interner::Interner;
 pub use overlay::{Overlay, OverlayConfig, OverlayStats, Pin, PinInfo, PinOutcome};
 pub use ring::{Hashing, Ring, MAX_POINTS_PER_BACKEND};

@@ -1,5 +1,8 @@
 //! The YAML reader: file → [`Config`], collecting every error with its key path.
-use super::{defaults, Admin, BackendConf, ConfError, Config, Listener, Route, UpstreamConf};
+use super::{
+    defaults, Admin, BackendConf, ConfError, Config, HealthConf, HealthKind, Listener, PassiveConf,
+    Route, UpstreamConf,
+};
 use berth_plugins::params::{join, show, Errors, Obj};
 use berth_plugins::{Chain, PluginContext, Registry};
 use berth_routing::{Hashing, OverlayConfig, RouterConfig};
@@ -7,6 +10,7 @@ use pingora_core::server::configuration::ServerConf;
 use serde_yaml::Value;
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Read and check a configuration file.
 pub fn load_file(path: &str, registry: &Registry) -> Result<Config, Vec<ConfError>> {
@@ -135,6 +139,7 @@ fn read_listeners(top: &mut Obj<'_, '_>) -> Vec<Listener> {
 fn read_admin(top: &mut Obj<'_, '_>) -> Admin {
     let mut admin = Admin {
         listen: defaults::ADMIN_LISTEN.into(),
+        token_env: defaults::TOKEN_ENV.into(),
     };
     let Some(v) = top.raw("admin") else {
         return admin;
@@ -148,6 +153,13 @@ fn read_admin(top: &mut Obj<'_, '_>) -> Admin {
             o.error("listen", format!("{listen:?} is not ip:port"));
         } else {
             admin.listen = listen;
+        }
+    }
+    if let Some(env) = o.opt::<String>("token_env") {
+        if env.is_empty() || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            o.error("token_env", format!("{env:?} is not an environment variable name"));
+        } else {
+            admin.token_env = env;
         }
     }
     o.finish();
@@ -249,6 +261,12 @@ fn read_upstream(
     let connect_retries = o
         .opt::<usize>("connect_retries")
         .unwrap_or(defaults::CONNECT_RETRIES);
+    let health = read_health(&mut o);
+    let passive = read_passive(&mut o);
+    let migrate_rate = o.opt::<u32>("migrate_rate").unwrap_or(defaults::MIGRATE_RATE);
+    if migrate_rate == 0 {
+        o.error("migrate_rate", "must be at least 1 (sessions per second)");
+    }
     let backends = read_backends(&mut o);
     o.finish();
     Some(UpstreamConf {
@@ -262,8 +280,90 @@ fn read_upstream(
         connect_timeout,
         read_timeout,
         connect_retries,
+        health,
+        passive,
+        migrate_rate,
         backends,
     })
+}
+
+fn read_health(up: &mut Obj<'_, '_>) -> Option<HealthConf> {
+    let v = up.raw("health")?;
+    let path = up.path_of("health");
+    let mut o = Obj::new(v, path, up.errors())?;
+    let kind = match o.req::<String>("type").as_deref() {
+        Some("tcp") => Some(HealthKind::Tcp),
+        Some("http") => Some(HealthKind::Http {
+            path: String::new(),
+            expect_status: 200,
+        }),
+        Some(other) => {
+            o.error("type", format!("{other:?} is not one of: http, tcp"));
+            None
+        }
+        None => None,
+    };
+    let check_path = o.opt::<String>("path");
+    let expect = o.opt::<u16>("expect_status");
+    let kind = match kind {
+        Some(HealthKind::Http { .. }) => {
+            let path = check_path.unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                o.error("path", format!("{path:?} must start with \"/\" and contain no spaces"));
+            }
+            let expect_status = expect.unwrap_or(200);
+            if !(100..=599).contains(&expect_status) {
+                o.error("expect_status", format!("{expect_status} is not an HTTP status"));
+            }
+            Some(HealthKind::Http {
+                path,
+                expect_status,
+            })
+        }
+        other => {
+            if check_path.is_some() {
+                o.error("path", "only valid with type: http");
+            }
+            if expect.is_some() {
+                o.error("expect_status", "only valid with type: http");
+            }
+            other
+        }
+    };
+    let interval = o.duration("interval").unwrap_or(defaults::HEALTH_INTERVAL);
+    let timeout = o.duration("timeout").unwrap_or(defaults::HEALTH_TIMEOUT);
+    if interval < Duration::from_millis(10) {
+        o.error("interval", "must be at least 10ms");
+    }
+    if timeout.is_zero() {
+        o.error("timeout", "must be more than 0");
+    }
+    let rise = o.opt::<u32>("rise").unwrap_or(defaults::HEALTH_RISE).max(1);
+    let fall = o.opt::<u32>("fall").unwrap_or(defaults::HEALTH_FALL).max(1);
+    o.finish();
+    Some(HealthConf {
+        kind: kind?,
+        interval,
+        timeout,
+        rise,
+        fall,
+    })
+}
+
+fn read_passive(up: &mut Obj<'_, '_>) -> PassiveConf {
+    let mut cfg = PassiveConf {
+        fall: defaults::PASSIVE_FALL,
+        cooldown: defaults::PASSIVE_COOLDOWN,
+    };
+    let Some(v) = up.raw("passive") else { return cfg };
+    let path = up.path_of("passive");
+    let Some(mut o) = Obj::new(v, path, up.errors()) else {
+        return cfg;
+    };
+    cfg.fall = o.opt::<u32>("fall").unwrap_or(cfg.fall);
+    cfg.cooldown = o.duration("cooldown").unwrap_or(cfg.cooldown);
+    o.finish();
+    cfg
 }
 
 fn read_sessions(up: &mut Obj<'_, '_>) -> OverlayConfig {
@@ -332,9 +432,15 @@ fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
         if weight > 10_000 {
             o.error("weight", format!("{weight} is out of range 0..=10000"));
         }
+        let drain = o.flag("drain", false);
         o.finish();
         if let (Some(id), Some(addr)) = (id, addr) {
-            out.push(BackendConf { id, addr, weight });
+            out.push(BackendConf {
+                id,
+                addr,
+                weight,
+                drain,
+            });
         }
     });
     if !out.is_empty() && out.iter().all(|b| b.weight == 0) {

@@ -38,6 +38,8 @@ pub struct Listener {
 pub struct Admin {
     /// `ip:port` to bind.
     pub listen: String,
+    /// Name of the environment variable holding the bearer token of `/admin/*`.
+    pub token_env: String,
 }
 
 /// Host + path prefix → upstream.
@@ -61,7 +63,40 @@ pub struct UpstreamConf {
     pub read_timeout: Duration,
     /// Other backends to try when connecting fails.
     pub connect_retries: usize,
+    /// Active health checks; `None` = passive marking only.
+    pub health: Option<HealthConf>,
+    pub passive: PassiveConf,
+    /// Sessions per second moved by a migration.
+    pub migrate_rate: u32,
     pub backends: Vec<BackendConf>,
+}
+
+/// Active health checks of an upstream's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConf {
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// Connect over TCP.
+    Tcp,
+    /// `GET path`, expecting `expect_status`.
+    Http { path: String, expect_status: u16 },
+}
+
+/// Passive health: connect failures seen by real requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveConf {
+    /// Consecutive connect failures that mark a backend down; 0 = off.
+    pub fall: u32,
+    /// Without active checks: how long a passively-downed backend stays down.
+    pub cooldown: Duration,
 }
 
 /// One backend of an upstream.
@@ -71,6 +106,8 @@ pub struct BackendConf {
     pub id: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Start (or, on reload, put) the backend in the draining state.
+    pub drain: bool,
 }
 
 /// Defaults, in one place so the reader and the docs agree.
@@ -85,6 +122,14 @@ pub mod defaults {
     pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
     pub const CONNECT_RETRIES: usize = 2;
     pub const WEIGHT: u32 = 1;
+    pub const TOKEN_ENV: &str = "BERTH_ADMIN_TOKEN";
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const HEALTH_RISE: u32 = 2;
+    pub const HEALTH_FALL: u32 = 2;
+    pub const PASSIVE_FALL: u32 = 3;
+    pub const PASSIVE_COOLDOWN: Duration = Duration::from_secs(10);
+    pub const MIGRATE_RATE: u32 = 200;
     /// Longest backend id; ids appear in cookies and metric labels.
     pub const MAX_ID_LEN: usize = 64;
 }

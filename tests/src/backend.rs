@@ -1,10 +1,10 @@
 //! [`Backend`]: a `berth-demo-backend` process on 127.0.0.1 with an OS-chosen port.
-use crate::client::Client;
+use crate::client::{Client, Request};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a demo backend may take to print `READY`.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,10 +22,39 @@ pub struct Backend {
 impl Backend {
     /// Start `berth-demo-backend <name> 127.0.0.1:0` and wait for its `READY <addr>` line.
     pub fn start(name: &str) -> Backend {
+        match Backend::spawn(name, "127.0.0.1:0") {
+            Ok(b) => b,
+            Err(why) => panic!("demo backend {name}: {why}"),
+        }
+    }
+
+    /// Start a backend on a given address, e.g. the address of one that was just killed (to
+    /// bring "the same" backend back). Binding is retried for a few seconds while the address
+    /// is still taken.
+    pub fn start_on(name: &str, addr: SocketAddr) -> Backend {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match Backend::spawn(name, &addr.to_string()) {
+                Ok(b) => return b,
+                Err(why) if Instant::now() > deadline => {
+                    panic!("demo backend {name} on {addr}: {why}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Kill this backend (if running) and start it again on the same address.
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Backend::start_on(&self.name, self.addr);
+    }
+
+    fn spawn(name: &str, addr: &str) -> Result<Backend, String> {
         let bin = crate::demo_backend_bin();
         let mut child = Command::new(&bin)
             .arg(name)
-            .arg("127.0.0.1:0")
+            .arg(addr)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -43,23 +72,23 @@ impl Backend {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("demo backend {name}: no READY line within {READY_TIMEOUT:?}");
+                return Err(format!("no READY line within {READY_TIMEOUT:?}"));
             }
         };
-        let addr = line
+        let Some(addr) = line
             .trim()
             .strip_prefix("READY ")
             .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("demo backend {name}: expected `READY <addr>`, got {line:?}")
-            });
-        Backend {
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("expected `READY <addr>`, got {line:?}"));
+        };
+        Ok(Backend {
             name: name.to_string(),
             addr,
             child: Some(child),
-        }
+        })
     }
 
     /// Start several backends named `b1`, `b2`, …
@@ -77,16 +106,55 @@ impl Backend {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Requests served so far, not counting `/__count` (asked directly, not via the gateway).
+    /// Requests served so far, not counting the special paths (`/__count`, `/__health…`);
+    /// asked directly, not via the gateway.
     pub fn count(&self) -> u64 {
-        let resp = Client::new(self.addr).fresh_connections().get("/__count");
+        self.ask_count("/__count")
+    }
+
+    /// Of [`Backend::count`], the requests with `method` (e.g. `POST`); dropped ones included.
+    pub fn count_method(&self, method: &str) -> u64 {
+        self.ask_count(&format!("/__count?method={method}"))
+    }
+
+    /// Requests received for `path` (without query), including `/__health` checks.
+    pub fn count_path(&self, path: &str) -> u64 {
+        self.ask_count(&format!("/__count?path={path}"))
+    }
+
+    /// Health checks (`GET /__health`) received so far.
+    pub fn health_checks(&self) -> u64 {
+        self.count_path("/__health")
+    }
+
+    fn ask_count(&self, target: &str) -> u64 {
+        let resp = Client::new(self.addr).fresh_connections().get(target);
         resp.text().trim().parse().unwrap_or_else(|_| {
             panic!(
-                "backend {}: bad /__count answer {}",
+                "backend {}: bad {target} answer {}",
                 self.name,
                 resp.summary()
             )
         })
+    }
+
+    /// Make `GET /__health` answer 503 (`false`) or 200 (`true`), by asking the backend itself.
+    pub fn set_healthy(&self, healthy: bool) {
+        let path = if healthy {
+            "/__health/ok"
+        } else {
+            "/__health/fail"
+        };
+        let resp = Client::new(self.addr)
+            .fresh_connections()
+            .send(&Request::new("POST", path));
+        assert_eq!(
+            resp.status,
+            204,
+            "backend {}: {}",
+            self.name,
+            resp.summary()
+        );
     }
 
     /// Kill the process now (SIGKILL) and reap it; its port is closed when this returns.

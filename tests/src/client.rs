@@ -81,6 +81,24 @@ impl Response {
     pub fn affinity(&self) -> &str {
         self.header("x-seen-affinity").unwrap_or("")
     }
+    /// The `X-Berth-Previous-Backend` the demo backend saw, `"-"` when it got none (`""`
+    /// when the echo header is missing, e.g. the gateway answered itself).
+    pub fn previous(&self) -> &str {
+        self.header("x-seen-previous-backend").unwrap_or("")
+    }
+    /// The `X-Berth-Backup` the demo backend saw, `"-"` when it got none.
+    pub fn seen_backup(&self) -> &str {
+        self.header("x-seen-backup").unwrap_or("")
+    }
+    /// True for 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+    /// The body as JSON.
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("body is not JSON ({e}): {}", self.summary()))
+    }
     /// One-line summary for assertion messages.
     pub fn summary(&self) -> String {
         let mut s = format!("{} {:?}", self.status, self.headers);

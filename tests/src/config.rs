@@ -75,6 +75,39 @@ pub fn app_config(affinity: &[String], backends: &[(String, SocketAddr)]) -> Str
     serde_yaml::to_string(&doc).expect("a YAML value serializes")
 }
 
+/// [`app_config`] with the header plugin on [`crate::sessions::HEADER`], then each
+/// `(path, yaml)` of `patches` applied with [`set`] (e.g.
+/// `("upstreams.app.sessions.idle_ttl", "2s")`).
+pub fn header_app(backends: &[(String, SocketAddr)], patches: &[(&str, &str)]) -> String {
+    let mut yaml = app_config(&[header_plugin(crate::sessions::HEADER)], backends);
+    for (path, value) in patches {
+        yaml = set(&yaml, path, value);
+    }
+    yaml
+}
+
+/// Set the value at dotted `path` (mapping keys; a number indexes a sequence) to the YAML
+/// `value`, creating missing mappings on the way.
+pub fn set(yaml: &str, path: &str, value: &str) -> String {
+    let mut doc: Value = serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("config: {e}"));
+    let new: Value =
+        serde_yaml::from_str(value).unwrap_or_else(|e| panic!("value for {path}: {e}"));
+    let mut at = &mut doc;
+    for seg in path.split('.') {
+        at = match (seg.parse::<usize>(), at) {
+            (Ok(i), Value::Sequence(seq)) => seq
+                .get_mut(i)
+                .unwrap_or_else(|| panic!("{path}: no item {i}")),
+            (_, Value::Mapping(m)) => m
+                .entry(Value::from(seg))
+                .or_insert_with(|| Value::Mapping(Mapping::new())),
+            (_, other) => panic!("{path}: {seg:?} inside a non-mapping {other:?}"),
+        };
+    }
+    *at = new;
+    serde_yaml::to_string(&doc).expect("a YAML value serializes")
+}
+
 fn map(entries: &[(&str, Value)]) -> Value {
     let mut m = Mapping::new();
     for (k, v) in entries {
@@ -163,5 +196,24 @@ mod tests {
         assert_eq!(app["affinity"][1]["name"], Value::from("X-Session-Id"));
         assert_eq!(app["backends"][0]["addr"], Value::from("127.0.0.1:9001"));
         assert_eq!(v["routes"][0]["upstream"], Value::from("app"));
+    }
+
+    #[test]
+    fn set_patches_paths() {
+        let yaml = header_app(
+            &[("b1".into(), "127.0.0.1:9001".parse().unwrap())],
+            &[
+                ("upstreams.app.sessions.idle_ttl", "2s"),
+                ("upstreams.app.health", "{type: tcp, interval: 200ms}"),
+                ("upstreams.app.backends.0.drain", "true"),
+            ],
+        );
+        let v: Value = serde_yaml::from_str(&yaml).unwrap();
+        let app = &v["upstreams"]["app"];
+        assert_eq!(app["sessions"]["idle_ttl"], Value::from("2s"));
+        assert_eq!(app["sessions"]["max"], Value::from(100_000));
+        assert_eq!(app["health"]["interval"], Value::from("200ms"));
+        assert_eq!(app["backends"][0]["drain"], Value::from(true));
+        assert_eq!(app["affinity"][0]["name"], Value::from("X-Session-Id"));
     }
 }

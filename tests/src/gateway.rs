@@ -1,5 +1,6 @@
 //! [`Gateway`]: the real `berth` binary on fresh ports, its config and log in a temp dir.
-use crate::client::{Client, Request, User};
+use crate::admin::{self, BackendInfo, SessionInfo};
+use crate::client::{Client, Request, Response, User};
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -33,7 +34,13 @@ impl Gateway {
         Gateway::start_with_env(yaml, &[])
     }
 
-    /// [`Gateway::start`] with extra environment variables for the process.
+    /// [`Gateway::start`] with the admin API enabled: `BERTH_ADMIN_TOKEN` = [`admin::TOKEN`].
+    pub fn start_with_admin(yaml: &str) -> Gateway {
+        Gateway::start_with_env(yaml, &[(admin::TOKEN_ENV, admin::TOKEN)])
+    }
+
+    /// [`Gateway::start`] with extra environment variables for the process (the test's own
+    /// `BERTH_ADMIN_TOKEN` is never inherited).
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("berth-e2e-")
@@ -50,6 +57,7 @@ impl Gateway {
         let child = Command::new(&bin)
             .arg("-c")
             .arg(&config_path)
+            .env_remove(admin::TOKEN_ENV)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup the log file"))
@@ -175,6 +183,160 @@ impl Gateway {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// An admin request with `Authorization: <auth>` when given (the full header value) and a
+    /// JSON body when given. Panics (with the log) when the exchange fails.
+    pub fn admin_send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        auth: Option<&str>,
+    ) -> Response {
+        let mut req = Request::new(method, path);
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(b.as_bytes().to_vec());
+        }
+        let resp = Client::new(self.admin_addr)
+            .fresh_connections()
+            .timeout(Duration::from_secs(10))
+            .try_send(&req);
+        match resp {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "{method} {path} on the admin listener {}: {e}\n--- berth log ---\n{}",
+                self.admin_addr,
+                self.log_tail(50)
+            ),
+        }
+    }
+
+    /// An admin request with the bearer token [`admin::TOKEN`].
+    pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        let auth = format!("Bearer {}", admin::TOKEN);
+        self.admin_send(method, path, body, Some(&auth))
+    }
+
+    /// `GET /admin/backends` as raw JSON (panics unless 200 with a JSON body).
+    pub fn backends_json(&self) -> serde_json::Value {
+        let r = self.admin("GET", "/admin/backends", None);
+        assert_eq!(r.status, 200, "GET /admin/backends: {}", r.summary());
+        r.json()
+            .unwrap_or_else(|e| panic!("GET /admin/backends: {e}"))
+    }
+
+    /// `GET /admin/backends`, parsed (panics unless 200 with the contract's shape).
+    pub fn backends(&self) -> Vec<BackendInfo> {
+        let v = self.backends_json();
+        BackendInfo::list_from_json(&v).unwrap_or_else(|e| panic!("GET /admin/backends: {e}"))
+    }
+
+    /// The row of backend `id` in [`Gateway::backends`] (panics when it is not listed).
+    pub fn backend_info(&self, id: &str) -> BackendInfo {
+        let all = self.backends();
+        all.iter()
+            .find(|b| b.id == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("backend {id} not in GET /admin/backends: {all:?}"))
+    }
+
+    /// Poll `GET /admin/backends` every 50 ms until `ok(rows)` holds; the rows, or `Err` with
+    /// the last rows after `timeout`.
+    pub fn wait_backends(
+        &self,
+        timeout: Duration,
+        ok: impl Fn(&[BackendInfo]) -> bool,
+    ) -> Result<Vec<BackendInfo>, Vec<BackendInfo>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows = self.backends();
+            if ok(&rows) {
+                return Ok(rows);
+            }
+            if Instant::now() > deadline {
+                return Err(rows);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Poll until backend `id`'s row satisfies `ok` (described by `what` in the panic message,
+    /// which also shows the last rows and the log); the row and the time it took.
+    pub fn wait_backend(
+        &self,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&BackendInfo) -> bool,
+    ) -> (BackendInfo, Duration) {
+        let start = Instant::now();
+        match self.wait_backends(timeout, |rows| rows.iter().any(|b| b.id == id && ok(b))) {
+            Ok(rows) => (
+                rows.into_iter()
+                    .find(|b| b.id == id)
+                    .expect("found by the predicate"),
+                start.elapsed(),
+            ),
+            Err(rows) => panic!(
+                "backend {id}: not {what} within {timeout:?}; last GET /admin/backends: \
+                 {rows:?}\n--- berth log ---\n{}",
+                self.log_tail(40)
+            ),
+        }
+    }
+
+    /// `GET /admin/sessions/{value}` (value percent-encoded): `None` on 404, panics on any
+    /// other status than 200 or a body of the wrong shape.
+    pub fn session_info(&self, value: &str) -> Option<SessionInfo> {
+        let path = format!("/admin/sessions/{}", admin::pct_encode(value));
+        let r = self.admin("GET", &path, None);
+        match r.status {
+            404 => None,
+            200 => Some(
+                r.json()
+                    .and_then(|v| SessionInfo::from_json(&v))
+                    .unwrap_or_else(|e| panic!("GET {path}: {e}")),
+            ),
+            _ => panic!("GET {path}: {}", r.summary()),
+        }
+    }
+
+    /// Replace the config file with `yaml`, completed like at start (same listeners, admin
+    /// address and temp dir). Written to a temp file and renamed, so a reader never sees half.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let full = crate::config::complete(yaml, self.addr, self.admin_addr, self.dir.path());
+        self.write_config_raw(&full);
+    }
+
+    /// Replace the config file with exactly `text` (e.g. an invalid config).
+    pub fn write_config_raw(&self, text: &str) {
+        let tmp = self.dir.path().join("berth.yaml.new");
+        std::fs::write(&tmp, text).expect("write the new config");
+        std::fs::rename(&tmp, &self.config_path).expect("replace the config");
+    }
+
+    /// Send SIGHUP (by PID, with `kill -HUP`).
+    pub fn sighup(&self) {
+        let pid = self.pid().expect("the gateway is running");
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill -HUP");
+        assert!(status.success(), "kill -HUP {pid}: {status}");
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Kill the process (SIGKILL, by PID) and reap it. Idempotent.

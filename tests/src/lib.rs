@@ -25,12 +25,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod sessions;
 pub mod token;
 
 pub use backend::Backend;
@@ -40,6 +42,7 @@ pub use gateway::{berth_check, Gateway};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago on 127.0.0.1 (bound to port 0, read, released). Pingora
 /// cannot report the port it bound, so the harness picks ports for the gateway this way.
@@ -151,6 +154,25 @@ pub fn par_map<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync)
     let mut all: Vec<(usize, T)> = parts.drain(..).flatten().collect();
     all.sort_by_key(|(i, _)| *i);
     all.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Call `f` every `every` until it returns `Some` or `timeout` passes (`None`); `f` runs at
+/// least once.
+pub fn wait_for<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// How many times each value occurs.

@@ -352,7 +352,7 @@ fn token_for_a_backend_not_in_the_upstream_fails_over_with_a_new_cookie() {
     assert_eq!(r.status, 200, "{}", r.summary());
     assert_eq!(
         r.affinity(),
-        "failover",
+        "reassigned",
         "the session's backend is gone: {}",
         r.summary()
     );

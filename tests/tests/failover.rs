@@ -1,6 +1,6 @@
 //! Failover: a backend that refuses connections from the start, and a backend killed while its
 //! sessions are live. Sessions move to another backend with 2xx, are told so
-//! (`X-Berth-Affinity: failover`, `X-Berth-Previous-Backend`), then stick to the new one.
+//! (`X-Berth-Affinity: reassigned`, `X-Berth-Previous-Backend`), then stick to the new one.
 use berth_tests::config::{self, COOKIE_NAME, UPSTREAM};
 use berth_tests::token::Token;
 use berth_tests::{first_n, par_map, tally, Backend, ClosedPort, Gateway, Request, Response, User};
@@ -18,20 +18,20 @@ fn start_with_dead_b3(plugin: String) -> (Vec<Backend>, ClosedPort, Gateway) {
 }
 
 /// The first response of a session on a gateway whose b3 is dead: 200 from b1/b2, `new`, or
-/// `failover` from b3 when its ring node was b3.
+/// `reassigned` from b3 when its ring node was b3.
 fn check_first(r: &Response) -> Result<(), String> {
     let ok = r.status == 200
         && ["b1", "b2"].contains(&r.backend())
         && match r.affinity() {
             "new" => r.header("x-seen-previous-backend") == Some("-"),
-            "failover" => r.header("x-seen-previous-backend") == Some("b3"),
+            "reassigned" => r.header("x-seen-previous-backend") == Some("b3"),
             _ => false,
         };
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "expected 200 from b1/b2 as new, or failover from b3: {}",
+            "expected 200 from b1/b2 as new, or reassigned from b3: {}",
             r.summary()
         ))
     }
@@ -81,7 +81,7 @@ fn sessions_of_a_dead_backend_fail_over_then_stick_cookie() {
         first_n(&failures, 10)
     );
     let reasons = tally(results.iter().filter_map(|r| r.as_deref().ok()));
-    let failovers = reasons.get("failover").copied().unwrap_or(0);
+    let failovers = reasons.get("reassigned").copied().unwrap_or(0);
     assert!(
         failovers >= 1,
         "no session's first request skipped the dead b3 as failover: {reasons:?}"
@@ -142,7 +142,7 @@ fn sessions_of_a_dead_backend_fail_over_then_stick_header() {
     );
     let reasons = tally(results.iter().filter_map(|r| r.as_deref().ok()));
     assert!(
-        reasons.get("failover").copied().unwrap_or(0) >= 1,
+        reasons.get("reassigned").copied().unwrap_or(0) >= 1,
         "no failover at all: {reasons:?}"
     );
 }
@@ -184,12 +184,12 @@ fn sessions_of_a_killed_backend_move_on_their_next_request() {
         if home == "b2" {
             let ok = r.status == 200
                 && ["b1", "b3"].contains(&r.backend())
-                && r.affinity() == "failover"
+                && r.affinity() == "reassigned"
                 && r.header("x-seen-previous-backend") == Some("b2")
                 && cookie_backend(&r).as_deref() == Some(r.backend());
             if !ok {
                 failures.push(format!(
-                    "user {i}: expected failover from b2 with a new cookie: {}",
+                    "user {i}: expected reassigned from b2 with a new cookie: {}",
                     r.summary()
                 ));
                 continue;

@@ -142,3 +142,82 @@ fn closed_port_refuses_and_stays_reserved() {
         "the port stays taken"
     );
 }
+
+#[test]
+fn demo_backend_health_endpoint_and_toggle() {
+    let b = Backend::start("theta");
+    let mut c = Client::new(b.addr);
+    let r = c.get("/__health");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "ok\n"),
+        "{}",
+        r.summary()
+    );
+    b.set_healthy(false);
+    let r = c.get("/__health");
+    assert_eq!(r.status, 503, "{}", r.summary());
+    b.set_healthy(true);
+    assert_eq!(c.get("/__health").status, 200);
+    assert_eq!(b.health_checks(), 3);
+    assert_eq!(b.count(), 0, "health checks and toggles are not requests");
+    c.get("/x");
+    assert_eq!((b.count(), b.count_path("/x")), (1, 1));
+}
+
+#[test]
+fn demo_backend_counts_methods_and_drops() {
+    let b = Backend::start("iota");
+    let mut c = Client::new(b.addr);
+    c.send(&Request::new("POST", "/a").body("x"));
+    c.send(&Request::new("PUT", "/a").body("x"));
+    c.get("/a");
+    // Dropped: counted, then the connection closes without a response.
+    for req in [
+        Request::new("POST", "/b")
+            .header("X-Demo-Drop", "1")
+            .body("y"),
+        Request::new("POST", "/b").header("X-Demo-Drop", "other, iota"),
+        Request::new("GET", "/__drop"),
+    ] {
+        let err = Client::new(b.addr)
+            .try_send(&req)
+            .expect_err("dropped without a response");
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::UnexpectedEof
+            ),
+            "{err:?}"
+        );
+    }
+    // Another backend's name in the list: answered.
+    let r = c.send(&Request::new("POST", "/b").header("X-Demo-Drop", "b1,b2"));
+    assert_eq!(r.status, 200);
+    assert_eq!(b.count_method("POST"), 4);
+    assert_eq!(b.count_method("put"), 1);
+    assert_eq!(b.count_method("GET"), 2);
+    assert_eq!(b.count_method("DELETE"), 0);
+    assert_eq!(b.count(), 7);
+    let r = c.send(&Request::new("POST", "/k").header("Idempotency-Key", "abc"));
+    assert_eq!(r.header("x-seen-idempotency-key"), Some("abc"));
+}
+
+#[test]
+fn demo_backend_restarts_on_the_same_address() {
+    let mut b = Backend::start("kappa");
+    let addr = b.addr;
+    let mut c = Client::new(addr);
+    c.get("/");
+    b.restart();
+    assert_eq!(b.addr, addr);
+    assert_eq!(b.count(), 0, "a fresh process");
+    // The client's kept-alive connection died with the old process; a new one works.
+    assert_eq!(c.get("/").backend(), "kappa");
+    b.kill();
+    let again = Backend::start_on("kappa2", addr);
+    assert_eq!(Client::new(addr).get("/").backend(), "kappa2");
+    drop(again);
+}

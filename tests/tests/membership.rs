@@ -108,7 +108,7 @@ fn removing_a_backend_moves_only_its_sessions() {
         let ok = if home == "b3" {
             r.status == 200
                 && ["b1", "b2"].contains(&r.backend())
-                && r.affinity() == "failover"
+                && r.affinity() == "reassigned"
                 && cookie.as_deref() == Some(r.backend())
         } else {
             r.status == 200 && r.backend() == home && r.affinity() == "sticky" && cookie.is_none()

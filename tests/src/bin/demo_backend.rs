@@ -5,22 +5,47 @@
 //! `200` with body `<name>\n` and headers that echo what Berth sent upstream:
 //! `X-Backend`, `X-Seen-Affinity` (`X-Berth-Affinity`), `X-Seen-Forwarded-For`,
 //! `X-Seen-Previous-Backend` (`X-Berth-Previous-Backend`), `X-Seen-Backup` (`X-Berth-Backup`),
-//! `X-Seen-Forwarded-Proto`, `X-Seen-Forwarded-Host`, `X-Seen-Peer` (the TCP peer) and
-//! `X-Seen-Body-Length` (request body bytes received; bodies
+//! `X-Seen-Forwarded-Proto`, `X-Seen-Forwarded-Host`, `X-Seen-Peer` (the TCP peer),
+//! `X-Seen-Idempotency-Key` and `X-Seen-Body-Length` (request body bytes received; bodies
 //! may be `Content-Length` or chunked); a missing header reads `-`. Connections are kept alive.
 //!
-//! Special paths: `GET /__count` answers the number of requests received so far (not counting
-//! `/__count` itself); `/set-cookie?name=N&value=V` adds `Set-Cookie: N=V; Path=/`.
+//! Special paths (answered here, for tests and health checkers):
+//! * `GET /__count` — requests received so far, not counting the special paths below;
+//!   `GET /__count?method=POST` — of those, the ones with that method;
+//!   `GET /__count?path=/x` — requests received for path `/x` (any path, `/__health` too).
+//! * `GET /__health` — `200 ok` while healthy, `503 failing` after `POST /__health/fail`;
+//!   `POST /__health/ok` makes it healthy again (both toggles answer `204`).
+//! * `/__drop`, or any request with `X-Demo-Drop: 1` or `X-Demo-Drop: <list naming this
+//!   backend>` (e.g. `b1,b3`): the request (and its body) is read and counted, then the
+//!   connection is closed without any response.
+//! * `/set-cookie?name=N&value=V` adds `Set-Cookie: N=V; Path=/`.
 use berth_tests::http::{self, Head};
+use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 struct State {
     name: String,
+    /// Requests counted by plain `/__count`.
     requests: AtomicU64,
+    /// Of those, per method (upper case).
+    by_method: Mutex<HashMap<String, u64>>,
+    /// Every request except `/__count` and the health toggles, per path (no query).
+    by_path: Mutex<HashMap<String, u64>>,
+    healthy: AtomicBool,
+}
+
+fn bump(map: &Mutex<HashMap<String, u64>>, key: &str) {
+    let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+    *m.entry(key.to_string()).or_insert(0) += 1;
+}
+
+fn get(map: &Mutex<HashMap<String, u64>>, key: &str) -> u64 {
+    let m = map.lock().unwrap_or_else(|p| p.into_inner());
+    m.get(key).copied().unwrap_or(0)
 }
 
 fn main() -> ExitCode {
@@ -29,6 +54,8 @@ fn main() -> ExitCode {
         eprintln!("usage: berth-demo-backend <name> <listen-addr>   (e.g. demo1 127.0.0.1:9001)");
         return ExitCode::from(2);
     }
+    // std's TcpListener sets SO_REUSEADDR on Unix, so a backend can be restarted on the address
+    // of one that just died.
     let listener = match TcpListener::bind(&args[2]) {
         Ok(l) => l,
         Err(e) => {
@@ -54,6 +81,9 @@ fn main() -> ExitCode {
     let state = Arc::new(State {
         name: args[1].clone(),
         requests: AtomicU64::new(0),
+        by_method: Mutex::new(HashMap::new()),
+        by_path: Mutex::new(HashMap::new()),
+        healthy: AtomicBool::new(true),
     });
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -92,9 +122,22 @@ fn serve(stream: TcpStream, state: &State) -> io::Result<()> {
         } else {
             !http::has_token(&head.headers, "connection", "close")
         };
-        let response = respond(state, method, target, &head, body.len(), peer, keep_alive);
-        writer.write_all(&response)?;
-        writer.flush()?;
+        let req = Req {
+            method,
+            target,
+            head: &head,
+            body_len: body.len(),
+            peer,
+            keep_alive,
+        };
+        match respond(state, &req) {
+            Some(response) => {
+                writer.write_all(&response)?;
+                writer.flush()?;
+            }
+            // Drop: close without a byte of response (RST or FIN, whichever the OS sends).
+            None => return Ok(()),
+        }
         if !keep_alive {
             return Ok(());
         }
@@ -111,27 +154,86 @@ fn bad_request(w: &mut impl Write, why: &str) -> io::Result<()> {
     w.flush()
 }
 
-fn respond(
-    state: &State,
-    method: &str,
-    target: &str,
-    head: &Head,
+struct Req<'a> {
+    method: &'a str,
+    target: &'a str,
+    head: &'a Head,
     body_len: usize,
     peer: SocketAddr,
     keep_alive: bool,
-) -> Vec<u8> {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let body = if path == "/__count" {
-        format!("{}\n", state.requests.load(Ordering::SeqCst))
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// A small response of the backend's own (no echo headers).
+fn plain(status: &str, body: &str, keep_alive: bool) -> Vec<u8> {
+    let close = if keep_alive {
+        ""
     } else {
-        state.requests.fetch_add(1, Ordering::SeqCst);
-        format!("{}\n", state.name)
+        "Connection: close\r\n"
     };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{close}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The response bytes, or `None` to drop the connection without answering.
+fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
+    let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
+    let method = req.method.to_ascii_uppercase();
+    match path {
+        "/__count" => {
+            let n = if let Some(m) = query_param(query, "method") {
+                get(&state.by_method, &m.to_ascii_uppercase())
+            } else if let Some(p) = query_param(query, "path") {
+                get(&state.by_path, p)
+            } else {
+                state.requests.load(Ordering::SeqCst)
+            };
+            return Some(plain("200 OK", &format!("{n}\n"), req.keep_alive));
+        }
+        "/__health/fail" | "/__health/ok" if method == "POST" => {
+            state
+                .healthy
+                .store(path == "/__health/ok", Ordering::SeqCst);
+            return Some(plain("204 No Content", "", req.keep_alive));
+        }
+        "/__health" => {
+            bump(&state.by_path, path);
+            return Some(if state.healthy.load(Ordering::SeqCst) {
+                plain("200 OK", "ok\n", req.keep_alive)
+            } else {
+                plain("503 Service Unavailable", "failing\n", req.keep_alive)
+            });
+        }
+        _ => {}
+    }
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    bump(&state.by_method, &method);
+    bump(&state.by_path, path);
+    let drop_listed = req.head.header("x-demo-drop").is_some_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|n| n == "1" || n == state.name)
+    });
+    if path == "/__drop" || drop_listed {
+        return None;
+    }
+    let body = format!("{}\n", state.name);
+    let head = req.head;
     let seen = |name: &str| head.header(name).unwrap_or("-").to_string();
     let mut out = format!(
         "HTTP/1.1 200 OK\r\nX-Backend: {}\r\nX-Seen-Affinity: {}\r\nX-Seen-Forwarded-For: {}\r\n\
          X-Seen-Previous-Backend: {}\r\nX-Seen-Backup: {}\r\nX-Seen-Forwarded-Proto: {}\r\n\
-         X-Seen-Forwarded-Host: {}\r\nX-Seen-Peer: {}\r\n\
+         X-Seen-Forwarded-Host: {}\r\nX-Seen-Peer: {}\r\nX-Seen-Idempotency-Key: {}\r\n\
          X-Seen-Body-Length: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
         state.name,
         seen("x-berth-affinity"),
@@ -140,29 +242,23 @@ fn respond(
         seen("x-berth-backup"),
         seen("x-forwarded-proto"),
         seen("x-forwarded-host"),
-        peer.ip(),
-        body_len,
+        req.peer.ip(),
+        seen("idempotency-key"),
+        req.body_len,
         body.len(),
     );
     if path == "/set-cookie" {
-        let param = |key: &str| {
-            query
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v)
-        };
-        if let (Some(n), Some(v)) = (param("name"), param("value")) {
+        if let (Some(n), Some(v)) = (query_param(query, "name"), query_param(query, "value")) {
             out.push_str(&format!("Set-Cookie: {n}={v}; Path=/\r\n"));
         }
     }
-    if !keep_alive {
+    if !req.keep_alive {
         out.push_str("Connection: close\r\n");
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
-    if !method.eq_ignore_ascii_case("HEAD") {
+    if method != "HEAD" {
         bytes.extend_from_slice(body.as_bytes());
     }
-    bytes
+    Some(bytes)
 }

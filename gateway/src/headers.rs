@@ -1,7 +1,8 @@
 //! Header handling at the proxy edge: forwarding headers and Berth's signals to the backend,
 //! and the small responses Berth writes itself.
 use crate::views::client_ip;
-use berth_routing::Reason;
+use crate::upstreams::Signal;
+use pingora_error::{Error, ErrorSource, ErrorType};
 use bytes::Bytes;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -25,21 +26,15 @@ pub fn host(req: &RequestHeader) -> Option<&str> {
 
 /// Set the headers the backend receives. Client-sent `X-Berth-*` headers are removed first, so
 /// a client cannot fake Berth's signals.
-pub fn to_upstream(
-    session: &Session,
-    req: &mut RequestHeader,
-    reason: Reason,
-    previous: Option<&str>,
-    backup: Option<&str>,
-) -> Result<()> {
+pub fn to_upstream(session: &Session, req: &mut RequestHeader, signal: &Signal<'_>) -> Result<()> {
     for name in [AFFINITY, PREVIOUS, BACKUP] {
         req.remove_header(name);
     }
-    req.insert_header(AFFINITY, reason.as_str())?;
-    if let Some(p) = previous {
-        req.insert_header(PREVIOUS, p)?;
+    req.insert_header(AFFINITY, signal.affinity)?;
+    if let Some(p) = &signal.previous {
+        req.insert_header(PREVIOUS, &**p)?;
     }
-    if let Some(b) = backup {
+    if let Some(b) = signal.backup {
         req.insert_header(BACKUP, b)?;
     }
     if let Some(ip) = client_ip(session) {
@@ -80,4 +75,29 @@ pub async fn respond(
     session
         .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
         .await
+}
+
+/// Safe to send twice: idempotent methods (RFC 9110), or any request carrying an
+/// `Idempotency-Key` header (the application deduplicates).
+pub fn is_idempotent(req: &RequestHeader) -> bool {
+    use http::Method;
+    matches!(
+        req.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    ) || req.headers.contains_key("idempotency-key")
+}
+
+/// The status a failed request is answered with (as Pingora's default `fail_to_proxy`).
+pub fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
 }

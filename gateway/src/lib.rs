@@ -15,6 +15,8 @@
 pub mod admin;
 pub mod config;
 pub mod headers;
+pub mod health;
+pub mod members;
 pub mod metrics;
 pub mod proxy;
 pub mod sweeper;
@@ -118,9 +120,12 @@ fn serve(mut config: config::Config, cli: &Cli) -> i32 {
 
     let sweeper = sweeper::Sweeper {
         gw: gw.clone(),
-        every: Duration::from_secs(1),
+        tick: Duration::from_millis(100),
+        sweep: Duration::from_secs(1),
     };
     server.add_service(background_service("berth sweeper", sweeper));
+    let checker = health::HealthChecker { gw: gw.clone() };
+    server.add_service(background_service("berth health checks", checker));
 
     log::info!(
         "berth: serving {} upstream(s) on {}; admin on {}",

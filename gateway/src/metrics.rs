@@ -7,7 +7,9 @@ use crate::upstreams::Gateway;
 use berth_plugins::Invalid;
 use berth_routing::Reason;
 use parking_lot::Mutex;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Response status classes used as the `class` label. `none` = no response was sent.
 pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
@@ -21,6 +23,10 @@ pub struct Metrics {
     connect_failures: IntCounterVec,
     sessions: IntGaugeVec,
     pins: IntCounterVec,
+    backend_up: IntGaugeVec,
+    health_transitions: IntCounterVec,
+    migrated: IntCounterVec,
+    retries: IntCounterVec,
     /// Requests no route matched (answered 404).
     pub no_route: IntCounter,
     /// Last overlay counters seen, per upstream, so scrapes add only the difference.
@@ -32,6 +38,8 @@ pub struct BackendMetrics {
     /// `[reason][class]`.
     requests: Vec<[IntCounter; 6]>,
     pub connect_failures: IntCounter,
+    /// 1 while the backend serves (healthy and not drained), else 0.
+    pub up: IntGauge,
 }
 
 /// Handles for one upstream.
@@ -39,6 +47,10 @@ pub struct UpstreamMetrics {
     /// `[plugin][why]`.
     invalid: Vec<[IntCounter; 5]>,
     pub no_backend: IntCounter,
+    pub migrated: IntCounter,
+    pub retry_connect: IntCounter,
+    pub retry_idempotent: IntCounter,
+    health_transitions: IntCounterVec,
 }
 
 impl BackendMetrics {
@@ -53,6 +65,14 @@ impl BackendMetrics {
 }
 
 impl UpstreamMetrics {
+    /// Count a health transition of `backend` (rare: resolved on the spot).
+    pub fn health_transition(&self, upstream: &str, backend: &str, up: bool) {
+        let to = if up { "up" } else { "down" };
+        self.health_transitions
+            .with_label_values(&[upstream, backend, to])
+            .inc();
+    }
+
     /// The counter for plugin `plugin` rejecting a key for `why`.
     pub fn invalid(&self, plugin: usize, why: Invalid) -> &IntCounter {
         let i = Invalid::ALL.iter().position(|w| *w == why).unwrap_or(0);
@@ -88,7 +108,36 @@ impl Metrics {
             "Requests answered by Berth itself: no route (404) or no eligible backend (503).",
             &["upstream", "why"],
         );
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                "berth_backend_up",
+                "1 while a backend serves requests (healthy and not drained), else 0.",
+            ),
+            &["upstream", "backend"],
+        )
+        .expect("static metric");
+        r.register(Box::new(backend_up.clone()))
+            .expect("registered once");
         Metrics {
+            backend_up,
+            health_transitions: counter_vec(
+                r,
+                "berth_health_transitions_total",
+                "Backend health changes (active checks and passive marking), by new state.",
+                &["upstream", "backend", "to"],
+            ),
+            migrated: counter_vec(
+                r,
+                "berth_sessions_migrated_total",
+                "Sessions moved off a backend by an admin migration.",
+                &["upstream"],
+            ),
+            retries: counter_vec(
+                r,
+                "berth_retries_total",
+                "Requests retried on another backend: after a connect failure, or an idempotent request that failed before a response.",
+                &["upstream", "why"],
+            ),
             no_route: unrouted.with_label_values(&["", "no_route"]),
             unrouted,
             requests: counter_vec(
@@ -137,6 +186,7 @@ impl Metrics {
             connect_failures: self
                 .connect_failures
                 .with_label_values(&[upstream, backend]),
+            up: self.backend_up.with_label_values(&[upstream, backend]),
         }
     }
 
@@ -154,6 +204,10 @@ impl Metrics {
         UpstreamMetrics {
             invalid,
             no_backend: self.unrouted.with_label_values(&[upstream, "no_backend"]),
+            migrated: self.migrated.with_label_values(&[upstream]),
+            retry_connect: self.retries.with_label_values(&[upstream, "connect"]),
+            retry_idempotent: self.retries.with_label_values(&[upstream, "idempotent"]),
+            health_transitions: self.health_transitions.clone(),
         }
     }
 

@@ -1,15 +1,16 @@
 //! The Pingora `ProxyHttp` implementation. Each phase delegates: routing decisions live in
-//! [`crate::upstreams`] and `berth-routing`, affinity in `berth-plugins`, counting in
-//! [`crate::metrics`].
+//! [`crate::upstreams`] and `berth-routing`, lifecycle in [`crate::members`], affinity in
+//! `berth-plugins`, headers in [`crate::headers`], counting in [`crate::metrics`].
 use crate::headers;
 use crate::upstreams::{Gateway, Routing, Table, Upstream};
 use crate::views::{ReqView, RespView};
 use async_trait::async_trait;
 use berth_plugins::DecisionView;
+use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 
 /// Berth's proxy.
@@ -25,6 +26,13 @@ pub struct Ctx {
     routing: Routing,
 }
 
+impl Ctx {
+    fn parts(&self) -> Option<(&Arc<Upstream>, &Arc<Table>, usize)> {
+        let d = self.routing.decision?;
+        Some((self.upstream.as_ref()?, self.table.as_ref()?, d.backend))
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
@@ -35,8 +43,7 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
-        let host = headers::host(req);
-        let Some(upstream) = self.gw.route(host, req.uri.path()) else {
+        let Some(upstream) = self.gw.route(headers::host(req), req.uri.path()) else {
             self.gw.metrics.no_route.inc();
             headers::respond(session, 404, None, "no route for this host and path\n").await?;
             return Ok(true);
@@ -56,26 +63,35 @@ impl ProxyHttp for Proxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let (Some(upstream), Some(table), Some(_)) =
-            (&ctx.upstream, &ctx.table, ctx.routing.decision)
-        else {
+        let Some((upstream, table, _)) = ctx.parts() else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
+        let (upstream, table) = (upstream.clone(), table.clone());
         if ctx.routing.retrying {
             ctx.routing.retrying = false;
-            if upstream
-                .failover(table, &mut ctx.routing, self.gw.clock.now())
-                .is_none()
-            {
+            let now = self.gw.clock.now();
+            if upstream.failover(&table, &mut ctx.routing, now).is_none() {
                 upstream.metrics.no_backend.inc();
-                return Error::e_explain(
-                    ErrorType::HTTPStatus(503),
-                    "no other backend is available",
-                );
+                return Error::e_explain(ErrorType::HTTPStatus(503), "no other backend is available");
             }
         }
-        let d = ctx.routing.decision.map_or(0, |d| d.backend);
-        Ok(Box::new(table.backends[d].peer.clone()))
+        let backend = ctx.routing.decision.map_or(0, |d| d.backend);
+        Ok(Box::new(table.backends[backend].peer.clone()))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        _digest: Option<&Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some((upstream, table, backend)) = ctx.parts() {
+            upstream.connected(table, backend);
+        }
+        Ok(())
     }
 
     fn fail_to_connect(
@@ -85,15 +101,47 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let (Some(upstream), Some(table), Some(d)) =
-            (&ctx.upstream, &ctx.table, ctx.routing.decision)
-        else {
+        let Some((upstream, table, backend)) = ctx.parts() else {
             return e;
         };
-        table.backends[d.backend].metrics.connect_failures.inc();
-        if ctx.routing.failed.len() < upstream.connect_retries {
+        table.backends[backend].metrics.connect_failures.inc();
+        upstream.connect_failed(table, backend, self.gw.clock.now());
+        // Nothing reached the backend: any request may go to the next node.
+        if ctx.routing.failed.len() < upstream.settings.connect_retries {
+            upstream.metrics.retry_connect.inc();
             ctx.routing.retrying = true;
             e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let retriable = headers::is_idempotent(session.req_header())
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        let Some((upstream, _, _)) = ctx.parts() else {
+            e.set_retry(false);
+            return e;
+        };
+        if !retriable {
+            ctx.routing.not_retried = true;
+            e.set_retry(false);
+        } else if client_reused && e.retry() {
+            // A pooled connection the backend had already closed: same backend, new connection.
+            e.retry.decide_reuse(true);
+        } else if ctx.routing.failed.len() < upstream.settings.connect_retries {
+            upstream.metrics.retry_idempotent.inc();
+            ctx.routing.retrying = true;
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
         }
         e
     }
@@ -104,13 +152,11 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (Some(table), Some(d)) = (&ctx.table, ctx.routing.decision) else {
+        let Some((upstream, table, _)) = ctx.parts() else {
             return Ok(());
         };
-        let upstream = ctx.upstream.as_ref();
-        let previous = d.previous.and_then(|id| upstream?.names.name(id));
-        let backup = d.backup.map(|b| table.router.name(b));
-        headers::to_upstream(session, req, d.reason, previous.as_deref(), backup)
+        let signal = ctx.routing.signal(upstream, table);
+        headers::to_upstream(session, req, &signal)
     }
 
     async fn response_filter(
@@ -119,26 +165,50 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (Some(upstream), Some(table), Some(d)) =
-            (&ctx.upstream, &ctx.table, ctx.routing.decision)
+        let (Some((upstream, table, backend)), Some(d)) = (ctx.parts(), ctx.routing.decision)
         else {
             return Ok(());
         };
         let view = DecisionView {
             upstream: &upstream.name,
-            backend: table.router.name(d.backend),
+            backend: table.router.name(backend),
             reason: d.reason,
             decided_by_me: false,
             key_expires: ctx.routing.key_expires,
             now_unix: crate::views::now_unix(),
         };
         let now = self.gw.clock.now();
-        upstream
-            .chain
-            .on_response(&view, ctx.routing.decided_by, &mut RespView(resp), |key| {
-                upstream.learn(table, key, d.backend, now)
-            });
+        upstream.chain.on_response(
+            &view,
+            ctx.routing.decided_by,
+            &mut RespView(resp),
+            |key| upstream.learn(table, key, backend, now),
+        );
         Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = headers::error_status(e);
+        let body = if ctx.routing.not_retried {
+            "the backend failed before responding; the request was not retried on another \
+             backend because it is not idempotent (send an Idempotency-Key header to allow it)\n"
+        } else if code == 503 {
+            "no backend is available for this upstream; retry shortly\n"
+        } else if code == 502 {
+            "the backend failed before responding\n"
+        } else {
+            "the request could not be proxied\n"
+        };
+        if code > 0 && session.response_written().is_none() {
+            let retry_after = (code == 503).then_some(1);
+            if let Err(err) = headers::respond(session, code, retry_after, body).await {
+                log::debug!("error response not sent: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {

@@ -1,4 +1,5 @@
-//! Background expiry of idle pins. Expiry is also applied lazily on lookup; the sweep keeps
+//! Periodic upkeep: idle-pin expiry and each upstream's lifecycle tick (drain completion,
+//! passive cooldowns, migrations). Expiry is also applied lazily on lookup; the sweep keeps
 //! memory and the per-backend session counts current for sessions that never come back.
 use crate::upstreams::Gateway;
 use async_trait::async_trait;
@@ -7,27 +8,37 @@ use pingora_core::services::background::BackgroundService;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Sweeps every upstream's overlay on an interval.
+/// Lifecycle ticks every `tick`; overlay sweeps every `sweep`.
 pub struct Sweeper {
     pub gw: Arc<Gateway>,
-    pub every: Duration,
+    pub tick: Duration,
+    pub sweep: Duration,
 }
 
 #[async_trait]
 impl BackgroundService for Sweeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.every);
+        let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sweep = self.gw.clock.now();
+        let sweep_ms = self.sweep.as_millis() as u64;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {
                     let now = self.gw.clock.now();
+                    let sweep = now.saturating_sub(last_sweep) >= sweep_ms;
+                    if sweep {
+                        last_sweep = now;
+                    }
                     for up in &self.gw.upstreams {
-                        let n = up.overlay.sweep(now);
-                        if n > 0 {
-                            log::debug!("upstream {}: {n} idle pins expired", up.name);
+                        if sweep {
+                            let n = up.overlay.sweep(now);
+                            if n > 0 {
+                                log::debug!("upstream {}: {n} idle pins expired", up.name);
+                            }
                         }
+                        up.tick(now);
                     }
                 }
             }

@@ -1,12 +1,16 @@
 //! Runtime state of the gateway: upstreams, their routing tables (behind `ArcSwap`, swapped
 //! whole, never locked on the request path) and the route table.
-use crate::config::{Config, Route, UpstreamConf};
+use crate::config::{Config, HealthConf, PassiveConf, Route, UpstreamConf};
+use crate::members::{Member, Members};
 use crate::metrics::{BackendMetrics, Metrics, UpstreamMetrics};
 use arc_swap::ArcSwap;
 use berth_plugins::{Affinity, Chain, RequestView};
 use berth_routing::{
-    BackendIdx, BackendSpec, Decision, Interner, Millis, Overlay, Router, SessionKey,
+    BackendId, BackendIdx, BackendSpec, Decision, Interner, Millis, Overlay, Reason, Router,
+    RouterConfig, SessionKey,
 };
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicUsize};
 use pingora_core::upstreams::peer::HttpPeer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,16 +96,33 @@ impl Default for Clock {
     }
 }
 
-/// One upstream: its affinity chain, its sticky overlay and its current routing table.
+/// One upstream: its affinity chain, its sticky overlay, its current routing table and the
+/// membership/lifecycle state behind it (see [`crate::members`]).
 pub struct Upstream {
     pub name: String,
     pub chain: Chain,
     pub overlay: Arc<Overlay>,
     pub names: Interner,
     pub table: ArcSwap<Table>,
-    pub connect_retries: usize,
+    pub settings: Settings,
     pub metrics: UpstreamMetrics,
+    pub(crate) members: Mutex<Members>,
+    /// Sessions moved by a migration whose next request has not come yet (fast check).
+    pub(crate) moved_pending: AtomicUsize,
+    root_metrics: Arc<Metrics>,
     issues_sessions: bool,
+}
+
+/// Per-upstream settings that tables and lifecycle tasks read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub router: RouterConfig,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub connect_retries: usize,
+    pub health: Option<HealthConf>,
+    pub passive: PassiveConf,
+    pub migrate_rate: u32,
 }
 
 /// One immutable version of an upstream's backends.
@@ -115,24 +136,41 @@ pub struct BackendRt {
     /// Template cloned for every request to this backend.
     pub peer: HttpPeer,
     pub metrics: BackendMetrics,
+    /// Consecutive connect failures seen by requests (passive health).
+    pub connect_failures: AtomicU32,
 }
 
 impl Upstream {
-    fn new(conf: UpstreamConf, metrics: &Metrics) -> Upstream {
+    fn new(conf: UpstreamConf, metrics: &Arc<Metrics>) -> Upstream {
         let overlay = Arc::new(Overlay::new(conf.sessions));
-        let names = Interner::default();
-        let table = Table::new(&conf, &overlay, &names, metrics);
         let plugin_names: Vec<&str> = conf.chain.plugins().iter().map(|p| p.name()).collect();
-        Upstream {
+        let members = Members::new(&conf.backends);
+        let up = Upstream {
             metrics: metrics.upstream(&conf.name, &plugin_names),
             issues_sessions: conf.chain.issues_sessions(),
+            settings: Settings {
+                router: conf.router,
+                connect_timeout: conf.connect_timeout,
+                read_timeout: conf.read_timeout,
+                connect_retries: conf.connect_retries,
+                health: conf.health,
+                passive: conf.passive,
+                migrate_rate: conf.migrate_rate,
+            },
             name: conf.name,
             chain: conf.chain,
             overlay,
-            names,
-            table: ArcSwap::from_pointee(table),
-            connect_retries: conf.connect_retries,
-        }
+            names: Interner::default(),
+            table: ArcSwap::from_pointee(Table::empty()),
+            members: Mutex::new(Members::default()),
+            moved_pending: AtomicUsize::new(0),
+            root_metrics: metrics.clone(),
+        };
+        let table = Table::new(&up, &members.list);
+        up.apply_flags(&table, &members);
+        up.table.store(Arc::new(table));
+        *up.members.lock() = members;
+        up
     }
 
     /// Run the affinity chain and pick a backend.
@@ -150,7 +188,11 @@ impl Upstream {
             Some(Affinity::Session(key)) => {
                 r.point = key.ring_point();
                 r.key = Some(key);
-                table.router.select(key, now)
+                let d = table.router.select(key, now);
+                if d.is_some_and(|d| d.reason == Reason::Sticky) {
+                    r.moved_from = self.take_moved(key);
+                }
+                d
             }
             Some(Affinity::Backend { name, key, .. }) => {
                 r.point = key.ring_point();
@@ -182,22 +224,31 @@ impl Upstream {
 }
 
 impl Table {
-    fn new(conf: &UpstreamConf, overlay: &Arc<Overlay>, names: &Interner, m: &Metrics) -> Table {
-        let specs: Vec<BackendSpec> = conf
-            .backends
+    /// A table for `members` (index i = `members[i]`), all flags at their defaults.
+    pub(crate) fn new(up: &Upstream, members: &[Member]) -> Table {
+        let specs: Vec<BackendSpec> = members
             .iter()
-            .map(|b| BackendSpec::new(&b.id, b.weight))
+            .map(|b| BackendSpec::new(&b.conf.id, b.conf.weight))
             .collect();
-        let router = Router::new(conf.router, &specs, overlay.clone(), names);
-        let backends = conf
-            .backends
+        let router = Router::new(up.settings.router, &specs, up.overlay.clone(), &up.names);
+        let s = &up.settings;
+        let backends = members
             .iter()
             .map(|b| BackendRt {
-                peer: peer(b.addr, conf.connect_timeout, conf.read_timeout),
-                metrics: m.backend(&conf.name, &b.id),
+                peer: peer(b.conf.addr, s.connect_timeout, s.read_timeout),
+                metrics: up.root_metrics.backend(&up.name, &b.conf.id),
+                connect_failures: AtomicU32::new(0),
             })
             .collect();
         Table { router, backends }
+    }
+
+    fn empty() -> Table {
+        let overlay = Arc::new(Overlay::new(Default::default()));
+        Table {
+            router: Router::new(Default::default(), &[], overlay, &Interner::default()),
+            backends: Vec::new(),
+        }
     }
 }
 
@@ -225,6 +276,41 @@ pub struct Routing {
     pub failed: Failed,
     /// Set when a connect failed and Pingora will call `upstream_peer` again.
     pub retrying: bool,
+    /// Set when a failed request was not retried because it is not idempotent.
+    pub not_retried: bool,
+    /// A migration moved this session here; its first request says so.
+    pub moved_from: Option<BackendId>,
+}
+
+impl Routing {
+    /// What the backend is told about this request (`X-Berth-*` headers).
+    pub fn signal<'t>(&self, up: &Upstream, table: &'t Table) -> Signal<'t> {
+        let Some(d) = self.decision else {
+            return Signal::default();
+        };
+        let previous = d.previous.or(self.moved_from);
+        let affinity = match d.reason {
+            _ if previous.is_some() => "reassigned",
+            Reason::Failover | Reason::Spill => "reassigned",
+            r => r.as_str(),
+        };
+        Signal {
+            affinity,
+            previous: previous.and_then(|id| up.names.name(id)),
+            backup: d.backup.map(|b| table.router.name(b)),
+        }
+    }
+}
+
+/// The `X-Berth-*` headers of one request.
+#[derive(Debug, Default, Clone)]
+pub struct Signal<'t> {
+    /// `sticky | new | ring | reassigned`.
+    pub affinity: &'static str,
+    /// Where the session was before, when it moved.
+    pub previous: Option<Arc<str>>,
+    /// The session's backup backend.
+    pub backup: Option<&'t str>,
 }
 
 /// Backends that failed during one request; small and allocation-free.

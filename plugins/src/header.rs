@@ -45,6 +45,10 @@ impl AffinityPlugin for HeaderPlugin {
         "header"
     }
 
+    fn session_key(&self, value: &[u8]) -> Option<SessionKey> {
+        (!value.is_empty()).then(|| SessionKey::new(&self.namespace, value))
+    }
+
     fn key<'r>(&self, req: &'r dyn RequestView) -> KeyOutcome<'r> {
         match req.header(&self.name) {
             None | Some([]) => KeyOutcome::Skip,

@@ -184,6 +184,13 @@ pub trait AffinityPlugin: Send + Sync {
     /// Find the session this request belongs to.
     fn key<'r>(&self, req: &'r dyn RequestView) -> KeyOutcome<'r>;
 
+    /// The overlay key this plugin derives from a raw affinity value (the header value, the
+    /// app's cookie value, a client address), for admin look-ups such as
+    /// `GET /admin/sessions/{value}`. `None` when the plugin keeps no overlay sessions.
+    fn session_key(&self, _value: &[u8]) -> Option<SessionKey> {
+        None
+    }
+
     /// True when this plugin hands out sessions itself (cookie insert mode): a request with no
     /// key at all is then a *new session* (reason `new`) rather than a plain ring-routed request.
     fn issues_sessions(&self) -> bool {
@@ -322,6 +329,37 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     type Log = Arc<Mutex<Vec<(usize, bool, Option<u64>)>>>;
+
+    /// `session_key(value)` (admin look-ups) must equal the key the request path derives.
+    #[test]
+    fn session_key_matches_the_request_key() {
+        let registry = Registry::builtin();
+        let build = |yaml: &str| {
+            let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+            registry.build_one(&v, "p", "app").unwrap()
+        };
+        let session = |p: &dyn AffinityPlugin, req: &FakeRequest| match p.key(req) {
+            KeyOutcome::Key(Affinity::Session(k)) => k,
+            other => panic!("expected a session key, got {other:?}"),
+        };
+        let header = build("type: header\nname: X-Session-Id");
+        let req = FakeRequest::new().header("x-session-id", "abc");
+        assert_eq!(header.session_key(b"abc"), Some(session(&*header, &req)));
+        assert_eq!(header.session_key(b""), None);
+
+        let learn = build("type: cookie\nmode: learn\nname: JSESSIONID");
+        let req = FakeRequest::new().header("cookie", "a=1; JSESSIONID=s42");
+        assert_eq!(learn.session_key(b"s42"), Some(session(&*learn, &req)));
+
+        let ip = build("type: ip\nipv4_prefix: 24");
+        let req = FakeRequest::new().client("10.1.2.3");
+        assert_eq!(ip.session_key(b"10.1.2.200"), Some(session(&*ip, &req)));
+        assert_eq!(ip.session_key(b"not an ip"), None);
+
+        let insert =
+            build("type: cookie\nkeys: [{id: k1, secret: 0123456789abcdef0123456789abcdef}]");
+        assert_eq!(insert.session_key(b"v1.k1.b1.1.x"), None);
+    }
 
     /// Answers with a fixed outcome and logs what `on_response` shows it.
     struct Probe {

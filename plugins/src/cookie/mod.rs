@@ -242,6 +242,15 @@ impl AffinityPlugin for CookiePlugin {
         matches!(self.mode, Mode::Insert(_))
     }
 
+    fn session_key(&self, value: &[u8]) -> Option<SessionKey> {
+        match &self.mode {
+            Mode::Learn { namespace } if !value.is_empty() => {
+                Some(SessionKey::new(namespace, value))
+            }
+            _ => None,
+        }
+    }
+
     fn on_response(&self, d: &DecisionView<'_>, resp: &mut dyn ResponseView) -> Option<SessionKey> {
         match &self.mode {
             Mode::Insert(ins) => {

@@ -87,6 +87,11 @@ impl AffinityPlugin for IpPlugin {
         "ip"
     }
 
+    fn session_key(&self, value: &[u8]) -> Option<SessionKey> {
+        let ip: IpAddr = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+        Some(self.key_of(ip))
+    }
+
     fn key<'r>(&self, req: &'r dyn RequestView) -> KeyOutcome<'r> {
         match self.client_addr(req) {
             Some(ip) => KeyOutcome::Key(Affinity::Session(self.key_of(ip))),

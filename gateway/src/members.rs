@@ -1,0 +1,421 @@
+//! Backend membership and lifecycle of one upstream: the authoritative backend list, admin
+//! state (`active → draining → drained`), health (active checks and passive marking),
+//! migrations, and the routing-table rebuilds that follow every change.
+//!
+//! Every change happens under the upstream's `members` mutex and ends by writing the routing
+//! flags of the current table (or swapping in a new table), so changes never race each other.
+//! The request path never takes this lock, except when a connect failure crosses the passive
+//! threshold.
+use crate::config::{BackendConf, HealthConf};
+use crate::upstreams::{Table, Upstream};
+use berth_routing::{BackendId, HealthState, Millis, SessionKey, Thresholds};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Admin state of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// Takes new sessions.
+    Active,
+    /// No new sessions; existing ones still served until none remain or `deadline`.
+    Draining { deadline: Option<Millis> },
+    /// Serves nothing; sessions still pinned to it are reassigned on their next request.
+    Drained,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Active => "active",
+            AdminState::Draining { .. } => "draining",
+            AdminState::Drained => "drained",
+        }
+    }
+}
+
+/// One backend of an upstream.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub conf: BackendConf,
+    pub state: AdminState,
+    pub health: HealthState,
+    /// Without active checks: when a passively-downed backend is tried again.
+    pub retry_at: Option<Millis>,
+}
+
+/// The mutable side of an upstream.
+#[derive(Debug, Default)]
+pub struct Members {
+    /// In table order: `list[i]` is backend index `i` of the current table.
+    pub list: Vec<Member>,
+    pub migrations: Vec<Migration>,
+    /// Sessions moved by a migration whose next request must say so: key → old backend.
+    pub moved: HashMap<SessionKey, BackendId>,
+}
+
+/// A migration in progress.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub backend: BackendId,
+    pub remaining: usize,
+    /// Sessions per second.
+    pub rate: u32,
+    /// Fractional budget carried between ticks.
+    pub budget: f64,
+    pub last: Millis,
+}
+
+/// A backend as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendView {
+    pub upstream: String,
+    pub id: String,
+    pub addr: String,
+    pub weight: u32,
+    pub health: &'static str,
+    pub state: &'static str,
+    pub sessions: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_deadline_ms: Option<u64>,
+}
+
+/// Why an admin change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    NotFound(String),
+    Conflict(String),
+    Invalid(String),
+}
+
+impl Member {
+    fn new(conf: BackendConf) -> Member {
+        let state = if conf.drain {
+            AdminState::Draining { deadline: None }
+        } else {
+            AdminState::Active
+        };
+        Member {
+            conf,
+            state,
+            health: HealthState::up(),
+            retry_at: None,
+        }
+    }
+
+    /// Serves its existing sessions.
+    fn serves(&self) -> bool {
+        self.health.is_up() && self.state != AdminState::Drained
+    }
+}
+
+impl Members {
+    pub fn new(backends: &[BackendConf]) -> Members {
+        Members {
+            list: backends.iter().cloned().map(Member::new).collect(),
+            ..Members::default()
+        }
+    }
+
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.list.iter().position(|m| m.conf.id == id)
+    }
+}
+
+impl Upstream {
+    /// Write every member's state into the routing flags of `table`.
+    pub(crate) fn apply_flags(&self, table: &Table, m: &Members) {
+        for (i, member) in m.list.iter().enumerate() {
+            table.router.set_up(i, member.serves());
+            table
+                .router
+                .set_draining(i, member.state != AdminState::Active);
+            table.backends[i].metrics.up.set(i64::from(member.serves()));
+        }
+    }
+
+    /// Build a new table from the member list, flag it and swap it in.
+    fn rebuild(&self, m: &Members) {
+        let table = Table::new(self, &m.list);
+        self.apply_flags(&table, m);
+        self.table.store(std::sync::Arc::new(table));
+    }
+
+    /// Every backend as the admin API shows it.
+    pub fn views(&self) -> Vec<BackendView> {
+        let m = self.members.lock();
+        m.list.iter().map(|b| self.view(b)).collect()
+    }
+
+    /// One backend, by id.
+    pub fn view_of(&self, id: &str) -> Option<BackendView> {
+        let m = self.members.lock();
+        m.list.iter().find(|b| b.conf.id == id).map(|b| self.view(b))
+    }
+
+    fn view(&self, b: &Member) -> BackendView {
+        let sessions = self.names.get(&b.conf.id).map_or(0, |id| self.overlay.count(id));
+        BackendView {
+            upstream: self.name.clone(),
+            id: b.conf.id.clone(),
+            addr: b.conf.addr.to_string(),
+            weight: b.conf.weight,
+            health: if b.health.is_up() { "up" } else { "down" },
+            state: b.state.as_str(),
+            sessions,
+            drain_deadline_ms: match b.state {
+                AdminState::Draining { deadline } => deadline,
+                _ => None,
+            },
+        }
+    }
+
+    /// Add a backend at runtime. Pinned sessions do not move.
+    pub fn add_backend(&self, conf: BackendConf) -> Result<BackendView, Refused> {
+        let mut m = self.members.lock();
+        if m.position(&conf.id).is_some() {
+            return Err(Refused::Conflict(format!("backend {:?} already exists", conf.id)));
+        }
+        log::info!("upstream {}: backend {} ({}) added", self.name, conf.id, conf.addr);
+        m.list.push(Member::new(conf));
+        self.rebuild(&m);
+        Ok(self.view(m.list.last().expect("just pushed")))
+    }
+
+    /// Remove a backend at runtime; its sessions are reassigned on their next request.
+    /// Returns how many sessions were pinned to it.
+    pub fn remove_backend(&self, id: &str) -> Result<u64, Refused> {
+        let mut m = self.members.lock();
+        let pos = m
+            .position(id)
+            .ok_or_else(|| Refused::NotFound(format!("no backend {id:?}")))?;
+        if m.list.len() == 1 {
+            return Err(Refused::Conflict(format!(
+                "{id:?} is the last backend of upstream {:?}",
+                self.name
+            )));
+        }
+        let sessions = self.names.get(id).map_or(0, |b| self.overlay.count(b));
+        m.list.remove(pos);
+        log::info!("upstream {}: backend {id} removed ({sessions} sessions will move)", self.name);
+        self.rebuild(&m);
+        Ok(sessions)
+    }
+
+    /// Change one backend's admin state.
+    pub fn set_state(&self, id: &str, state: AdminState) -> Result<BackendView, Refused> {
+        let mut m = self.members.lock();
+        let pos = m
+            .position(id)
+            .ok_or_else(|| Refused::NotFound(format!("no backend {id:?}")))?;
+        m.list[pos].state = state;
+        log::info!("upstream {}: backend {id} is now {}", self.name, state.as_str());
+        self.apply_flags(&self.table.load(), &m);
+        Ok(self.view(&m.list[pos]))
+    }
+
+    /// Start a migration of `count` (default all) of `id`'s sessions at `rate` per second.
+    /// Returns how many are scheduled.
+    pub fn migrate(
+        &self,
+        id: &str,
+        count: Option<usize>,
+        rate: Option<u32>,
+        now: Millis,
+    ) -> Result<usize, Refused> {
+        let mut m = self.members.lock();
+        m.position(id)
+            .ok_or_else(|| Refused::NotFound(format!("no backend {id:?}")))?;
+        let backend = self.names.intern(id);
+        let pinned = usize::try_from(self.overlay.count(backend)).unwrap_or(usize::MAX);
+        let scheduled = count.map_or(pinned, |c| c.min(pinned));
+        let rate = rate.unwrap_or(self.settings.migrate_rate).max(1);
+        m.migrations.retain(|g| g.backend != backend);
+        if scheduled > 0 {
+            m.migrations.push(Migration {
+                backend,
+                remaining: scheduled,
+                rate,
+                budget: 0.0,
+                last: now,
+            });
+        }
+        log::info!("upstream {}: migrating {scheduled} sessions off {id} at {rate}/s", self.name);
+        Ok(scheduled)
+    }
+
+    /// The backend a migrated session was moved from, once: its next request says so.
+    pub fn take_moved(&self, key: SessionKey) -> Option<BackendId> {
+        if self.moved_pending.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut m = self.members.lock();
+        let prev = m.moved.remove(&key);
+        self.moved_pending
+            .store(m.moved.len(), std::sync::atomic::Ordering::Relaxed);
+        prev
+    }
+
+    /// Result of one active health check.
+    pub fn health_result(&self, id: &str, ok: bool, checks: &HealthConf) {
+        let t = Thresholds {
+            rise: checks.rise,
+            fall: checks.fall,
+        };
+        let mut m = self.members.lock();
+        let Some(pos) = m.position(id) else { return };
+        if let Some(up) = m.list[pos].health.observe(ok, t) {
+            self.health_changed(&m, pos, up, "active check");
+        }
+    }
+
+    /// A request could not connect to backend `idx` of `table`; after `passive.fall`
+    /// consecutive failures the backend is marked down.
+    pub fn connect_failed(&self, table: &Table, idx: usize, now: Millis) {
+        let fall = self.settings.passive.fall;
+        let n = table.backends[idx].connect_failures.fetch_add(1, RELAXED) + 1;
+        if fall == 0 || n != fall {
+            return;
+        }
+        let mut m = self.members.lock();
+        let name = table.router.name(idx);
+        let Some(pos) = m.position(name) else { return };
+        if m.list[pos].health.set(false) {
+            if self.settings.health.is_none() {
+                m.list[pos].retry_at = Some(now + millis(self.settings.passive.cooldown));
+            }
+            self.health_changed(&m, pos, false, "connect failures");
+        }
+    }
+
+    /// A request connected to backend `idx`: its passive failure streak ends.
+    pub fn connected(&self, table: &Table, idx: usize) {
+        let c = &table.backends[idx].connect_failures;
+        if c.load(RELAXED) != 0 {
+            c.store(0, RELAXED);
+        }
+    }
+
+    fn health_changed(&self, m: &Members, pos: usize, up: bool, why: &str) {
+        let id = &m.list[pos].conf.id;
+        let to = if up { "up" } else { "down" };
+        log::warn!("upstream {}: backend {id} is {to} ({why})", self.name);
+        self.metrics.health_transition(&self.name, id, up);
+        self.apply_flags(&self.table.load(), m);
+    }
+
+    /// Periodic work: drain completion, passive cooldowns, migrations.
+    pub fn tick(&self, now: Millis) {
+        let mut m = self.members.lock();
+        let mut changed = false;
+        for b in m.list.iter_mut() {
+            if let AdminState::Draining { deadline } = b.state {
+                let left = self.names.get(&b.conf.id).map_or(0, |id| self.overlay.count(id));
+                if left == 0 || deadline.is_some_and(|d| now >= d) {
+                    log::info!(
+                        "upstream {}: backend {} drained ({left} sessions left)",
+                        self.name,
+                        b.conf.id
+                    );
+                    b.state = AdminState::Drained;
+                    changed = true;
+                }
+            }
+            if b.retry_at.is_some_and(|t| now >= t) {
+                b.retry_at = None;
+                if b.health.set(true) {
+                    log::info!("upstream {}: backend {} retried after cooldown", self.name, b.conf.id);
+                    self.metrics.health_transition(&self.name, &b.conf.id, true);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.apply_flags(&self.table.load(), &m);
+        }
+        self.run_migrations(&mut m, now);
+    }
+
+    fn run_migrations(&self, m: &mut Members, now: Millis) {
+        if m.migrations.is_empty() {
+            return;
+        }
+        let table = self.table.load();
+        let mut migrations = std::mem::take(&mut m.migrations);
+        for g in migrations.iter_mut() {
+            g.budget += f64::from(g.rate) * (now.saturating_sub(g.last)) as f64 / 1000.0;
+            g.last = now;
+            let batch = (g.budget as usize).min(g.remaining);
+            if batch == 0 {
+                continue;
+            }
+            let keys = self.overlay.keys_on(g.backend, batch);
+            let from = table.router.index_of_id(g.backend);
+            let mut moved = 0;
+            for key in &keys {
+                let failed: &[usize] = from.as_slice();
+                if table
+                    .router
+                    .failover(key.ring_point(), Some(*key), failed, now)
+                    .is_some()
+                {
+                    m.moved.insert(*key, g.backend);
+                    moved += 1;
+                }
+            }
+            self.metrics.migrated.inc_by(moved as u64);
+            g.budget -= batch as f64;
+            g.remaining = if keys.len() < batch || moved == 0 {
+                0
+            } else {
+                g.remaining - moved
+            };
+        }
+        migrations.retain(|g| g.remaining > 0);
+        m.migrations = migrations;
+        self.moved_pending.store(m.moved.len(), RELAXED);
+    }
+
+    /// Apply a reloaded backend list: add, remove and update by id. A backend's `drain` flag
+    /// is applied only when it changed in the file, so an admin drain survives unrelated reloads.
+    pub fn reload_backends(&self, backends: &[BackendConf]) {
+        let mut m = self.members.lock();
+        let old: HashMap<String, Member> = m
+            .list
+            .drain(..)
+            .map(|b| (b.conf.id.clone(), b))
+            .collect();
+        for conf in backends {
+            let member = match old.get(&conf.id) {
+                None => {
+                    log::info!("upstream {}: backend {} added by reload", self.name, conf.id);
+                    Member::new(conf.clone())
+                }
+                Some(prev) => {
+                    let mut b = prev.clone();
+                    if conf.drain != prev.conf.drain {
+                        b.state = if conf.drain {
+                            AdminState::Draining { deadline: None }
+                        } else {
+                            AdminState::Active
+                        };
+                    }
+                    b.conf = conf.clone();
+                    b
+                }
+            };
+            m.list.push(member);
+        }
+        for id in old.keys() {
+            if m.position(id).is_none() {
+                log::info!("upstream {}: backend {id} removed by reload", self.name);
+            }
+        }
+        self.rebuild(&m);
+    }
+}
+
+const RELAXED: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
+
+fn millis(d: Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,10 +1,10 @@
 //! Header handling at the proxy edge: forwarding headers and Berth's signals to the backend,
 //! and the small responses Berth writes itself.
-use crate::views::client_ip;
 use crate::upstreams::Signal;
-use pingora_error::{Error, ErrorSource, ErrorType};
+use crate::views::client_ip;
 use bytes::Bytes;
 use pingora_error::Result;
+use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::fmt::Write;

@@ -121,7 +121,11 @@ mod tests {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = [0u8; 512];
                 let _ = s.read(&mut buf).await;
-                let status = if buf.starts_with(b"GET /ok ") { 200 } else { 500 };
+                let status = if buf.starts_with(b"GET /ok ") {
+                    200
+                } else {
+                    500
+                };
                 let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
                 let _ = s.write_all(resp.as_bytes()).await;
             }

@@ -19,6 +19,7 @@ pub mod health;
 pub mod members;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod sweeper;
 pub mod upstreams;
 pub mod views;
@@ -84,11 +85,11 @@ pub fn main_with(registry: Registry) -> i32 {
         println!("berth: {} is valid", cli.conf);
         return 0;
     }
-    serve(config, &cli)
+    serve(config, &cli, registry)
 }
 
 /// Start the server; returns only if it cannot start.
-fn serve(mut config: config::Config, cli: &Cli) -> i32 {
+fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
@@ -96,7 +97,8 @@ fn serve(mut config: config::Config, cli: &Cli) -> i32 {
     };
     let server_conf = std::mem::take(&mut config.server);
     let listeners = std::mem::take(&mut config.listeners);
-    let admin_listen = config.admin.listen.clone();
+    let admin_conf = config.admin.clone();
+    let admin_listen = admin_conf.listen.clone();
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
@@ -113,7 +115,21 @@ fn serve(mut config: config::Config, cli: &Cli) -> i32 {
     }
     server.add_service(proxy);
 
-    let mut admin = Service::new("berth admin".into(), admin::AdminApp { gw: gw.clone() });
+    let token = std::env::var(&admin_conf.token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
+    if token.is_none() {
+        log::warn!(
+            "{} is not set: the admin API (/admin/*) is disabled",
+            admin_conf.token_env
+        );
+    }
+    let app = admin::AdminApp {
+        gw: gw.clone(),
+        token,
+        token_env: admin_conf.token_env,
+    };
+    let mut admin = Service::new("berth admin".into(), app);
     admin.threads = Some(1);
     admin.add_tcp(&admin_listen);
     server.add_service(admin);
@@ -124,6 +140,12 @@ fn serve(mut config: config::Config, cli: &Cli) -> i32 {
         sweep: Duration::from_secs(1),
     };
     server.add_service(background_service("berth sweeper", sweeper));
+    let reloader = reload::Reloader {
+        gw: gw.clone(),
+        conf_path: cli.conf.clone(),
+        registry,
+    };
+    server.add_service(background_service("berth reload", reloader));
     let checker = health::HealthChecker { gw: gw.clone() };
     server.add_service(background_service("berth health checks", checker));
 

@@ -51,6 +51,8 @@ pub struct Members {
     pub migrations: Vec<Migration>,
     /// Sessions moved by a migration whose next request must say so: key → old backend.
     pub moved: HashMap<SessionKey, BackendId>,
+    /// The backend list of the configuration file last applied (reloads diff against it).
+    pub file: Vec<BackendConf>,
 }
 
 /// A migration in progress.
@@ -112,6 +114,7 @@ impl Members {
     pub fn new(backends: &[BackendConf]) -> Members {
         Members {
             list: backends.iter().cloned().map(Member::new).collect(),
+            file: backends.to_vec(),
             ..Members::default()
         }
     }
@@ -149,11 +152,17 @@ impl Upstream {
     /// One backend, by id.
     pub fn view_of(&self, id: &str) -> Option<BackendView> {
         let m = self.members.lock();
-        m.list.iter().find(|b| b.conf.id == id).map(|b| self.view(b))
+        m.list
+            .iter()
+            .find(|b| b.conf.id == id)
+            .map(|b| self.view(b))
     }
 
     fn view(&self, b: &Member) -> BackendView {
-        let sessions = self.names.get(&b.conf.id).map_or(0, |id| self.overlay.count(id));
+        let sessions = self
+            .names
+            .get(&b.conf.id)
+            .map_or(0, |id| self.overlay.count(id));
         BackendView {
             upstream: self.name.clone(),
             id: b.conf.id.clone(),
@@ -173,9 +182,17 @@ impl Upstream {
     pub fn add_backend(&self, conf: BackendConf) -> Result<BackendView, Refused> {
         let mut m = self.members.lock();
         if m.position(&conf.id).is_some() {
-            return Err(Refused::Conflict(format!("backend {:?} already exists", conf.id)));
+            return Err(Refused::Conflict(format!(
+                "backend {:?} already exists",
+                conf.id
+            )));
         }
-        log::info!("upstream {}: backend {} ({}) added", self.name, conf.id, conf.addr);
+        log::info!(
+            "upstream {}: backend {} ({}) added",
+            self.name,
+            conf.id,
+            conf.addr
+        );
         m.list.push(Member::new(conf));
         self.rebuild(&m);
         Ok(self.view(m.list.last().expect("just pushed")))
@@ -196,7 +213,10 @@ impl Upstream {
         }
         let sessions = self.names.get(id).map_or(0, |b| self.overlay.count(b));
         m.list.remove(pos);
-        log::info!("upstream {}: backend {id} removed ({sessions} sessions will move)", self.name);
+        log::info!(
+            "upstream {}: backend {id} removed ({sessions} sessions will move)",
+            self.name
+        );
         self.rebuild(&m);
         Ok(sessions)
     }
@@ -208,7 +228,11 @@ impl Upstream {
             .position(id)
             .ok_or_else(|| Refused::NotFound(format!("no backend {id:?}")))?;
         m.list[pos].state = state;
-        log::info!("upstream {}: backend {id} is now {}", self.name, state.as_str());
+        log::info!(
+            "upstream {}: backend {id} is now {}",
+            self.name,
+            state.as_str()
+        );
         self.apply_flags(&self.table.load(), &m);
         Ok(self.view(&m.list[pos]))
     }
@@ -239,13 +263,20 @@ impl Upstream {
                 last: now,
             });
         }
-        log::info!("upstream {}: migrating {scheduled} sessions off {id} at {rate}/s", self.name);
+        log::info!(
+            "upstream {}: migrating {scheduled} sessions off {id} at {rate}/s",
+            self.name
+        );
         Ok(scheduled)
     }
 
     /// The backend a migrated session was moved from, once: its next request says so.
     pub fn take_moved(&self, key: SessionKey) -> Option<BackendId> {
-        if self.moved_pending.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        if self
+            .moved_pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
             return None;
         }
         let mut m = self.members.lock();
@@ -309,7 +340,10 @@ impl Upstream {
         let mut changed = false;
         for b in m.list.iter_mut() {
             if let AdminState::Draining { deadline } = b.state {
-                let left = self.names.get(&b.conf.id).map_or(0, |id| self.overlay.count(id));
+                let left = self
+                    .names
+                    .get(&b.conf.id)
+                    .map_or(0, |id| self.overlay.count(id));
                 if left == 0 || deadline.is_some_and(|d| now >= d) {
                     log::info!(
                         "upstream {}: backend {} drained ({left} sessions left)",
@@ -323,7 +357,11 @@ impl Upstream {
             if b.retry_at.is_some_and(|t| now >= t) {
                 b.retry_at = None;
                 if b.health.set(true) {
-                    log::info!("upstream {}: backend {} retried after cooldown", self.name, b.conf.id);
+                    log::info!(
+                        "upstream {}: backend {} retried after cooldown",
+                        self.name,
+                        b.conf.id
+                    );
                     self.metrics.health_transition(&self.name, &b.conf.id, true);
                     changed = true;
                 }
@@ -375,40 +413,64 @@ impl Upstream {
         self.moved_pending.store(m.moved.len(), RELAXED);
     }
 
-    /// Apply a reloaded backend list: add, remove and update by id. A backend's `drain` flag
-    /// is applied only when it changed in the file, so an admin drain survives unrelated reloads.
+    /// Apply a reloaded backend list as a diff against the previous file: backends added to
+    /// the file are added, backends removed from it are removed, changed ones are updated.
+    /// Backends added or drained through the admin API are left alone unless the file itself
+    /// changed them (a backend's `drain` flag applies only when it changed in the file).
     pub fn reload_backends(&self, backends: &[BackendConf]) {
         let mut m = self.members.lock();
-        let old: HashMap<String, Member> = m
-            .list
-            .drain(..)
-            .map(|b| (b.conf.id.clone(), b))
-            .collect();
+        let old_file = std::mem::replace(&mut m.file, backends.to_vec());
         for conf in backends {
-            let member = match old.get(&conf.id) {
+            let before = old_file.iter().find(|b| b.id == conf.id);
+            if before == Some(conf) {
+                continue;
+            }
+            match m.position(&conf.id) {
                 None => {
-                    log::info!("upstream {}: backend {} added by reload", self.name, conf.id);
-                    Member::new(conf.clone())
+                    log::info!(
+                        "upstream {}: backend {} added by reload",
+                        self.name,
+                        conf.id
+                    );
+                    m.list.push(Member::new(conf.clone()));
                 }
-                Some(prev) => {
-                    let mut b = prev.clone();
-                    if conf.drain != prev.conf.drain {
+                Some(pos) => {
+                    let b = &mut m.list[pos];
+                    if before.map(|p| p.drain) != Some(conf.drain) {
                         b.state = if conf.drain {
                             AdminState::Draining { deadline: None }
                         } else {
                             AdminState::Active
                         };
                     }
+                    log::info!(
+                        "upstream {}: backend {} updated by reload",
+                        self.name,
+                        conf.id
+                    );
                     b.conf = conf.clone();
-                    b
                 }
-            };
-            m.list.push(member);
-        }
-        for id in old.keys() {
-            if m.position(id).is_none() {
-                log::info!("upstream {}: backend {id} removed by reload", self.name);
             }
+        }
+        for gone in old_file
+            .iter()
+            .filter(|o| !backends.iter().any(|b| b.id == o.id))
+        {
+            if let Some(pos) = m.position(&gone.id) {
+                log::info!(
+                    "upstream {}: backend {} removed by reload",
+                    self.name,
+                    gone.id
+                );
+                m.list.remove(pos);
+            }
+        }
+        if m.list.is_empty() {
+            log::error!(
+                "upstream {}: reload would leave no backend; keeping the old ones",
+                self.name
+            );
+            m.list = old_file.into_iter().map(Member::new).collect();
         }
         self.rebuild(&m);
     }

@@ -29,6 +29,8 @@ pub struct Metrics {
     retries: IntCounterVec,
     /// Requests no route matched (answered 404).
     pub no_route: IntCounter,
+    /// Admin API requests refused for a missing or wrong token.
+    pub admin_denied: IntCounter,
     /// Last overlay counters seen, per upstream, so scrapes add only the difference.
     last_pins: Mutex<Vec<(String, [u64; 3])>>,
 }
@@ -118,7 +120,15 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(backend_up.clone()))
             .expect("registered once");
+        let admin_denied = IntCounter::new(
+            "berth_admin_denied_total",
+            "Admin API requests refused for a missing or invalid bearer token.",
+        )
+        .expect("static metric");
+        r.register(Box::new(admin_denied.clone()))
+            .expect("registered once");
         Metrics {
+            admin_denied,
             backend_up,
             health_transitions: counter_vec(
                 r,

@@ -72,7 +72,10 @@ impl ProxyHttp for Proxy {
             let now = self.gw.clock.now();
             if upstream.failover(&table, &mut ctx.routing, now).is_none() {
                 upstream.metrics.no_backend.inc();
-                return Error::e_explain(ErrorType::HTTPStatus(503), "no other backend is available");
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(503),
+                    "no other backend is available",
+                );
             }
         }
         let backend = ctx.routing.decision.map_or(0, |d| d.backend);
@@ -178,12 +181,11 @@ impl ProxyHttp for Proxy {
             now_unix: crate::views::now_unix(),
         };
         let now = self.gw.clock.now();
-        upstream.chain.on_response(
-            &view,
-            ctx.routing.decided_by,
-            &mut RespView(resp),
-            |key| upstream.learn(table, key, backend, now),
-        );
+        upstream
+            .chain
+            .on_response(&view, ctx.routing.decided_by, &mut RespView(resp), |key| {
+                upstream.learn(table, key, backend, now)
+            });
         Ok(())
     }
 

@@ -10,8 +10,8 @@ use berth_routing::{
     RouterConfig, SessionKey,
 };
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicUsize};
 use pingora_core::upstreams::peer::HttpPeer;
+use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,14 @@
 //! Selection cost with a realistic overlay: 1,000,000 pinned sessions, keys visited in hash
-//! (i.e. random) order. `cargo bench -p berth-routing` runs in about a minute.
+//! (i.e. random) order. `cargo bench -p berth-routing` runs in about two minutes.
+//!
+//! `select/sticky_hit_10k` is the same hit with a cache-resident overlay (the algorithmic
+//! cost); `floor/*` is what one random access to a 64 MB array costs on this machine, the
+//! physical lower bound of a hit in a 1M-session overlay (which does at least one such access).
+//! For transparent huge pages (THP in `madvise` mode), run with
+//! `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: glibc then madvises its large allocations.
 use berth_routing::*;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +24,12 @@ fn backends(n: usize) -> Vec<BackendSpec> {
         .collect()
 }
 
-/// A router over `n` backends with `PINNED` sessions pinned. The bound has 10% headroom so
-/// that no shard (±0.8% around the mean at 64 shards) evicts while populating.
-fn populated(n: usize) -> (Router, Vec<SessionKey>) {
+/// A router over `n` backends with `pinned` sessions pinned and a bound of `max_entries`, which
+/// needs headroom so that no shard evicts while populating (10% at 1M: a shard is within ±0.8%
+/// of the mean at 64 shards).
+fn populated(n: usize, pinned: u64, max_entries: usize) -> (Router, Vec<SessionKey>) {
     let overlay = Arc::new(Overlay::new(OverlayConfig {
-        max_entries: PINNED as usize * 11 / 10,
+        max_entries,
         idle_ttl: 30 * 60 * 1000,
     }));
     let router = Router::new(
@@ -30,10 +38,11 @@ fn populated(n: usize) -> (Router, Vec<SessionKey>) {
         overlay,
         &Interner::default(),
     );
-    let keys: Vec<SessionKey> = (0..PINNED).map(key).collect();
+    let keys: Vec<SessionKey> = (0..pinned).map(key).collect();
     for k in &keys {
         router.select(*k, 0);
     }
+    assert_eq!(router.overlay().len(), pinned as usize);
     (router, keys)
 }
 
@@ -43,8 +52,16 @@ fn select(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     for n in [10usize, 1000] {
-        let (router, keys) = populated(n);
-        assert_eq!(router.overlay().len(), PINNED as usize);
+        let (router, keys) = populated(n, 10_000, 20_000);
+        g.bench_with_input(BenchmarkId::new("sticky_hit_10k", n), &n, |b, _| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) % keys.len();
+                black_box(router.select(keys[i], 1000))
+            })
+        });
+        drop((router, keys));
+        let (router, keys) = populated(n, PINNED, PINNED as usize * 11 / 10);
         g.bench_with_input(BenchmarkId::new("sticky_hit_1M", n), &n, |b, _| {
             let mut i = 0;
             b.iter(|| {
@@ -107,5 +124,45 @@ fn ring(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, select, ring);
+/// The memory floor: one random access into 64 MB (the size of a 1M-session overlay).
+/// `chase_64MB` is a dependent chain (pure latency: cache miss + TLB walk); `locked_read_64MB`
+/// takes an uncontended `parking_lot` mutex then reads a random slot, like a hit does (the
+/// locked instruction keeps consecutive accesses from overlapping).
+fn floor(c: &mut Criterion) {
+    let mut g = c.benchmark_group("floor");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    const WORDS: usize = 64 << 20 >> 3;
+    // Sattolo's shuffle: one cycle through every word.
+    let mut next: Vec<u64> = (0..WORDS as u64).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..WORDS).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        next.swap(i, (x % i as u64) as usize);
+    }
+    g.bench_function("chase_64MB", |b| {
+        let mut p = 0usize;
+        b.iter(|| {
+            p = next[p] as usize;
+            black_box(p)
+        })
+    });
+    let lock = Mutex::new(());
+    g.bench_function("locked_read_64MB", |b| {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        b.iter(|| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let _g = lock.lock();
+            black_box(next[(x % WORDS as u64) as usize])
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, select, ring, floor);
 criterion_main!(benches);

@@ -1,9 +1,10 @@
 //! The sticky overlay: `SessionKey → (backend, backup)` with idle TTL, a bound on entries and
 //! exact per-backend counts.
 //!
-//! Sharded (up to 64 shards chosen by key bits, each behind a `parking_lot::Mutex`), so `get`
-//! and `pin` never take a global lock. Each shard keeps its pins in a dense slab of 32-byte slots
-//! plus a hash index of slab positions (~42 bytes per pin when full); see `shard.rs`.
+//! Sharded (up to 64 shards chosen by key bits 64.., each behind a `parking_lot::Mutex`), so
+//! `get` and `pin` never take a global lock. Each shard keeps its pins inline in an
+//! open-addressing table of 32-byte slots indexed by key bits 0..64 (40 bytes per pin when full,
+//! one cache miss per hit); see `table.rs`.
 //!
 //! Times are kept in whole seconds (`now / 1000`), so an idle pin expires once
 //! `now_s - last_seen_s >= ceil(idle_ttl / 1000)`: within a second of the configured TTL.
@@ -11,6 +12,7 @@ use crate::{BackendId, Millis, SessionKey};
 use parking_lot::Mutex;
 
 mod shard;
+mod table;
 #[cfg(test)]
 mod tests;
 
@@ -60,6 +62,19 @@ pub enum PinOutcome {
     },
     /// Already pinned to this backend (its backup and last-seen time were updated).
     Unchanged,
+}
+
+/// What [`Overlay::get_or_pin`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The key had a live pin (now refreshed); nothing else changed.
+    Found(Pin),
+    /// The key had no live pin (absent or idle-expired): it is now pinned where `place` chose,
+    /// a new session.
+    Pinned(Pin),
+    /// The key had no live pin and `place` chose nothing: nothing is pinned (an idle-expired
+    /// pin was removed).
+    Unplaced,
 }
 
 /// One pin as seen by admin paths.
@@ -118,10 +133,7 @@ impl Overlay {
             .clamp(1, MAX_SHARDS);
         let shard_cap = max.div_ceil(n);
         let shards = (0..n)
-            .map(|i| {
-                let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1);
-                Padded(Mutex::new(Shard::new(shard_cap, seed)))
-            })
+            .map(|_| Padded(Mutex::new(Shard::new(shard_cap))))
             .collect();
         Overlay {
             shards,
@@ -143,7 +155,7 @@ impl Overlay {
     }
 
     fn shard(&self, key: SessionKey) -> &Mutex<Shard> {
-        // Bits 64.. pick the shard; the shard's hash index uses bits 0..64.
+        // Bits 64.. pick the shard; the shard's table uses bits 0..64.
         &self.shards[(key.0 >> 64) as usize & self.mask].0
     }
 
@@ -153,14 +165,32 @@ impl Overlay {
 
     /// The pin of `key`, refreshing last-seen; an idle-expired pin counts as absent (and is
     /// removed, counted as expired).
+    #[inline]
     pub fn get(&self, key: SessionKey, now: Millis) -> Option<Pin> {
         self.shard(key)
             .lock()
             .get(key.0, Self::secs(now), self.ttl_s)
     }
 
+    /// [`Overlay::get`], and when the key has no live pin, pin it where `place` chooses (when it
+    /// chooses), all under one lock acquisition and one probe: the miss path of selection.
+    /// `place` runs under the shard's lock, so it must not call back into this overlay (it
+    /// would deadlock); a ring walk is fine. A new pin is counted as created, like
+    /// [`Overlay::pin`] of an absent key.
+    #[inline]
+    pub fn get_or_pin(
+        &self,
+        key: SessionKey,
+        now: Millis,
+        place: impl FnOnce() -> Option<Pin>,
+    ) -> Lookup {
+        self.shard(key)
+            .lock()
+            .get_or_pin(key.0, Self::secs(now), self.ttl_s, place)
+    }
+
     /// Pin (or re-pin) `key` to `backend` with `backup`, refreshing last-seen. A new key in a
-    /// full shard evicts the least recently seen of a few sampled pins.
+    /// full shard evicts the least recently seen of a few pins sampled near it.
     pub fn pin(
         &self,
         key: SessionKey,
@@ -257,8 +287,8 @@ impl Overlay {
             .sum()
     }
 
-    /// Bytes allocated for pins (slabs, hash indexes, counts; capacity, not length), for
-    /// metrics and sizing. Excludes the fixed per-shard overhead.
+    /// Bytes allocated for pins (tables, counts; capacity, not length), for metrics and sizing.
+    /// Excludes the fixed per-shard overhead.
     pub fn memory_bytes(&self) -> usize {
         self.shards.iter().map(|s| s.0.lock().memory_bytes()).sum()
     }

@@ -1,8 +1,9 @@
 //! Consistent hashing: Ketama (points ∝ weight) or modulo.
 //!
 //! A [`Ring`] is a sequence of *owners* (backend indices) that a key enters at a position derived
-//! from its 32-bit point and then walks forward, wrapping. Ketama stores sorted hash points with a
-//! parallel owner array; modulo stores a weight-expanded slot list.
+//! from its 32-bit point and then walks forward, wrapping. Ketama stores sorted `(point, owner)`
+//! pairs (the owner on the same cache line as the point the search lands on); modulo stores a
+//! weight-expanded slot list.
 
 /// Which hashing an upstream uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,10 +29,10 @@ pub const MAX_POINTS_PER_BACKEND: u64 = 1 << 20;
 /// Modulo slots follow the list order (backend i appears `weight` times, in order).
 #[derive(Debug, Clone)]
 pub struct Ring {
-    /// Sorted hash points (Ketama); empty for modulo.
-    points: Vec<u32>,
-    /// Owner of each point (Ketama, parallel to `points`) or of each slot (modulo).
-    owners: Vec<u32>,
+    /// Ketama: points sorted by hash; modulo: one node per slot (point unused).
+    nodes: Vec<Node>,
+    /// Whether `nodes` are Ketama points (searched) or modulo slots (indexed).
+    ketama: bool,
     /// Ketama search accelerator: `lookup[b]` is the first point index `>= b << shift`, so a
     /// lookup searches a bucket of ~2–4 points instead of binary-searching the whole ring
     /// (3 cache misses instead of ~10 at 1,000 backends). Empty for modulo.
@@ -48,18 +49,24 @@ impl Ring {
     /// Weight 0 backends get no points (they never receive new keys) — no panic. A
     /// `points_per_weight` of 0 (Ketama) gives an empty ring.
     pub fn new(hashing: Hashing, points_per_weight: u32, backends: &[(&str, u32)]) -> Ring {
-        let (points, owners) = match hashing {
-            Hashing::Ketama => ketama_points(points_per_weight, backends),
-            Hashing::Modulo => (Vec::new(), modulo_slots(backends)),
+        let ketama = hashing == Hashing::Ketama;
+        let nodes = if ketama {
+            ketama_points(points_per_weight, backends)
+        } else {
+            modulo_slots(backends)
         };
         let mut present = vec![false; backends.len()];
-        for &o in &owners {
-            present[o as usize] = true;
+        for n in &nodes {
+            present[n.owner as usize] = true;
         }
-        let (lookup, shift) = bucket_index(&points);
+        let (lookup, shift) = if ketama {
+            bucket_index(&nodes)
+        } else {
+            (Vec::new(), 32)
+        };
         Ring {
-            points,
-            owners,
+            nodes,
+            ketama,
             lookup,
             shift,
             backends: backends.len(),
@@ -74,7 +81,7 @@ impl Ring {
         Walk {
             ring: self,
             pos: self.start(point),
-            steps_left: self.owners.len(),
+            steps_left: self.nodes.len(),
             yielded: 0,
             seen: Seen::default(),
         }
@@ -82,20 +89,20 @@ impl Ring {
 
     /// The first backend for `point`, if the ring has any points.
     pub fn primary(&self, point: u32) -> Option<usize> {
-        if self.owners.is_empty() {
+        if self.nodes.is_empty() {
             return None;
         }
-        Some(self.owners[self.start(point)] as usize)
+        Some(self.nodes[self.start(point)].owner as usize)
     }
 
     /// Number of points (Ketama) or slots (modulo).
     pub fn len(&self) -> usize {
-        self.owners.len()
+        self.nodes.len()
     }
 
     /// True when no backend has weight > 0: every walk is empty.
     pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
+        self.nodes.is_empty()
     }
 
     /// Number of distinct backends on the ring (those with weight > 0).
@@ -108,29 +115,45 @@ impl Ring {
         self.backends
     }
 
-    /// Index into `owners` where a walk from `point` starts. Only meaningful when non-empty.
+    /// Index into `nodes` where a walk from `point` starts. Only meaningful when non-empty.
     fn start(&self, point: u32) -> usize {
-        if self.points.is_empty() {
-            // Modulo (Ketama rings with no points have no owners either).
-            return (point as usize).checked_rem(self.owners.len()).unwrap_or(0);
+        if !self.ketama || self.nodes.is_empty() {
+            return (point as usize).checked_rem(self.nodes.len()).unwrap_or(0);
         }
         let b = (u64::from(point) >> self.shift) as usize;
         let lo = self.lookup[b] as usize;
         let hi = self
             .lookup
             .get(b + 1)
-            .map_or(self.points.len(), |&h| h as usize);
-        let i = lo + self.points[lo..hi].partition_point(|&p| p < point);
-        if i == self.points.len() {
+            .map_or(self.nodes.len(), |&h| h as usize);
+        let i = lo + self.nodes[lo..hi].partition_point(|n| n.point < point);
+        if i == self.nodes.len() {
             0
         } else {
             i
         }
     }
+
+    #[cfg(test)]
+    fn points(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.point).collect()
+    }
+
+    #[cfg(test)]
+    fn owners(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.owner).collect()
+    }
+}
+
+/// One ring position: a Ketama point and its owner (or a modulo slot's owner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Node {
+    point: u32,
+    owner: u32,
 }
 
 /// Buckets over the top bits of the point space, about one per 2–4 points (a power of two).
-fn bucket_index(points: &[u32]) -> (Vec<u32>, u32) {
+fn bucket_index(points: &[Node]) -> (Vec<u32>, u32) {
     if points.is_empty() {
         return (Vec::new(), 32);
     }
@@ -139,7 +162,7 @@ fn bucket_index(points: &[u32]) -> (Vec<u32>, u32) {
     let mut lookup = Vec::with_capacity(1 << bits);
     let mut i = 0;
     for b in 0..1u64 << bits {
-        while i < points.len() && u64::from(points[i]) < b << shift {
+        while i < points.len() && u64::from(points[i].point) < b << shift {
             i += 1;
         }
         // Cannot truncate: a ring has at most 2^32 points (see `owner_index`).
@@ -164,7 +187,7 @@ fn points_of(per_weight: u32, weight: u32) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn ketama_points(per_weight: u32, backends: &[(&str, u32)]) -> (Vec<u32>, Vec<u32>) {
+fn ketama_points(per_weight: u32, backends: &[(&str, u32)]) -> Vec<Node> {
     let total: usize = backends
         .iter()
         .map(|&(_, w)| points_of(per_weight, w) as usize)
@@ -179,14 +202,20 @@ fn ketama_points(per_weight: u32, backends: &[(&str, u32)]) -> (Vec<u32>, Vec<u3
     all.sort_unstable_by(|a, b| {
         (a.0, backends[a.1 as usize].0, a.1).cmp(&(b.0, backends[b.1 as usize].0, b.1))
     });
-    all.into_iter().unzip()
+    all.into_iter()
+        .map(|(point, owner)| Node { point, owner })
+        .collect()
 }
 
-fn modulo_slots(backends: &[(&str, u32)]) -> Vec<u32> {
+fn modulo_slots(backends: &[(&str, u32)]) -> Vec<Node> {
     let mut slots = Vec::new();
     for (idx, &(_, weight)) in backends.iter().enumerate() {
         let n = points_of(1, weight) as usize;
-        slots.extend(std::iter::repeat_n(owner_index(idx), n));
+        let node = Node {
+            point: 0,
+            owner: owner_index(idx),
+        };
+        slots.extend(std::iter::repeat_n(node, n));
     }
     slots
 }
@@ -255,12 +284,12 @@ impl Iterator for Walk<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        let owners = &self.ring.owners;
+        let nodes = &self.ring.nodes;
         while self.steps_left > 0 && self.yielded < self.ring.distinct {
-            let owner = owners[self.pos];
+            let owner = nodes[self.pos].owner;
             self.steps_left -= 1;
             self.pos += 1;
-            if self.pos == owners.len() {
+            if self.pos == nodes.len() {
                 self.pos = 0;
             }
             // The first owner needs no check: nothing was seen yet.
@@ -323,8 +352,8 @@ mod tests {
     fn ketama_point_counts_follow_weight() {
         let r = Ring::new(Hashing::Ketama, 10, &[("a", 1), ("b", 3)]);
         assert_eq!(r.len(), 40);
-        assert_eq!(r.owners.iter().filter(|&&o| o == 1).count(), 30);
-        assert!(r.points.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(r.owners().iter().filter(|&&o| o == 1).count(), 30);
+        assert!(r.points().windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]
@@ -342,20 +371,20 @@ mod tests {
     #[test]
     fn walk_starts_at_first_point_at_or_after_and_wraps() {
         let r = Ring::new(Hashing::Ketama, 4, &[("a", 1), ("b", 1)]);
-        let first = r.points[0];
-        let last = *r.points.last().expect("8 points");
-        assert_eq!(r.primary(first), Some(r.owners[0] as usize));
-        assert_eq!(r.primary(last), Some(*r.owners.last().expect("8") as usize));
+        let first = r.points()[0];
+        let last = *r.points().last().expect("8 points");
+        assert_eq!(r.primary(first), Some(r.owners()[0] as usize));
+        assert_eq!(r.primary(last), Some(*r.owners().last().expect("8") as usize));
         // Past the last point wraps to the first.
         if last < u32::MAX {
-            assert_eq!(r.primary(last + 1), Some(r.owners[0] as usize));
+            assert_eq!(r.primary(last + 1), Some(r.owners()[0] as usize));
         }
     }
 
     #[test]
     fn modulo_slots_in_order_and_walk_continues() {
         let r = Ring::new(Hashing::Modulo, 160, &[("a", 2), ("b", 1), ("c", 1)]);
-        assert_eq!(r.owners, vec![0, 0, 1, 2]);
+        assert_eq!(r.owners(), vec![0, 0, 1, 2]);
         assert_eq!(r.walk(0).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(r.walk(1).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(r.walk(2).collect::<Vec<_>>(), vec![1, 2, 0]);
@@ -378,12 +407,13 @@ mod tests {
         for n in [1, 2, 3, 10, 100] {
             let ns = names(n);
             let r = Ring::new(Hashing::Ketama, 7, &specs(&ns, 1));
-            let mut probes: Vec<u32> = r.points.clone();
-            probes.extend(r.points.iter().map(|p| p.wrapping_add(1)));
+            let points = r.points();
+            let mut probes: Vec<u32> = points.clone();
+            probes.extend(points.iter().map(|p| p.wrapping_add(1)));
             probes.extend([0, 1, u32::MAX, u32::MAX - 1, 1 << 31]);
             probes.extend((0..1000u32).map(|i| i.wrapping_mul(0x9E37_79B9)));
             for p in probes {
-                let i = r.points.partition_point(|&x| x < p) % r.points.len();
+                let i = points.partition_point(|&x| x < p) % points.len();
                 assert_eq!(r.start(p), i, "n={n} p={p}");
             }
         }

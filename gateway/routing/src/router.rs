@@ -3,8 +3,8 @@
 //! Eligibility: a backend serves its *existing* sessions (overlay hits, tokens) while it is up;
 //! it takes *new* placements while it is up, not draining and has weight > 0.
 use crate::{
-    BackendId, BackendIdx, Decision, Hashing, Interner, Millis, Overlay, PinOutcome, Reason, Ring,
-    SessionKey,
+    BackendId, BackendIdx, Decision, Hashing, Interner, Lookup, Millis, Overlay, Pin, PinOutcome,
+    Reason, Ring, SessionKey,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -237,8 +237,28 @@ impl Router {
     /// node; re-pin, Failover (previous set). `None` when no backend is eligible (nothing is
     /// pinned or changed).
     pub fn select(&self, key: SessionKey, now: Millis) -> Option<Decision> {
-        let Some(pin) = self.overlay.get(key, now) else {
-            return self.place(key, now);
+        // A miss places and pins under the same shard lock as the lookup (one probe).
+        let mut placed = None;
+        let found = self.overlay.get_or_pin(key, now, || {
+            let (backend, backup) = self.pick(key.ring_point(), &[])?;
+            placed = Some((backend, backup));
+            Some(Pin {
+                backend: self.id(backend),
+                backup: backup.map(|b| self.id(b)),
+            })
+        });
+        let pin = match found {
+            Lookup::Found(pin) => pin,
+            Lookup::Pinned(_) => {
+                let (backend, backup) = placed?;
+                return Some(Decision {
+                    backend,
+                    backup,
+                    reason: Reason::New,
+                    previous: None,
+                });
+            }
+            Lookup::Unplaced => return None,
         };
         match self.index_of_id(pin.backend) {
             Some(i) if self.is_up(i) => Some(self.sticky(key, i, pin.backup, now)),
@@ -341,19 +361,6 @@ impl Router {
             .backup_after(key.ring_point(), idx, &[])
             .map(|b| self.id(b));
         self.overlay.pin(key, self.id(idx), backup, now)
-    }
-
-    /// Miss: place by the ring and pin.
-    fn place(&self, key: SessionKey, now: Millis) -> Option<Decision> {
-        let (backend, backup) = self.pick(key.ring_point(), &[])?;
-        let d = Decision {
-            backend,
-            backup,
-            reason: Reason::New,
-            previous: None,
-        };
-        self.repin(key, &d, now);
-        Some(d)
     }
 
     /// Hit on an up backend: the stored backup when it still takes new sessions, else a walk

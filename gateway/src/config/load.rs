@@ -157,7 +157,10 @@ fn read_admin(top: &mut Obj<'_, '_>) -> Admin {
     }
     if let Some(env) = o.opt::<String>("token_env") {
         if env.is_empty() || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            o.error("token_env", format!("{env:?} is not an environment variable name"));
+            o.error(
+                "token_env",
+                format!("{env:?} is not an environment variable name"),
+            );
         } else {
             admin.token_env = env;
         }
@@ -263,7 +266,9 @@ fn read_upstream(
         .unwrap_or(defaults::CONNECT_RETRIES);
     let health = read_health(&mut o);
     let passive = read_passive(&mut o);
-    let migrate_rate = o.opt::<u32>("migrate_rate").unwrap_or(defaults::MIGRATE_RATE);
+    let migrate_rate = o
+        .opt::<u32>("migrate_rate")
+        .unwrap_or(defaults::MIGRATE_RATE);
     if migrate_rate == 0 {
         o.error("migrate_rate", "must be at least 1 (sessions per second)");
     }
@@ -309,11 +314,17 @@ fn read_health(up: &mut Obj<'_, '_>) -> Option<HealthConf> {
         Some(HealthKind::Http { .. }) => {
             let path = check_path.unwrap_or_else(|| "/".into());
             if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                o.error("path", format!("{path:?} must start with \"/\" and contain no spaces"));
+                o.error(
+                    "path",
+                    format!("{path:?} must start with \"/\" and contain no spaces"),
+                );
             }
             let expect_status = expect.unwrap_or(200);
             if !(100..=599).contains(&expect_status) {
-                o.error("expect_status", format!("{expect_status} is not an HTTP status"));
+                o.error(
+                    "expect_status",
+                    format!("{expect_status} is not an HTTP status"),
+                );
             }
             Some(HealthKind::Http {
                 path,
@@ -355,7 +366,9 @@ fn read_passive(up: &mut Obj<'_, '_>) -> PassiveConf {
         fall: defaults::PASSIVE_FALL,
         cooldown: defaults::PASSIVE_COOLDOWN,
     };
-    let Some(v) = up.raw("passive") else { return cfg };
+    let Some(v) = up.raw("passive") else {
+        return cfg;
+    };
     let path = up.path_of("passive");
     let Some(mut o) = Obj::new(v, path, up.errors()) else {
         return cfg;
@@ -453,7 +466,7 @@ fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
 }
 
 /// Ids and names appear in cookies, metric labels and URLs: keep them plain.
-pub(crate) fn valid_id(s: &str) -> bool {
+pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= defaults::MAX_ID_LEN
         && s.bytes()

@@ -4,7 +4,7 @@
 mod load;
 
 pub use berth_plugins::params::ConfError;
-pub use load::{load_file, parse};
+pub use load::{load_file, parse, valid_id};
 
 use berth_plugins::Chain;
 use berth_routing::{OverlayConfig, RouterConfig};

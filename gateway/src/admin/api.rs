@@ -1,0 +1,287 @@
+//! `/admin/*` handlers. JSON in and out; errors are `{"error": "..."}` with 400 (bad input),
+//! 404 (unknown backend/upstream/session), 405 (wrong method), 409 (conflict).
+use super::{error, reply, Req};
+use crate::config::{defaults, BackendConf};
+use crate::members::{AdminState, Refused};
+use crate::upstreams::{Gateway, Upstream};
+use http::{Method, Response};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+type Resp = Response<Vec<u8>>;
+
+fn json(status: u16, v: &impl serde::Serialize) -> Resp {
+    match serde_json::to_vec(v) {
+        Ok(body) => reply(status, "application/json", body),
+        Err(e) => error(500, &format!("could not encode the response: {e}")),
+    }
+}
+
+fn refused(r: Refused) -> Resp {
+    match r {
+        Refused::NotFound(m) => error(404, &m),
+        Refused::Conflict(m) => error(409, &m),
+        Refused::Invalid(m) => error(400, &m),
+    }
+}
+
+/// Dispatch one authorized request.
+pub(crate) fn handle(gw: &Gateway, req: &Req) -> Resp {
+    let path = req.path.trim_end_matches('/');
+    let segs: Vec<String> = path
+        .split('/')
+        .skip(2)
+        .map(percent_decode)
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let upstream = query_param(req.query.as_deref(), "upstream");
+    let m = &req.method;
+    match segs.as_slice() {
+        ["backends"] if *m == Method::GET => list(gw, upstream.as_deref()),
+        ["backends"] if *m == Method::POST => add(gw, req),
+        ["backends", id] if *m == Method::GET => with_backend(gw, id, upstream, |up| {
+            up.view_of(id)
+                .map_or_else(|| error(404, "no such backend"), |v| json(200, &v))
+        }),
+        ["backends", id] if *m == Method::DELETE => {
+            with_backend(gw, id, upstream, |up| match up.remove_backend(id) {
+                Ok(n) => json(200, &serde_json::json!({ "removed": id, "sessions": n })),
+                Err(r) => refused(r),
+            })
+        }
+        ["backends", id, "drain"] if *m == Method::POST => drain(gw, id, upstream, req),
+        ["backends", id, "undrain"] if *m == Method::POST => with_backend(gw, id, upstream, |up| {
+            up.set_state(id, AdminState::Active)
+                .map_or_else(refused, |v| json(200, &v))
+        }),
+        ["backends", id, "migrate"] if *m == Method::POST => migrate(gw, id, upstream, req),
+        ["sessions", value] if *m == Method::GET => session(gw, value, upstream.as_deref()),
+        ["backends"] | ["backends", _] | ["sessions", _] => error(405, "method not allowed"),
+        ["backends", _, "drain" | "undrain" | "migrate"] => error(405, "method not allowed"),
+        _ => error(404, "not found"),
+    }
+}
+
+fn list(gw: &Gateway, upstream: Option<&str>) -> Resp {
+    let mut backends = Vec::new();
+    for up in &gw.upstreams {
+        if upstream.is_none_or(|u| u == up.name) {
+            backends.extend(up.views());
+        }
+    }
+    if backends.is_empty() && upstream.is_some() {
+        return error(404, "no such upstream");
+    }
+    json(200, &serde_json::json!({ "backends": backends }))
+}
+
+/// Find the upstream holding backend `id` (`?upstream=` disambiguates) and run `f` on it.
+fn with_backend(
+    gw: &Gateway,
+    id: &str,
+    upstream: Option<String>,
+    f: impl FnOnce(&Arc<Upstream>) -> Resp,
+) -> Resp {
+    let holders: Vec<&Arc<Upstream>> = gw
+        .upstreams
+        .iter()
+        .filter(|u| upstream.as_ref().is_none_or(|n| *n == u.name))
+        .filter(|u| u.members.lock().position(id).is_some())
+        .collect();
+    match holders.as_slice() {
+        [] => error(404, &format!("no backend {id:?}")),
+        [one] => f(one),
+        _ => error(
+            400,
+            &format!("backend {id:?} is in several upstreams: add ?upstream=<name>"),
+        ),
+    }
+}
+
+fn parse<'a, T: Deserialize<'a> + Default>(req: &'a Req) -> Result<T, Resp> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&req.body).map_err(|e| error(400, &format!("invalid JSON body: {e}")))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AddBody {
+    upstream: Option<String>,
+    id: Option<String>,
+    addr: Option<String>,
+    weight: Option<u32>,
+    drain: Option<bool>,
+}
+
+fn add(gw: &Gateway, req: &Req) -> Resp {
+    let body: AddBody = match parse(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let up = match (&body.upstream, gw.upstreams.as_slice()) {
+        (Some(name), ups) => match ups.iter().find(|u| u.name == *name) {
+            Some(u) => u,
+            None => return error(404, &format!("no upstream {name:?}")),
+        },
+        (None, [only]) => only,
+        (None, _) => return error(400, "\"upstream\" is required: there are several upstreams"),
+    };
+    let Some(id) = body.id else {
+        return error(400, "\"id\" is required");
+    };
+    if !crate::config::valid_id(&id) {
+        let max = defaults::MAX_ID_LEN;
+        return error(
+            400,
+            &format!("id {id:?} must be 1-{max} letters, digits, - or _"),
+        );
+    }
+    let Some(addr) = body.addr else {
+        return error(400, "\"addr\" is required");
+    };
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        return error(400, &format!("addr {addr:?} is not ip:port"));
+    };
+    let weight = body.weight.unwrap_or(defaults::WEIGHT);
+    if weight > 10_000 {
+        return error(400, &format!("weight {weight} is out of range 0..=10000"));
+    }
+    let conf = BackendConf {
+        id,
+        addr,
+        weight,
+        drain: body.drain.unwrap_or(false),
+    };
+    up.add_backend(conf).map_or_else(refused, |v| json(201, &v))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    deadline: Option<String>,
+}
+
+fn drain(gw: &Gateway, id: &str, upstream: Option<String>, req: &Req) -> Resp {
+    let body: DrainBody = match parse(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let deadline = match body.deadline.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(gw.clock.now() + d.as_millis() as u64),
+        Some(Err(e)) => {
+            return error(
+                400,
+                &format!("deadline is not a duration like \"30s\": {e}"),
+            )
+        }
+    };
+    with_backend(gw, id, upstream, |up| {
+        up.set_state(id, AdminState::Draining { deadline })
+            .map_or_else(refused, |v| json(200, &v))
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MigrateBody {
+    count: Option<usize>,
+    rate: Option<u32>,
+}
+
+fn migrate(gw: &Gateway, id: &str, upstream: Option<String>, req: &Req) -> Resp {
+    let body: MigrateBody = match parse(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if body.rate == Some(0) {
+        return error(400, "rate must be at least 1 (sessions per second)");
+    }
+    with_backend(gw, id, upstream, |up| {
+        match up.migrate(id, body.count, body.rate, gw.clock.now()) {
+            Ok(n) => json(202, &serde_json::json!({ "backend": id, "scheduled": n })),
+            Err(r) => refused(r),
+        }
+    })
+}
+
+/// A pinned session, looked up by its raw affinity value through each plugin that keeps
+/// overlay sessions.
+fn session(gw: &Gateway, value: &str, upstream: Option<&str>) -> Resp {
+    let now = gw.clock.now();
+    for up in gw
+        .upstreams
+        .iter()
+        .filter(|u| upstream.is_none_or(|n| n == u.name))
+    {
+        for plugin in up.chain.plugins() {
+            let Some(key) = plugin.session_key(value.as_bytes()) else {
+                continue;
+            };
+            let Some(info) = up.overlay.info(key) else {
+                continue;
+            };
+            let name = |id| up.names.name(id).map(|n| n.to_string());
+            return json(
+                200,
+                &serde_json::json!({
+                    "upstream": up.name,
+                    "plugin": plugin.name(),
+                    "backend": name(info.backend),
+                    "backup": info.backup.and_then(name),
+                    "age_ms": now.saturating_sub(info.created),
+                    "idle_ms": now.saturating_sub(info.last_seen),
+                }),
+            );
+        }
+    }
+    error(404, "no pinned session for that value")
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| percent_decode(v))
+}
+
+/// Decode `%XX` escapes (and `+` as space in query values is not needed here).
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("a%20b%2Fc").as_deref(), Some("a b/c"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(
+            query_param(Some("a=1&upstream=web"), "upstream").as_deref(),
+            Some("web")
+        );
+        assert_eq!(query_param(None, "upstream"), None);
+    }
+}

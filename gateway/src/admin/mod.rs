@@ -1,0 +1,151 @@
+//! The admin listener (bound to 127.0.0.1 by default, `admin.listen`):
+//! `/healthz`, `/metrics` (Prometheus text format) — open — and the `/admin/*` API, which needs
+//! `Authorization: Bearer <token>` with the token from the environment variable named by
+//! `admin.token_env`. Without that variable the API answers 403 and changes nothing.
+// The admin API is a cold path; returning ready-made error responses keeps handlers short.
+#![allow(clippy::result_large_err)]
+
+mod api;
+
+use crate::upstreams::Gateway;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Method, Response};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use std::sync::Arc;
+
+/// Largest request body the admin API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The admin HTTP app.
+pub struct AdminApp {
+    pub gw: Arc<Gateway>,
+    /// The bearer token; `None` disables `/admin/*`.
+    pub token: Option<String>,
+    /// Name of the variable it came from (for messages).
+    pub token_env: String,
+}
+
+/// A request to the API, read in full.
+pub(crate) struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub body: Bytes,
+}
+
+pub(crate) fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+/// `{"error": message}` with `status`.
+pub(crate) fn error(status: u16, message: &str) -> Response<Vec<u8>> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut r = reply(status, "application/json", body.into_bytes());
+    if status == 401 {
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"berth-admin\""),
+        );
+    }
+    r
+}
+
+/// Constant-time comparison (the time does not depend on where the inputs differ).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl AdminApp {
+    fn authorized(&self, session: &ServerSession) -> Result<(), Response<Vec<u8>>> {
+        let Some(token) = &self.token else {
+            let msg = format!("admin API disabled: set {} to enable it", self.token_env);
+            return Err(error(403, &msg));
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        match given {
+            Some(g) if same(g, token.as_bytes()) => Ok(()),
+            Some(_) => {
+                self.gw.metrics.admin_denied.inc();
+                Err(error(401, "invalid bearer token"))
+            }
+            None => {
+                self.gw.metrics.admin_denied.inc();
+                Err(error(401, "missing Authorization: Bearer <token>"))
+            }
+        }
+    }
+
+    async fn read(session: &mut ServerSession) -> Result<Req, Response<Vec<u8>>> {
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return Err(error(413, "request body over 64 KiB"));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(_) => return Err(error(400, "could not read the request body")),
+            }
+        }
+        let h = session.req_header();
+        Ok(Req {
+            method: h.method.clone(),
+            path: h.uri.path().to_string(),
+            query: h.uri.query().map(str::to_string),
+            body: Bytes::from(body),
+        })
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let get = req.method == Method::GET || req.method == Method::HEAD;
+        match (get, req.uri.path()) {
+            (true, "/healthz") => return reply(200, "text/plain", b"ok\n".to_vec()),
+            (true, "/metrics") => {
+                let text = self.gw.metrics.render(&self.gw);
+                return reply(200, "text/plain; version=0.0.4", text);
+            }
+            (false, "/healthz" | "/metrics") => return error(405, "method not allowed"),
+            (_, p) if p == "/admin" || p.starts_with("/admin/") => {}
+            _ => return error(404, "not found"),
+        }
+        if let Err(denied) = self.authorized(session) {
+            return denied;
+        }
+        match Self::read(session).await {
+            Ok(req) => api::handle(&self.gw, &req),
+            Err(resp) => resp,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_compare() {
+        assert!(super::same(b"token", b"token"));
+        assert!(!super::same(b"token", b"tokem"));
+        assert!(!super::same(b"token", b"token2"));
+        assert!(!super::same(b"", b"x"));
+    }
+}

@@ -374,7 +374,10 @@ mod tests {
         let first = r.points()[0];
         let last = *r.points().last().expect("8 points");
         assert_eq!(r.primary(first), Some(r.owners()[0] as usize));
-        assert_eq!(r.primary(last), Some(*r.owners().last().expect("8") as usize));
+        assert_eq!(
+            r.primary(last),
+            Some(*r.owners().last().expect("8") as usize)
+        );
         // Past the last point wraps to the first.
         if last < u32::MAX {
             assert_eq!(r.primary(last + 1), Some(r.owners()[0] as usize));

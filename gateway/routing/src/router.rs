@@ -271,28 +271,65 @@ impl Router {
         }
     }
 
-    /// A verified token names backend `name`: Sticky when up, else walk the ring from `key`
-    /// (Failover, previous = the interned id of `name` if it was ever known). Nothing is pinned
-    /// in the overlay; the backup is computed by a walk.
-    pub fn select_named(&self, name: &str, key: SessionKey, _now: Millis) -> Option<Decision> {
-        let point = key.ring_point();
+    /// A verified token names backend `name`. The session is also tracked in the overlay under
+    /// `key` (so it counts towards its backend's sessions, and drains and migrations see it):
+    /// * an overlay pin on an up backend wins — the named backend when they agree (Sticky),
+    ///   otherwise the session was moved (migration, earlier failover) and follows its pin
+    ///   (Failover, previous = the named backend), so the caller re-issues the token;
+    /// * no usable pin: the named backend when up (Sticky, pinned now);
+    /// * else the stored backup or the next ring node from `key` (Failover, re-pinned,
+    ///   previous = the interned id of `name` if it was ever known).
+    pub fn select_named(&self, name: &str, key: SessionKey, now: Millis) -> Option<Decision> {
         let named = self.index_of(name);
-        if let Some(i) = named.filter(|&i| self.is_up(i)) {
-            return Some(Decision {
-                backend: i,
-                backup: self.backup_after(point, i, &[]),
-                reason: Reason::Sticky,
-                previous: None,
-            });
+        let pin = self.overlay.get(key, now);
+        if let Some(pin) = pin {
+            if let Some(i) = self.index_of_id(pin.backend).filter(|&i| self.is_up(i)) {
+                let mut d = self.sticky(key, i, pin.backup, now);
+                if Some(i) != named {
+                    d.reason = Reason::Failover;
+                    d.previous = self.names.get(name);
+                }
+                return Some(d);
+            }
         }
-        let exclude: &[usize] = named.as_slice();
-        let (backend, backup) = self.pick(point, exclude)?;
-        Some(Decision {
-            backend,
+        if let Some(i) = named.filter(|&i| self.is_up(i)) {
+            let stored = pin.filter(|p| p.backend == self.id(i)).and_then(|p| p.backup);
+            let mut d = self.sticky_pinning(key, i, stored, now);
+            if let Some(p) = pin.filter(|p| p.backend != self.id(i)) {
+                // Its pinned backend is down or gone: back to the one its token names.
+                d.reason = Reason::Failover;
+                d.previous = Some(p.backend);
+            }
+            return Some(d);
+        }
+        let backup = pin.and_then(|p| p.backup).and_then(|b| self.index_of_id(b));
+        let previous = self.names.get(name);
+        let mut d = self.moved(key.ring_point(), named, backup, BackendId(u32::MAX))?;
+        d.previous = previous;
+        self.repin(key, &d, now);
+        Some(d)
+    }
+
+    /// Sticky on `i`, making sure `key` is pinned there (first sight of a token session).
+    fn sticky_pinning(
+        &self,
+        key: SessionKey,
+        i: usize,
+        stored: Option<BackendId>,
+        now: Millis,
+    ) -> Decision {
+        let backup = stored
+            .and_then(|b| self.index_of_id(b))
+            .filter(|&b| b != i && self.takes_new(b))
+            .or_else(|| self.backup_after(key.ring_point(), i, &[]));
+        let d = Decision {
+            backend: i,
             backup,
-            reason: Reason::Failover,
-            previous: self.names.get(name),
-        })
+            reason: Reason::Sticky,
+            previous: None,
+        };
+        self.repin(key, &d, now);
+        d
     }
 
     /// No key: walk the ring from `point`, pin nothing; reason `Ring` (or `New` when the caller

@@ -51,7 +51,12 @@ fn sizes_follow_the_bound() {
     let mut t = Table::new(1000);
     assert_eq!(t.slots(), INITIAL_SLOTS);
     for k in 0..1000u64 {
-        put(&mut t, u128::from(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)), 0, 0);
+        put(
+            &mut t,
+            u128::from(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            0,
+            0,
+        );
     }
     assert_eq!((t.len(), t.slots()), (1000, 1250));
     assert_eq!(t.memory_bytes(), 1250 * 32);
@@ -92,7 +97,12 @@ fn backward_shift_keeps_pins_at_or_after_home() {
     let mut t = Table::new(12);
     let n = t.slots();
     // a (home 3) at 3, b (home 3) at 4, c (home 5) at 5, d (home 4) at 6.
-    let (a, b, c, d) = (key_at(3, n, 1), key_at(3, n, 2), key_at(5, n, 3), key_at(4, n, 4));
+    let (a, b, c, d) = (
+        key_at(3, n, 1),
+        key_at(3, n, 2),
+        key_at(5, n, 3),
+        key_at(4, n, 4),
+    );
     for k in [a, b, c, d] {
         put(&mut t, k, 0, 0);
     }
@@ -220,7 +230,12 @@ fn full_table_evicts_the_oldest_sampled() {
     let mut t = Table::new(100);
     let mut rng = Rng(7);
     for i in 0..100u32 {
-        put(&mut t, u128::from(rng.next()) << 64 | u128::from(rng.next()), i, i);
+        put(
+            &mut t,
+            u128::from(rng.next()) << 64 | u128::from(rng.next()),
+            i,
+            i,
+        );
     }
     assert_eq!(t.len(), 100);
     for i in 100..10_000u32 {

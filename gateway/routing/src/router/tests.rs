@@ -232,26 +232,53 @@ fn select_named_sticky_or_failover() {
     let overlay = Arc::new(Overlay::new(OverlayConfig::default()));
     names.intern("old:80");
     let r = Router::new(RouterConfig::default(), &specs(&[1, 1, 0]), overlay, &names);
-    let k = key(1);
     let d = r
-        .select_named("10.0.0.2:80", k, 0)
+        .select_named("10.0.0.2:80", key(1), 0)
         .expect("weight 0 but up");
     assert_eq!((d.backend, d.reason), (2, Reason::Sticky));
     assert!(d.backup.is_some());
+    assert_eq!(r.overlay().count(r.id(2)), 1, "token sessions are tracked");
     r.set_up(0, false);
-    let f = r.select_named("10.0.0.0:80", k, 0).expect("1 is up");
+    let f = r.select_named("10.0.0.0:80", key(2), 0).expect("1 is up");
     assert_eq!(
         (f.backend, f.reason, f.previous),
         (1, Reason::Failover, Some(r.id(0)))
     );
-    let f = r.select_named("old:80", k, 0).expect("1 is up");
+    assert_eq!(r.overlay().get(key(2), 0).map(|p| p.backend), Some(r.id(1)));
+    let f = r.select_named("old:80", key(3), 0).expect("1 is up");
     assert_eq!(
         (f.reason, f.previous),
         (Reason::Failover, names.get("old:80"))
     );
-    let f = r.select_named("never-seen", k, 0).expect("1 is up");
+    let f = r.select_named("never-seen", key(4), 0).expect("1 is up");
+    assert_eq!(f.reason, Reason::Failover);
     assert_eq!(f.previous, None);
-    assert!(r.overlay().is_empty(), "tokens pin nothing");
+}
+
+#[test]
+fn select_named_follows_a_moved_pin() {
+    let r = router(&[1, 1, 1]);
+    let k = key(7);
+    let first = r.select_named("10.0.0.0:80", k, 0).expect("up");
+    assert_eq!((first.backend, first.reason), (0, Reason::Sticky));
+    // A migration re-pins the session to backend 2: the token still names 0.
+    r.pin(k, 2, 1);
+    let moved = r.select_named("10.0.0.0:80", k, 2).expect("up");
+    assert_eq!(
+        (moved.backend, moved.reason, moved.previous),
+        (2, Reason::Failover, Some(r.id(0)))
+    );
+    // Once the client holds a token naming 2, it is sticky again.
+    let again = r.select_named("10.0.0.2:80", k, 3).expect("up");
+    assert_eq!((again.backend, again.reason), (2, Reason::Sticky));
+    // The pinned backend goes down while the client still holds a token naming 0: back to 0,
+    // told as a move away from 2.
+    r.set_up(2, false);
+    let back = r.select_named("10.0.0.0:80", k, 4).expect("0 is up");
+    assert_eq!(
+        (back.backend, back.reason, back.previous),
+        (0, Reason::Failover, Some(r.id(2)))
+    );
 }
 
 #[test]

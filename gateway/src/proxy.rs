@@ -181,10 +181,12 @@ impl ProxyHttp for Proxy {
             now_unix: crate::views::now_unix(),
         };
         let now = self.gw.clock.now();
+        let routing = &ctx.routing;
+        let mut resp = RespView(resp);
         upstream
             .chain
-            .on_response(&view, ctx.routing.decided_by, &mut RespView(resp), |key| {
-                upstream.learn(table, key, backend, now)
+            .on_response(&view, routing.decided_by, &mut resp, |key, replaces| {
+                upstream.learn(table, routing, key, replaces, now)
             });
         Ok(())
     }

@@ -188,14 +188,11 @@ impl Upstream {
             Some(Affinity::Session(key)) => {
                 r.point = key.ring_point();
                 r.key = Some(key);
-                let d = table.router.select(key, now);
-                if d.is_some_and(|d| d.reason == Reason::Sticky) {
-                    r.moved_from = self.take_moved(key);
-                }
-                d
+                table.router.select(key, now)
             }
             Some(Affinity::Backend { name, key, .. }) => {
                 r.point = key.ring_point();
+                r.key = Some(key);
                 table.router.select_named(name, key, now)
             }
             None => {
@@ -203,6 +200,9 @@ impl Upstream {
                 table.router.select_unpinned(r.point, self.issues_sessions)
             }
         };
+        if let Some(key) = r.key.filter(|_| r.decision.is_some()) {
+            r.moved_from = self.take_moved(key);
+        }
         r
     }
 
@@ -217,9 +217,15 @@ impl Upstream {
         Some(d)
     }
 
-    /// Pin a session key learned from the response (cookie learn mode) to `backend`.
-    pub fn learn(&self, table: &Table, key: SessionKey, backend: BackendIdx, now: Millis) {
-        table.router.pin(key, backend, now);
+    /// Pin a session key a plugin produced while answering (a learn-mode app cookie, a newly
+    /// issued token) to `backend`. When it replaces the key the request came with, the old
+    /// key is dropped so the session is counted once.
+    pub fn learn(&self, table: &Table, r: &Routing, key: SessionKey, replaces: bool, now: Millis) {
+        let Some(d) = r.decision else { return };
+        table.router.pin(key, d.backend, now);
+        if let Some(old) = r.key.filter(|old| replaces && *old != key) {
+            self.overlay.remove(old);
+        }
     }
 }
 

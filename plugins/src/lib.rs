@@ -281,7 +281,7 @@ impl Chain {
         d: &DecisionView<'_>,
         decided_by: Option<usize>,
         resp: &mut dyn ResponseView,
-        mut pin: impl FnMut(SessionKey),
+        mut pin: impl FnMut(SessionKey, bool),
     ) {
         for (i, p) in self.plugins.iter().enumerate() {
             let mine = decided_by == Some(i);
@@ -291,7 +291,7 @@ impl Chain {
                 ..*d
             };
             if let Some(k) = p.on_response(&view, resp) {
-                pin(k);
+                pin(k, mine);
             }
         }
     }
@@ -440,7 +440,7 @@ mod tests {
             key_expires: Some(99),
         };
         let mut pinned = Vec::new();
-        c.on_response(&d, Some(1), &mut FakeResponse::new(), |k| pinned.push(k));
+        c.on_response(&d, Some(1), &mut FakeResponse::new(), |k, _| pinned.push(k));
         let log = log.lock().expect("test lock").clone();
         assert_eq!(
             log,

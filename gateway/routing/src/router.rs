@@ -293,7 +293,9 @@ impl Router {
             }
         }
         if let Some(i) = named.filter(|&i| self.is_up(i)) {
-            let stored = pin.filter(|p| p.backend == self.id(i)).and_then(|p| p.backup);
+            let stored = pin
+                .filter(|p| p.backend == self.id(i))
+                .and_then(|p| p.backup);
             let mut d = self.sticky_pinning(key, i, stored, now);
             if let Some(p) = pin.filter(|p| p.backend != self.id(i)) {
                 // Its pinned backend is down or gone: back to the one its token names.

@@ -179,19 +179,25 @@ impl CookiePlugin {
     }
 
     /// Insert mode: add a `Set-Cookie` for `d.backend` unless the request's own token is fresh.
-    fn issue(&self, ins: &Insert, d: &DecisionView<'_>, resp: &mut dyn ResponseView) {
+    /// Returns the new token's session key, so the gateway tracks the session under it.
+    fn issue(
+        &self,
+        ins: &Insert,
+        d: &DecisionView<'_>,
+        resp: &mut dyn ResponseView,
+    ) -> Option<SessionKey> {
         if d.decided_by_me && d.reason == Reason::Sticky {
             if let Some(expires) = d.key_expires {
                 let left = expires.saturating_sub(d.now_unix);
                 if left.saturating_mul(2) >= ins.ttl_secs {
-                    return;
+                    return None;
                 }
             }
         }
         if !token::valid_id(d.backend.as_bytes()) {
             // Backend ids are validated by the gateway's config; a token for anything else
             // would never verify, so none is issued.
-            return;
+            return None;
         }
         let expiry = d.now_unix.saturating_add(ins.ttl_secs);
         let tok = ins.keys.sign(&ins.upstream, d.backend, expiry);
@@ -201,6 +207,12 @@ impl CookiePlugin {
         value.push_str(&tok);
         value.push_str(&ins.attrs);
         resp.append_header("set-cookie", value);
+        let key = ins
+            .keys
+            .verify(tok.as_bytes(), &ins.upstream, d.now_unix)
+            .ok()
+            .map(|v| SessionKey::new(TOKEN_NAMESPACE, &v.mac_bytes));
+        key
     }
 
     /// Learn mode: the value the backend's last `Set-Cookie` for our cookie sets, if any.
@@ -253,10 +265,7 @@ impl AffinityPlugin for CookiePlugin {
 
     fn on_response(&self, d: &DecisionView<'_>, resp: &mut dyn ResponseView) -> Option<SessionKey> {
         match &self.mode {
-            Mode::Insert(ins) => {
-                self.issue(ins, d, resp);
-                None
-            }
+            Mode::Insert(ins) => self.issue(ins, d, resp),
             Mode::Learn { namespace } => self.learn_from(namespace, d, resp),
         }
     }

@@ -40,11 +40,27 @@ fn decision(reason: Reason, mine: bool, key_expires: Option<u64>) -> DecisionVie
 /// The Set-Cookie values a plugin adds for `d`.
 fn set_cookies(p: &dyn AffinityPlugin, d: &DecisionView<'_>) -> Vec<String> {
     let mut resp = FakeResponse::new();
-    assert_eq!(p.on_response(d, &mut resp), None);
-    resp.added("set-cookie")
+    let key = p.on_response(d, &mut resp);
+    let added: Vec<String> = resp
+        .added("set-cookie")
         .into_iter()
         .map(String::from)
-        .collect()
+        .collect();
+    // Insert mode returns the new token's session key exactly when it issues a cookie.
+    assert_eq!(
+        key.is_some(),
+        !added.is_empty(),
+        "key {key:?} for {added:?}"
+    );
+    if let (Some(k), Some(cookie)) = (key, added.first()) {
+        let pair = cookie.split(';').next().unwrap_or("");
+        let req = FakeRequest::new().at(NOW).header("cookie", pair);
+        match p.key(&req) {
+            KeyOutcome::Key(Affinity::Backend { key, .. }) => assert_eq!(key, k),
+            other => panic!("issued token does not read back: {other:?}"),
+        }
+    }
+    added
 }
 
 /// A fresh token for b1, as the plugin issues it.

@@ -3,6 +3,7 @@
 #   make run     build and start Berth on conf/berth.yaml with three demo backends
 #   make test    run every test (unit, property, config golden files, end-to-end)
 #   make bench   criterion benchmarks of the routing core
+#   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
 #   make lint    rustfmt check + clippy with warnings as errors
 #   make fmt     format the code
 #   make check-conf  validate every shipped config file with `berth -t`
@@ -15,10 +16,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run test bench lint fmt check-conf deps build
+.PHONY: help run test bench bench-peers lint fmt check-conf deps build
 
 help:
-	@sed -n '3,10p' Makefile
+	@sed -n '3,11p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests). Runs apt-get only when something is missing.
@@ -52,6 +53,19 @@ test: build
 
 bench: deps
 	$(CARGO) bench -p berth-routing
+
+## bench-peers: release build, then the shared peer harness twice (header affinity, then cookie
+## insert), each with HAProxy, NGINX and direct-to-backend interleaved. Needs root (priorities).
+PEERBENCH ?= ../shared/bench/peerbench/peerbench.sh
+bench-peers: deps
+	@command -v haproxy >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq haproxy nginx-light wrk curl; }
+	$(CARGO) build --release -p berth
+	for mode in header cookie; do \
+	  BERTH_BIN=$(TARGET_DIR)/release/berth BENCH_MODE=$$mode GW_NAME=berth-$$mode \
+	  GW_CMD='exec $(CURDIR)/conf/bench/peerbench.sh' GW_WAIT=60 $(PEERBENCH) || exit 1; \
+	done
 
 lint: deps
 	$(CARGO) fmt --all -- --check

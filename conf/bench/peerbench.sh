@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs Berth as the gateway under test of ../shared/bench/peerbench (see `make bench-peers`).
+# Writes a config from the harness's environment (PB_LISTEN, PB_UPSTREAMS, PB_HASH_HEADER,
+# PB_RUN_DIR) and execs Berth in the foreground. BENCH_MODE=header (default) keys sessions on
+# the X-Session-Id header; BENCH_MODE=cookie puts a cookie plugin in insert mode first (the
+# benchmark client keeps no cookies, so every response carries a freshly signed cookie, as
+# HAProxy's `cookie SRV insert` does in the same run).
+set -euo pipefail
+bin=${BERTH_BIN:?path to the berth binary}
+mode=${BENCH_MODE:-header}
+conf=$PB_RUN_DIR/berth-$mode.yaml
+admin_port=$(( ${PB_PORT:-18082} + 1000 ))
+{
+  echo "server:"
+  echo "  threads: 1"
+  echo "  grace_period_seconds: 1"
+  echo "  graceful_shutdown_timeout_seconds: 1"
+  echo "  upgrade_sock: $PB_RUN_DIR/berth-upgrade.sock"
+  echo "  pid_file: $PB_RUN_DIR/berth.pid"
+  echo "listeners: [{ addr: \"$PB_LISTEN\" }]"
+  echo "admin: { listen: \"127.0.0.1:$admin_port\" }"
+  echo "upstreams:"
+  echo "  bench:"
+  echo "    affinity:"
+  if [ "$mode" = cookie ]; then
+    echo "      - type: cookie"
+    echo "        keys: [{ id: k1, secret: \"peerbench-cookie-secret-0123456789abcdef\" }]"
+  fi
+  echo "      - { type: header, name: \"${PB_HASH_HEADER:-X-Session-Id}\" }"
+  echo "    sessions: { idle_ttl: 30m, max: 1000000 }"
+  echo "    backends:"
+  i=1
+  for addr in ${PB_UPSTREAMS//,/ }; do
+    echo "      - { id: b$i, addr: \"$addr\" }"
+    i=$((i + 1))
+  done
+} > "$conf"
+RUST_LOG=${RUST_LOG:-warn} exec "$bin" -c "$conf"

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 const SESSIONS: usize = 200;
 const THREADS: usize = 8;
 /// The active health-check interval of this test's upstream.
-const INTERVAL: Duration = Duration::from_secs(1);
-const HEALTH: &str =
-    "{type: http, path: /__health, interval: 1s, timeout: 500ms, rise: 2, fall: 2}";
+const INTERVAL: Duration = Duration::from_secs(2);
+const HEALTH: &str = "{type: http, path: /__health, interval: 2s, timeout: 1s, rise: 2, fall: 2}";
 
 /// Test phases, as the load threads see them when they send a request.
 const BEFORE_KILL: u8 = 0;
@@ -32,6 +31,16 @@ struct Track {
     moved_after: Option<Duration>,
     /// Requests sent in each phase.
     sent: [u32; 3],
+}
+
+/// Sets the stop flag when dropped — also when the test panics inside the thread scope, which
+/// would otherwise wait forever for the load threads.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 struct Shared {
@@ -152,6 +161,7 @@ fn killing_a_backend_under_load_fails_no_request_and_moves_only_its_sessions() {
     };
     let mut restart_report = String::new();
     let results: Vec<(Vec<Track>, Vec<String>)> = std::thread::scope(|s| {
+        let stop = StopOnDrop(&shared.stop);
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
                 let mine: Vec<Placed> = placed.iter().skip(t).step_by(THREADS).cloned().collect();
@@ -169,14 +179,14 @@ fn killing_a_backend_under_load_fails_no_request_and_moves_only_its_sessions() {
         restart_report.push_str(&format!(
             "{victim} shown down {took:?} after the poll began; "
         ));
-        std::thread::sleep(INTERVAL * 2);
+        std::thread::sleep(Duration::from_secs(1));
 
         backends[vi].restart();
         let (_, took) = gw.wait_backend(&victim, "up again", INTERVAL * 8, |b| b.health == "up");
         restart_report.push_str(&format!("up again {took:?} after the restart"));
         shared.phase.store(BACK_UP, Ordering::SeqCst);
-        std::thread::sleep(INTERVAL * 3 / 2);
-        shared.stop.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(2));
+        drop(stop);
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
@@ -201,6 +211,15 @@ fn killing_a_backend_under_load_fails_no_request_and_moves_only_its_sessions() {
             t.sent
         );
     }
+    let mut times: Vec<u128> = tracks
+        .iter()
+        .filter_map(|t| t.moved_after.map(|d| d.as_millis()))
+        .collect();
+    times.sort_unstable();
+    let per_phase: Vec<u32> = (0..3)
+        .map(|i| tracks.iter().map(|t| t.sent[i]).sum())
+        .collect();
+    eprintln!("move times (ms): {times:?}; requests per phase {per_phase:?}");
     let victims: Vec<&&Track> = tracks.iter().filter(|t| t.placed.home == victim).collect();
     assert_eq!(victims.len(), on_victim);
     let late: Vec<String> = victims

@@ -127,6 +127,20 @@ impl Backend {
         self.count_path("/__health")
     }
 
+    /// Make `GET /__health` answer 200 only after 1 s (until [`Backend::set_healthy`]).
+    pub fn set_health_slow(&self) {
+        let resp = Client::new(self.addr)
+            .fresh_connections()
+            .send(&Request::new("POST", "/__health/slow"));
+        assert_eq!(
+            resp.status,
+            204,
+            "backend {}: {}",
+            self.name,
+            resp.summary()
+        );
+    }
+
     fn ask_count(&self, target: &str) -> u64 {
         let resp = Client::new(self.addr).fresh_connections().get(target);
         resp.text().trim().parse().unwrap_or_else(|_| {

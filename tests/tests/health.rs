@@ -336,3 +336,63 @@ fn passive_connect_failures_mark_a_backend_down_without_active_checks() {
         "berth_health_transitions_total to=up"
     );
 }
+
+#[test]
+fn a_check_slower_than_its_timeout_fails() {
+    let (backends, gw) = start(2, &[("upstreams.app.health", HTTP_HEALTH)]);
+    backends[0].set_health_slow();
+    gw.wait_backend("b1", "down", Duration::from_secs(4), |b| b.health == "down");
+    assert_eq!(gw.backend_info("b2").health, "up", "b2 answers promptly");
+    backends[0].set_healthy(true);
+    gw.wait_backend("b1", "up again", Duration::from_secs(4), |b| {
+        b.health == "up"
+    });
+}
+
+#[test]
+fn a_passively_downed_backend_is_recovered_by_the_active_check() {
+    // Active checks too slow to notice first (fall 3 × 1 s); passive fall 2.
+    let health = "{type: http, path: /__health, interval: 1s, timeout: 500ms, rise: 2, fall: 3}";
+    let (mut backends, gw) = start(
+        3,
+        &[
+            ("upstreams.app.health", health),
+            ("upstreams.app.passive", "{fall: 2, cooldown: 30s}"),
+        ],
+    );
+    backends[2].kill();
+    let killed = Instant::now();
+    let mut client = gw.client();
+    let mut refused = 0;
+    for i in 0..200 {
+        let r = client.send(&sessions::request(&sessions::id(i), "/"));
+        assert_eq!(r.status, 200, "{}", r.summary());
+        if r.previous() == "b3" {
+            refused += 1;
+            if refused == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, 2, "two new sessions found b3 refusing");
+    let row = gw.backend_info("b3");
+    let after = killed.elapsed();
+    assert_eq!(
+        row.health, "down",
+        "{after:?} after the kill, 2 connect failures: {row:?}"
+    );
+    assert!(
+        after < Duration::from_millis(1500),
+        "took {after:?}: not passive (active checks need ≥ 2 s to see 3 failures)"
+    );
+    // The cooldown (30 s) is not what brings it back: the active check is.
+    backends[2].restart();
+    let (_, took) = gw.wait_backend("b3", "up again", Duration::from_secs(6), |b| {
+        b.health == "up"
+    });
+    eprintln!("b3 restarted: up after {took:?} (active check, rise 2 × 1 s)");
+    assert!(
+        backends[2].health_checks() >= 2,
+        "the active check brought it back"
+    );
+}

@@ -248,6 +248,18 @@ fn killing_a_backend_under_load_fails_no_request_and_moves_only_its_sessions() {
             t.placed.id
         );
     }
+    let rows = gw.backends();
+    let victim_row = rows.iter().find(|b| b.id == victim).expect("listed");
+    assert_eq!(
+        (victim_row.health.as_str(), victim_row.sessions),
+        ("up", 0),
+        "{victim} after its sessions moved away: {rows:?}"
+    );
+    assert_eq!(
+        rows.iter().map(|b| b.sessions).sum::<u64>(),
+        SESSIONS as u64,
+        "every session is pinned once: {rows:?}"
+    );
     assert_eq!(
         backends[vi].count(),
         0,

@@ -203,3 +203,34 @@ fn a_reload_with_an_invalid_config_changes_nothing_and_logs_the_errors() {
     visit_all(&gw, &mut placed, None).unwrap_or_else(|e| panic!("after the refused reload: {e}"));
     assert!(gw.is_running());
 }
+
+#[test]
+fn a_reload_can_start_and_end_a_drain() {
+    let backends = Backend::start_many(3);
+    let all: Vec<&Backend> = backends.iter().collect();
+    let gw = Gateway::start_with_admin(&config::header_app(&specs(&all), &[]));
+    let mut placed = sessions::open(&gw, &sessions::ids(0, 150), THREADS);
+    let drained = config::header_app(&specs(&all), &[("upstreams.app.backends.0.drain", "true")]);
+    gw.rewrite_config(&drained);
+    gw.sighup();
+    gw.wait_backend("b1", "draining", Duration::from_secs(5), |b| {
+        b.state == "draining"
+    });
+    visit_all(&gw, &mut placed, None).unwrap_or_else(|e| panic!("b1 draining by reload: {e}"));
+    let homes = new_homes(&gw, 1000, 150);
+    assert!(
+        !homes.contains_key("b1"),
+        "new sessions reached the draining b1: {homes:?}"
+    );
+
+    gw.rewrite_config(&config::header_app(&specs(&all), &[]));
+    gw.sighup();
+    gw.wait_backend("b1", "active", Duration::from_secs(5), |b| {
+        b.state == "active"
+    });
+    let homes = new_homes(&gw, 2000, 150);
+    assert!(
+        homes.get("b1").copied().unwrap_or(0) >= 10,
+        "b1 takes new sessions after the drain was removed from the config: {homes:?}"
+    );
+}

@@ -4,7 +4,8 @@
 //! `GET /admin/sessions/{key}` shows a session's backend, backup, age and idle time.
 use berth_tests::config::{self, UPSTREAM};
 use berth_tests::sessions::{self, Placed};
-use berth_tests::{first_n, par_map, tally, Backend, Gateway, Request};
+use berth_tests::token::Token;
+use berth_tests::{first_n, par_map, tally, Backend, Gateway, Request, User};
 use std::time::{Duration, Instant};
 
 const THREADS: usize = 4;
@@ -193,4 +194,111 @@ fn the_session_endpoint_shows_backend_backup_age_and_idle_time() {
     // No affinity key: routed by the ring, nothing pinned.
     let r = client.send(&Request::get("/nokey"));
     assert_eq!((r.status, r.affinity()), (200, "ring"), "{}", r.summary());
+}
+
+#[test]
+fn migrated_sessions_go_only_to_eligible_backends() {
+    let (_backends, gw) = start(4);
+    let placed = sessions::open(&gw, &sessions::ids(0, 200), THREADS);
+    let homes = tally(placed.iter().map(|p| p.home.as_str()));
+    let r = gw.admin("POST", "/admin/backends/b2/drain", None);
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let on_b2 = gw.backend_info("b2").sessions;
+    assert_eq!(on_b2, homes["b2"] as u64);
+    let on_b1 = homes["b1"];
+    assert_eq!(migrate(&gw, "b1", None), on_b1 as u64);
+    gw.wait_backend("b1", "empty", Duration::from_secs(10), |b| b.sessions == 0);
+    assert_eq!(
+        gw.backend_info("b2").sessions,
+        on_b2,
+        "sessions migrated onto the draining b2"
+    );
+    let moved_to = tally(
+        placed
+            .iter()
+            .filter(|p| p.home == "b1")
+            .map(|p| gw.session_info(&p.id).expect("pinned").backend)
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    );
+    assert!(
+        !moved_to.contains_key("b1") && !moved_to.contains_key("b2"),
+        "b1's sessions went to {moved_to:?}"
+    );
+}
+
+#[test]
+fn migrated_cookie_sessions_get_a_cookie_for_their_new_backend() {
+    let backends = Backend::start_many(3);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let gw = Gateway::start_with_admin(&config::app_config(&[config::cookie_plugin()], &specs));
+    let cookie_backend = |r: &berth_tests::Response| {
+        r.set_cookie(config::COOKIE_NAME)
+            .and_then(|c| Token::parse(&c.value))
+            .map(|t| t.backend)
+    };
+    let mut users: Vec<(User, String)> = (0..120)
+        .map(|i| {
+            let mut u = gw.user();
+            let r = u.get("/").unwrap_or_else(|e| panic!("user {i}: {e}"));
+            assert_eq!((r.status, r.affinity()), (200, "new"), "{}", r.summary());
+            assert_eq!(cookie_backend(&r).as_deref(), Some(r.backend()));
+            let home = r.backend().to_string();
+            (u, home)
+        })
+        .collect();
+    let (m, on_m) = tally(users.iter().map(|(_, h)| h.as_str()))
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .expect("users");
+    let row = gw.backend_info(&m);
+    assert_eq!(
+        row.sessions, on_m as u64,
+        "cookie sessions are counted: {row:?}"
+    );
+    assert_eq!(migrate(&gw, &m, Some(r#"{"count":10}"#)), 10);
+    gw.wait_backend(&m, "10 sessions fewer", Duration::from_secs(5), |b| {
+        b.sessions == on_m as u64 - 10
+    });
+    let mut failures = Vec::new();
+    let mut moved = 0;
+    for (i, (u, home)) in users.iter_mut().enumerate() {
+        let r = u.get("/after").unwrap_or_else(|e| panic!("user {i}: {e}"));
+        if r.status == 200 && r.backend() == home.as_str() && r.affinity() == "sticky" {
+            if cookie_backend(&r).is_some() {
+                failures.push(format!("user {i}: sticky but re-issued: {}", r.summary()));
+            }
+            continue;
+        }
+        let ok = *home == m
+            && r.status == 200
+            && r.backend() != m
+            && r.affinity() == "reassigned"
+            && r.previous() == m
+            && cookie_backend(&r).as_deref() == Some(r.backend());
+        if ok {
+            moved += 1;
+            *home = r.backend().to_string();
+        } else {
+            failures.push(format!(
+                "user {i} (home {home}): want sticky, or reassigned from {m} with a cookie for \
+                 the new backend: {}",
+                r.summary()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", first_n(&failures, 10));
+    assert_eq!(moved, 10, "users moved off {m}");
+    for (i, (u, home)) in users.iter_mut().enumerate() {
+        let r = u
+            .get("/settled")
+            .unwrap_or_else(|e| panic!("user {i}: {e}"));
+        assert_eq!(
+            (r.status, r.backend(), r.affinity()),
+            (200, home.as_str(), "sticky"),
+            "user {i}: {}",
+            r.summary()
+        );
+    }
 }

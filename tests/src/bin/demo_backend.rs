@@ -14,7 +14,8 @@
 //!   `GET /__count?method=POST` — of those, the ones with that method;
 //!   `GET /__count?path=/x` — requests received for path `/x` (any path, `/__health` too).
 //! * `GET /__health` — `200 ok` while healthy, `503 failing` after `POST /__health/fail`;
-//!   `POST /__health/ok` makes it healthy again (both toggles answer `204`).
+//!   `POST /__health/slow` makes it answer 200 only after 1 s; `POST /__health/ok` makes it
+//!   healthy and prompt again (the toggles answer `204`).
 //! * `/__drop`, or any request with `X-Demo-Drop: 1` or `X-Demo-Drop: <list naming this
 //!   backend>` (e.g. `b1,b3`): the request (and its body) is read and counted, then the
 //!   connection is closed without any response.
@@ -36,6 +37,7 @@ struct State {
     /// Every request except `/__count` and the health toggles, per path (no query).
     by_path: Mutex<HashMap<String, u64>>,
     healthy: AtomicBool,
+    slow_health: AtomicBool,
 }
 
 fn bump(map: &Mutex<HashMap<String, u64>>, key: &str) {
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         by_method: Mutex::new(HashMap::new()),
         by_path: Mutex::new(HashMap::new()),
         healthy: AtomicBool::new(true),
+        slow_health: AtomicBool::new(false),
     });
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -200,14 +203,20 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
             };
             return Some(plain("200 OK", &format!("{n}\n"), req.keep_alive));
         }
-        "/__health/fail" | "/__health/ok" if method == "POST" => {
+        "/__health/fail" | "/__health/ok" | "/__health/slow" if method == "POST" => {
             state
                 .healthy
-                .store(path == "/__health/ok", Ordering::SeqCst);
+                .store(path != "/__health/fail", Ordering::SeqCst);
+            state
+                .slow_health
+                .store(path == "/__health/slow", Ordering::SeqCst);
             return Some(plain("204 No Content", "", req.keep_alive));
         }
         "/__health" => {
             bump(&state.by_path, path);
+            if state.slow_health.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
             return Some(if state.healthy.load(Ordering::SeqCst) {
                 plain("200 OK", "ok\n", req.keep_alive)
             } else {

@@ -275,3 +275,43 @@ fn drain_true_in_the_config_starts_the_backend_draining() {
         "b1 takes new sessions after undrain: {homes:?}"
     );
 }
+
+#[test]
+fn a_draining_backend_is_nobody_s_failover_target() {
+    let (mut backends, gw) = start(&[]);
+    let placed = sessions::open(&gw, &sessions::ids(0, SESSIONS), THREADS);
+    act(&gw, "/admin/backends/b2/drain", None, "draining");
+    backends[0].kill();
+    let ids: Vec<String> = placed.iter().map(|p| p.id.clone()).collect();
+    let results = sessions::visit(&gw, &ids, THREADS, "/after-kill");
+    let mut bad = Vec::new();
+    let mut backed_by_b2 = 0;
+    for (p, r) in placed.iter().zip(&results) {
+        let check = if p.home == "b1" {
+            if p.backup == "b2" {
+                backed_by_b2 += 1;
+            }
+            sessions::check_reassigned(r, "b1").and_then(|to| {
+                (to != "b2").then_some(()).ok_or(format!(
+                    "failed over to the draining b2 (backup was {})",
+                    p.backup
+                ))
+            })
+        } else {
+            sessions::check_sticky(r, &p.home)
+        };
+        if let Err(e) = check {
+            bad.push(format!("{}: {e}", p.id));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {SESSIONS} sessions after b1 died while b2 drains:\n  {}",
+        bad.len(),
+        first_n(&bad, 10)
+    );
+    assert!(
+        backed_by_b2 > 0,
+        "no b1 session had b2 as its backup: the test proved nothing"
+    );
+}

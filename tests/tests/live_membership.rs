@@ -133,6 +133,26 @@ fn adding_and_removing_backends_through_the_admin_api() {
     visit_all(&gw, &mut placed, None).unwrap_or_else(|e| panic!("the moved sessions stick: {e}"));
     // b2 served one visit per first-batch session of its own (after the add), none since.
     assert_eq!(backends[1].count_path("/visit"), first_on_b2);
+    let r = gw.admin("GET", "/admin/backends/b2", None);
+    assert_eq!(r.status, 404, "a removed backend: {}", r.summary());
+    let r = gw.admin("DELETE", "/admin/backends/b2", None);
+    assert_eq!(r.status, 404, "removing twice: {}", r.summary());
+
+    // Back under the same id and address: nothing moves back to it, new sessions reach it.
+    let body = format!(r#"{{"id":"b2","addr":"{}"}}"#, backends[1].addr);
+    let r = gw.admin("POST", "/admin/backends", Some(&body));
+    assert_eq!(r.status, 201, "re-adding b2: {}", r.summary());
+    visit_all(&gw, &mut placed, None).unwrap_or_else(|e| panic!("after re-adding b2: {e}"));
+    assert_eq!(
+        backends[1].count_path("/visit"),
+        first_on_b2,
+        "a session moved back to b2"
+    );
+    let homes = new_homes(&gw, 5000, SESSIONS);
+    assert!(
+        homes.get("b2").copied().unwrap_or(0) >= SESSIONS / 10,
+        "the re-added b2 takes new sessions: {homes:?}"
+    );
 }
 
 #[test]

@@ -302,3 +302,28 @@ fn migrated_cookie_sessions_get_a_cookie_for_their_new_backend() {
         );
     }
 }
+
+#[test]
+fn the_configured_migrate_rate_is_the_default() {
+    let backends = Backend::start_many(2);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let gw = Gateway::start_with_admin(&config::header_app(
+        &specs,
+        &[("upstreams.app.migrate_rate", "20")],
+    ));
+    let placed = sessions::open(&gw, &sessions::ids(0, 120), THREADS);
+    let (m, on_m) = busiest(&placed);
+    assert!(on_m >= 40, "{m} has {on_m} of 120");
+    let t0 = Instant::now();
+    assert_eq!(migrate(&gw, &m, Some(r#"{"count":40}"#)), 40);
+    let target = on_m as u64 - 40;
+    let (_, _) = gw.wait_backend(&m, "40 sessions fewer", Duration::from_secs(10), |b| {
+        b.sessions == target
+    });
+    let took = t0.elapsed();
+    eprintln!("40 sessions at migrate_rate 20/s in {took:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "40 sessions at the configured 20/s moved in {took:?}: migrate_rate is not applied"
+    );
+}

@@ -396,3 +396,82 @@ fn a_passively_downed_backend_is_recovered_by_the_active_check() {
         "the active check brought it back"
     );
 }
+
+#[test]
+fn backends_added_at_runtime_are_checked_and_removed_ones_are_not() {
+    let (backends, gw) = start(2, &[("upstreams.app.health", HTTP_HEALTH)]);
+    let extra = Backend::start("b3");
+    let body = format!(r#"{{"id":"b3","addr":"{}"}}"#, extra.addr);
+    let r = gw.admin("POST", "/admin/backends", Some(&body));
+    assert_eq!(r.status, 201, "{}", r.summary());
+    berth_tests::wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+        (extra.health_checks() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the added b3 got {} health checks in 3 s",
+            extra.health_checks()
+        )
+    });
+    extra.set_healthy(false);
+    gw.wait_backend("b3", "down", Duration::from_secs(3), |b| b.health == "down");
+    extra.set_healthy(true);
+    gw.wait_backend("b3", "up again", Duration::from_secs(3), |b| {
+        b.health == "up"
+    });
+
+    let r = gw.admin("DELETE", "/admin/backends/b1", None);
+    assert_eq!(r.status, 200, "{}", r.summary());
+    std::thread::sleep(Duration::from_millis(500));
+    let checks = backends[0].health_checks();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        backends[0].health_checks(),
+        checks,
+        "the removed b1 is still health-checked"
+    );
+}
+
+#[test]
+fn a_reload_keeps_a_down_backend_down() {
+    let (backends, gw) = start(3, &[("upstreams.app.health", HTTP_HEALTH)]);
+    backends[0].set_healthy(false);
+    gw.wait_backend("b1", "down", Duration::from_secs(3), |b| b.health == "down");
+    let extra = Backend::start("b4");
+    let mut specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    specs.push(extra.spec());
+    gw.rewrite_config(&config::header_app(
+        &specs,
+        &[("upstreams.app.health", HTTP_HEALTH)],
+    ));
+    gw.sighup();
+    // From the moment b4 shows until well past a check interval, b1 must never look up.
+    let mut seen = Vec::new();
+    let mut since_reload = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while since_reload.is_none_or(|t: Instant| t.elapsed() < Duration::from_millis(600)) {
+        assert!(Instant::now() < deadline, "b4 not listed 5 s after SIGHUP");
+        let rows = gw.backends();
+        if rows.iter().any(|b| b.id == "b4") {
+            since_reload.get_or_insert_with(Instant::now);
+            let b1 = rows.iter().find(|b| b.id == "b1").expect("b1 stays");
+            seen.push(b1.health.clone());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        seen.len() >= 5,
+        "only {} looks after the reload",
+        seen.len()
+    );
+    assert!(
+        seen.iter().all(|h| h == "down"),
+        "b1 (failing its checks) after a reload that added b4: {seen:?}"
+    );
+    let homes = tally(
+        sessions::open(&gw, &sessions::ids(0, 80), THREADS)
+            .iter()
+            .map(|p| p.home.as_str()),
+    );
+    assert!(!homes.contains_key("b1"), "{homes:?}");
+}

@@ -315,3 +315,36 @@ fn a_draining_backend_is_nobody_s_failover_target() {
         "no b1 session had b2 as its backup: the test proved nothing"
     );
 }
+
+#[test]
+fn migrating_every_session_off_a_draining_backend_drains_it() {
+    let (_backends, gw) = start(&[]);
+    let placed = sessions::open(&gw, &sessions::ids(0, SESSIONS), THREADS);
+    let (d, on_d) = busiest(&placed);
+    act(&gw, &format!("/admin/backends/{d}/drain"), None, "draining");
+    let r = gw.admin("POST", &format!("/admin/backends/{d}/migrate"), None);
+    assert_eq!(r.status, 202, "{}", r.summary());
+    let (row, took) = gw.wait_backend(&d, "drained", Duration::from_secs(10), |b| {
+        b.state == "drained"
+    });
+    assert_eq!(row.sessions, 0, "{row:?}");
+    eprintln!("{on_d} sessions migrated off the draining {d}: drained after {took:?}");
+    // Each of its sessions is told once, on its next request; the rest never move.
+    let ids: Vec<String> = placed.iter().map(|p| p.id.clone()).collect();
+    let mut current: Vec<String> = placed.iter().map(|p| p.home.clone()).collect();
+    for visit in 0..2 {
+        let results = sessions::visit(&gw, &ids, THREADS, "/after");
+        let mut bad = Vec::new();
+        for (i, r) in results.iter().enumerate() {
+            let check = if visit == 0 && placed[i].home == d {
+                sessions::check_reassigned(r, &d).map(|to| current[i] = to)
+            } else {
+                sessions::check_sticky(r, &current[i])
+            };
+            if let Err(e) = check {
+                bad.push(format!("visit {visit}, {}: {e}", ids[i]));
+            }
+        }
+        assert!(bad.is_empty(), "{}", first_n(&bad, 10));
+    }
+}

@@ -179,6 +179,7 @@ impl ProxyHttp for Proxy {
             decided_by_me: false,
             key_expires: ctx.routing.key_expires,
             now_unix: crate::views::now_unix(),
+            session: ctx.routing.key,
         };
         let now = self.gw.clock.now();
         let routing = &ctx.routing;

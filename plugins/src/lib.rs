@@ -174,6 +174,9 @@ pub struct DecisionView<'a> {
     /// decided (`decided_by_me`); others see `None`. `None` with `decided_by_me` means
     /// "unknown": the cookie plugin then re-issues its token.
     pub key_expires: Option<u64>,
+    /// The session key the request was routed with, shown (like `key_expires`) only to the
+    /// plugin that produced it, so a re-issued token keeps its session id.
+    pub session: Option<SessionKey>,
 }
 
 /// An affinity plugin. Implementations must be cheap: `key` runs on every request.
@@ -288,6 +291,7 @@ impl Chain {
             let view = DecisionView {
                 decided_by_me: mine,
                 key_expires: if mine { d.key_expires } else { None },
+                session: if mine { d.session } else { None },
                 ..*d
             };
             if let Some(k) = p.on_response(&view, resp) {
@@ -438,6 +442,7 @@ mod tests {
             decided_by_me: true,
             now_unix: 50,
             key_expires: Some(99),
+            session: None,
         };
         let mut pinned = Vec::new();
         c.on_response(&d, Some(1), &mut FakeResponse::new(), |k, _| pinned.push(k));

@@ -1,6 +1,7 @@
-//! Berth's cookie token, `v1.<kid>.<backend>.<expiry>.<mac>`, for crafting test cookies.
+//! Berth's cookie token, `v1.<kid>.<backend>.<expiry>.<sid>.<mac>`, for crafting test cookies.
 //!
-//! `mac = base64url-nopad(HMAC-SHA256(secret, "v1.<kid>.<backend>.<expiry>\n<upstream>"))`:
+//! `sid` is the session's 16-byte id in base64url (22 characters);
+//! `mac = base64url-nopad(HMAC-SHA256(secret, "v1.<kid>.<backend>.<expiry>.<sid>\n<upstream>"))`:
 //! a token is bound to its upstream without naming it.
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -13,6 +14,7 @@ pub struct Token {
     pub kid: String,
     pub backend: String,
     pub expiry: u64,
+    pub sid: String,
     pub mac: String,
 }
 
@@ -21,10 +23,11 @@ impl Token {
     pub fn parse(value: &str) -> Option<Token> {
         let parts: Vec<&str> = value.split('.').collect();
         match parts.as_slice() {
-            ["v1", kid, backend, expiry, mac] => Some(Token {
+            ["v1", kid, backend, expiry, sid, mac] => Some(Token {
                 kid: kid.to_string(),
                 backend: backend.to_string(),
                 expiry: expiry.parse().ok()?,
+                sid: sid.to_string(),
                 mac: mac.to_string(),
             }),
             _ => None,
@@ -34,15 +37,37 @@ impl Token {
     /// The token as a cookie value.
     pub fn encode(&self) -> String {
         format!(
-            "v1.{}.{}.{}.{}",
-            self.kid, self.backend, self.expiry, self.mac
+            "v1.{}.{}.{}.{}.{}",
+            self.kid, self.backend, self.expiry, self.sid, self.mac
         )
     }
 }
 
-/// A correctly signed token.
+/// A correctly signed token for a new session (a fresh session id per call).
 pub fn sign(secret: &[u8], kid: &str, backend: &str, expiry: u64, upstream: &str) -> String {
-    let payload = format!("v1.{kid}.{backend}.{expiry}");
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sid = (u128::from(std::process::id()) << 64) | u128::from(n);
+    sign_sid(
+        secret,
+        kid,
+        backend,
+        expiry,
+        &URL_SAFE_NO_PAD.encode(sid.to_be_bytes()),
+        upstream,
+    )
+}
+
+/// A correctly signed token with session id `sid` (22 base64url characters).
+pub fn sign_sid(
+    secret: &[u8],
+    kid: &str,
+    backend: &str,
+    expiry: u64,
+    sid: &str,
+    upstream: &str,
+) -> String {
+    let payload = format!("v1.{kid}.{backend}.{expiry}.{sid}");
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(payload.as_bytes());
     mac.update(b"\n");
@@ -54,7 +79,7 @@ pub fn sign(secret: &[u8], kid: &str, backend: &str, expiry: u64, upstream: &str
 /// True when `value` verifies under `secret` for `upstream`.
 pub fn verify(secret: &[u8], value: &str, upstream: &str) -> bool {
     Token::parse(value)
-        .is_some_and(|t| sign(secret, &t.kid, &t.backend, t.expiry, upstream) == value)
+        .is_some_and(|t| sign_sid(secret, &t.kid, &t.backend, t.expiry, &t.sid, upstream) == value)
 }
 
 /// Seconds since the Unix epoch.

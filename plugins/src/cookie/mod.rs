@@ -24,7 +24,6 @@ use berth_routing::{Reason, SessionKey};
 use parse::SetCookie;
 
 /// Namespace of the session keys of insert-mode tokens.
-const TOKEN_NAMESPACE: &[u8] = b"cookie";
 
 /// The `SameSite` attribute of an issued cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +170,7 @@ impl CookiePlugin {
         match ins.keys.verify(value, &ins.upstream, req.now_unix()) {
             Ok(v) => KeyOutcome::Key(Affinity::Backend {
                 name: v.backend,
-                key: SessionKey::new(TOKEN_NAMESPACE, &v.mac_bytes),
+                key: SessionKey(v.sid),
                 expires: v.expiry,
             }),
             Err(why) => KeyOutcome::Invalid(why),
@@ -200,19 +199,16 @@ impl CookiePlugin {
             return None;
         }
         let expiry = d.now_unix.saturating_add(ins.ttl_secs);
-        let tok = ins.keys.sign(&ins.upstream, d.backend, expiry);
+        // A session keeps its id across re-issued tokens; a new one gets a random id.
+        let sid = d.session.map_or_else(rand::random, |k| k.0);
+        let tok = ins.keys.sign_session(&ins.upstream, d.backend, expiry, sid);
         let mut value = String::with_capacity(self.name.len() + 1 + tok.len() + ins.attrs.len());
         value.push_str(&self.name);
         value.push('=');
         value.push_str(&tok);
         value.push_str(&ins.attrs);
         resp.append_header("set-cookie", value);
-        let key = ins
-            .keys
-            .verify(tok.as_bytes(), &ins.upstream, d.now_unix)
-            .ok()
-            .map(|v| SessionKey::new(TOKEN_NAMESPACE, &v.mac_bytes));
-        key
+        Some(SessionKey(sid))
     }
 
     /// Learn mode: the value the backend's last `Set-Cookie` for our cookie sets, if any.

@@ -34,6 +34,7 @@ fn decision(reason: Reason, mine: bool, key_expires: Option<u64>) -> DecisionVie
         decided_by_me: mine,
         now_unix: NOW,
         key_expires,
+        session: None,
     }
 }
 
@@ -89,12 +90,36 @@ fn insert_issues_and_reads_back() {
         tok.starts_with(&format!("v1.k1.b1.{}.", NOW + DAY)),
         "{tok}"
     );
-    assert_eq!(
-        set,
-        [format!(
-            "berth={tok}; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax"
-        )]
+    assert_eq!(set.len(), 1);
+    assert!(
+        set[0].starts_with(&format!("berth=v1.k1.b1.{}.", NOW + DAY)),
+        "{}",
+        set[0]
     );
+    assert!(
+        set[0].ends_with("; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax"),
+        "{}",
+        set[0]
+    );
+    assert_ne!(
+        set[0],
+        format!("berth={tok}; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax"),
+        "two new sessions get two session ids"
+    );
+    // Re-issuing for a known session keeps its id (and so its session key).
+    let mut again = decision(Reason::Failover, true, None);
+    again.session = Some(SessionKey(42));
+    let mut resp = FakeResponse::new();
+    assert_eq!(p.on_response(&again, &mut resp), Some(SessionKey(42)));
+    let reissued = resp.added("set-cookie")[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    match p.key(&FakeRequest::new().at(NOW).header("cookie", &reissued)) {
+        KeyOutcome::Key(Affinity::Backend { key, .. }) => assert_eq!(key, SessionKey(42)),
+        other => panic!("re-issued token does not read back: {other:?}"),
+    }
     let req = with_cookie(&format!("other=1; berth={tok}"));
     let KeyOutcome::Key(Affinity::Backend { name, key, expires }) = p.key(&req) else {
         panic!("expected a backend, got {:?}", p.key(&req));
@@ -102,7 +127,11 @@ fn insert_issues_and_reads_back() {
     assert_eq!((name, expires), ("b1", NOW + DAY));
     let verified = Keys::new([("k1", SECRET)]).unwrap();
     let v = verified.verify(tok.as_bytes(), "app", NOW).unwrap();
-    assert_eq!(key, SessionKey::new(b"cookie", &v.mac_bytes));
+    assert_eq!(
+        key,
+        SessionKey(v.sid),
+        "the token's session id is the session key"
+    );
     // The same token is the same session; another token another session.
     assert_eq!(
         outcome(&*p, &req),

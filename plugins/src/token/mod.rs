@@ -1,8 +1,10 @@
 //! Signed session tokens for cookie insert mode.
 //!
-//! Format: `v1.<key-id>.<backend-id>.<expiry>.<mac>` where `expiry` is Unix seconds in decimal
-//! and `mac` is base64url (no padding) of
-//! `HMAC-SHA256(secret, "v1.<key-id>.<backend-id>.<expiry>" || "\n" || upstream-name)`.
+//! Format: `v1.<key-id>.<backend-id>.<expiry>.<sid>.<mac>` where `expiry` is Unix seconds in
+//! decimal, `sid` is the session's random 128-bit id (base64url, 22 characters: it keeps one
+//! session one session across re-issued tokens, and tells apart sessions placed on the same
+//! backend in the same second), and `mac` is base64url (no padding) of
+//! `HMAC-SHA256(secret, "v1.<key-id>.<backend-id>.<expiry>.<sid>" || "\n" || upstream-name)`.
 //!
 //! * The upstream name is bound into the MAC but not written in the token, so a token issued
 //!   for another upstream fails as [`Invalid::BadSignature`] (indistinguishable from a forgery).
@@ -17,9 +19,9 @@
 //! ```
 //! use berth_plugins::token::Keys;
 //! let keys = Keys::new([("k1", [7u8; 32])]).unwrap();
-//! let token = keys.sign("app", "b1", 2_000);
+//! let token = keys.sign_session("app", "b1", 2_000, 42);
 //! let ok = keys.verify(token.as_bytes(), "app", 1_000).unwrap();
-//! assert_eq!((ok.backend, ok.expiry, ok.key_id), ("b1", 2_000, "k1"));
+//! assert_eq!((ok.backend, ok.expiry, ok.key_id, ok.sid), ("b1", 2_000, "k1", 42));
 //! assert!(keys.verify(token.as_bytes(), "other-upstream", 1_000).is_err());
 //! ```
 use crate::Invalid;
@@ -43,6 +45,8 @@ pub const MAX_ID_LEN: usize = 64;
 pub const MAC_LEN: usize = 32;
 /// Length of the MAC in base64url without padding.
 const MAC_B64_LEN: usize = 43;
+/// A 16-byte session id in base64url without padding.
+const SID_B64_LEN: usize = 22;
 /// Longest decimal `u64`.
 const MAX_EXPIRY_DIGITS: usize = 20;
 
@@ -101,17 +105,20 @@ pub struct Verified<'t> {
     pub expiry: u64,
     /// Id of the key that signed it.
     pub key_id: &'t str,
-    /// The raw MAC: unique per token, used as the session's identity.
+    /// The session's id (random at issue, kept when the token is re-issued).
+    pub sid: u128,
+    /// The raw MAC.
     pub mac_bytes: [u8; MAC_LEN],
 }
 
 /// The parts of a well-formed token.
 struct Parts<'t> {
-    /// `v1.<kid>.<backend>.<expiry>`: the signed prefix.
+    /// `v1.<kid>.<backend>.<expiry>.<sid>`: the signed prefix.
     signed: &'t [u8],
     key_id: &'t str,
     backend: &'t str,
     expiry: u64,
+    sid: u128,
     mac: [u8; MAC_LEN],
 }
 
@@ -163,9 +170,20 @@ impl Keys {
     /// signed with the first key. `backend` must be a [`valid_id`]; a token for any other
     /// string does not verify ([`Invalid::Malformed`]).
     pub fn sign(&self, upstream: &str, backend: &str, expiry: u64) -> String {
+        self.sign_session(upstream, backend, expiry, rand::random())
+    }
+
+    /// As [`Keys::sign`], for the session with id `sid` (re-issuing keeps a session's id).
+    pub fn sign_session(&self, upstream: &str, backend: &str, expiry: u64, sid: u128) -> String {
         let key = self.signer();
         let mut out = String::with_capacity(
-            VERSION.len() + key.id.len() + backend.len() + MAX_EXPIRY_DIGITS + MAC_B64_LEN + 4,
+            VERSION.len()
+                + key.id.len()
+                + backend.len()
+                + MAX_EXPIRY_DIGITS
+                + SID_B64_LEN
+                + MAC_B64_LEN
+                + 5,
         );
         out.push_str(VERSION);
         out.push('.');
@@ -174,6 +192,8 @@ impl Keys {
         out.push_str(backend);
         out.push('.');
         out.push_str(&expiry.to_string());
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(sid.to_be_bytes(), &mut out);
         let tag = mac_of(&key.mac, out.as_bytes(), upstream)
             .finalize()
             .into_bytes();
@@ -206,6 +226,7 @@ impl Keys {
             backend: parts.backend,
             expiry: parts.expiry,
             key_id: parts.key_id,
+            sid: parts.sid,
             mac_bytes: parts.mac,
         })
     }
@@ -226,7 +247,8 @@ fn parse(token: &[u8]) -> Option<Parts<'_>> {
         return None;
     }
     let mut fields = token.split(|&c| c == b'.');
-    let (Some(version), Some(kid), Some(backend), Some(expiry), Some(mac), None) = (
+    let (Some(version), Some(kid), Some(backend), Some(expiry), Some(sid), Some(mac), None) = (
+        fields.next(),
         fields.next(),
         fields.next(),
         fields.next(),
@@ -240,6 +262,12 @@ fn parse(token: &[u8]) -> Option<Parts<'_>> {
         return None;
     }
     let expiry = parse_u64(expiry)?;
+    if sid.len() != SID_B64_LEN {
+        return None;
+    }
+    let mut sid_buf = [0u8; 16 + 2];
+    let n = URL_SAFE_NO_PAD.decode_slice(sid, &mut sid_buf).ok()?;
+    let sid = u128::from_be_bytes(sid_buf.get(..n)?.try_into().ok()?);
     if mac.len() != MAC_B64_LEN {
         return None;
     }
@@ -254,6 +282,7 @@ fn parse(token: &[u8]) -> Option<Parts<'_>> {
         key_id: std::str::from_utf8(kid).ok()?,
         backend: std::str::from_utf8(backend).ok()?,
         expiry,
+        sid,
         mac,
     })
 }

@@ -105,18 +105,21 @@ fn length_limit() {
 #[test]
 fn forged() {
     let keys = k1();
-    let good = keys.sign("app", "b1", LATER);
+    let good = keys.sign_session("app", "b1", LATER, 7);
     let mac = good.rsplit('.').next().unwrap().to_string();
     let mut flipped = mac.clone().into_bytes();
     flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
     let flipped = String::from_utf8(flipped).unwrap();
-    let other_key = keys_sig(&keys_other(), "app", "b1", LATER);
+    let other_key = keys_sig(&keys_other(), "app", "b1", LATER, 7);
+    let other_sid = keys.sign_session("app", "b1", LATER, 8);
+    let other_sid = other_sid.split('.').nth(4).unwrap();
     let cases = [
         with_field(&good, 2, "b2"),                     // edited backend id
         with_field(&good, 3, &(LATER + 1).to_string()), // edited expiry
         with_field(&good, 3, &format!("0{LATER}")),     // same number, other text
-        with_field(&good, 4, &flipped),                 // edited mac
-        with_field(&good, 4, &other_key),               // mac from another key, same id
+        with_field(&good, 4, other_sid),                // another session's id
+        with_field(&good, 5, &flipped),                 // edited mac
+        with_field(&good, 5, &other_key),               // mac from another key, same id
     ];
     for t in cases {
         assert_eq!(
@@ -132,8 +135,8 @@ fn keys_other() -> Keys {
     keys(&[("k1", 2)])
 }
 
-fn keys_sig(keys: &Keys, up: &str, backend: &str, expiry: u64) -> String {
-    let t = keys.sign(up, backend, expiry);
+fn keys_sig(keys: &Keys, up: &str, backend: &str, expiry: u64, sid: u128) -> String {
+    let t = keys.sign_session(up, backend, expiry, sid);
     t.rsplit('.').next().unwrap().to_string()
 }
 

@@ -29,7 +29,10 @@ pub struct HealthState {
 impl HealthState {
     /// A backend considered up (new backends start up, as in HAProxy and Pingora).
     pub fn up() -> Self {
-        HealthState { up: true, streak: 0 }
+        HealthState {
+            up: true,
+            streak: 0,
+        }
     }
 
     /// A backend considered down.
@@ -80,13 +83,21 @@ mod tests {
     fn needs_consecutive_results() {
         let mut h = HealthState::up();
         assert_eq!(h.observe(false, T), None);
-        assert_eq!(h.observe(true, T), None, "a success resets the failure streak");
+        assert_eq!(
+            h.observe(true, T),
+            None,
+            "a success resets the failure streak"
+        );
         assert_eq!(h.observe(false, T), None);
         assert_eq!(h.observe(false, T), Some(false));
         assert!(!h.is_up());
         assert_eq!(h.observe(true, T), None);
         assert_eq!(h.observe(true, T), None);
-        assert_eq!(h.observe(false, T), None, "a failure resets the success streak");
+        assert_eq!(
+            h.observe(false, T),
+            None,
+            "a failure resets the success streak"
+        );
         for _ in 0..2 {
             assert_eq!(h.observe(true, T), None);
         }

@@ -23,8 +23,6 @@ use crate::{Affinity, AffinityPlugin, DecisionView, KeyOutcome, RequestView, Res
 use berth_routing::{Reason, SessionKey};
 use parse::SetCookie;
 
-/// Namespace of the session keys of insert-mode tokens.
-
 /// The `SameSite` attribute of an issued cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {

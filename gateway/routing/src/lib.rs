@@ -7,7 +7,7 @@
 //!   weight 0 = no points, no panic), or simple modulo hashing.
 //! * [`Overlay`] — the sticky overlay: `SessionKey → (BackendId, backup)` ([`Pin`]) with idle
 //!   TTL, a bound on entries (approximate-LRU eviction, counted) and exact per-backend session
-//!   counts; sharded, 40 bytes per pin when full, one cache miss per hit.
+//!   counts; sharded, ~46 bytes per pin when full, one cache miss per hit.
 //! * [`Router`] — one immutable routing table of an upstream (backends + ring + up/draining
 //!   flags) sharing an [`Overlay`] with older and newer tables; `select*` return a [`Decision`].
 //!

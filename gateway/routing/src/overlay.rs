@@ -3,8 +3,8 @@
 //!
 //! Sharded (up to 64 shards chosen by key bits 64.., each behind a `parking_lot::Mutex`), so
 //! `get` and `pin` never take a global lock. Each shard keeps its pins inline in an
-//! open-addressing table of 32-byte slots indexed by key bits 0..64 (40 bytes per pin when full,
-//! one cache miss per hit); see `table.rs`.
+//! open-addressing table of 32-byte slots indexed by key bits 0..64 (~46 bytes per pin when
+//! full, one cache miss per hit); see `table.rs`.
 //!
 //! Times are kept in whole seconds (`now / 1000`), so an idle pin expires once
 //! `now_s - last_seen_s >= ceil(idle_ttl / 1000)`: within a second of the configured TTL.

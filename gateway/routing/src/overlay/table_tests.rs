@@ -44,8 +44,13 @@ fn slot_is_32_bytes_and_aligned() {
 
 #[test]
 fn sizes_follow_the_bound() {
-    let t = Table::new(12);
-    assert_eq!(t.slots(), 15, "12 / 0.8");
+    let mut t = Table::new(12);
+    assert_eq!(t.slots(), INITIAL_SLOTS);
+    for k in 1..=12u128 {
+        put(&mut t, k << 60, 0, 0);
+    }
+    assert_eq!(t.slots(), 18, "12 / 0.7");
+    t.check_invariants();
     assert_eq!(Table::new(1).slots(), 2, "always one vacant slot");
     assert_eq!(Table::new(0).slots(), 2, "0 is treated as 1");
     let mut t = Table::new(1000);
@@ -58,8 +63,8 @@ fn sizes_follow_the_bound() {
             0,
         );
     }
-    assert_eq!((t.len(), t.slots()), (1000, 1250));
-    assert_eq!(t.memory_bytes(), 1250 * 32);
+    assert_eq!((t.len(), t.slots()), (1000, 1429));
+    assert_eq!(t.memory_bytes(), 1429 * 32);
     t.check_invariants();
 }
 

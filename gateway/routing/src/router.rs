@@ -321,16 +321,7 @@ impl Router {
         stored: Option<BackendId>,
         now: Millis,
     ) -> Decision {
-        let backup = stored
-            .and_then(|b| self.index_of_id(b))
-            .filter(|&b| b != i && self.takes_new(b))
-            .or_else(|| self.backup_after(key.ring_point(), i, &[]));
-        let d = Decision {
-            backend: i,
-            backup,
-            reason: Reason::Sticky,
-            previous: None,
-        };
+        let d = self.sticky(key, i, stored, now);
         self.repin(key, &d, now);
         d
     }

@@ -10,6 +10,7 @@
 //! `now_s - last_seen_s >= ceil(idle_ttl / 1000)`: within a second of the configured TTL.
 use crate::{BackendId, Millis, SessionKey};
 use parking_lot::Mutex;
+use std::hash::{BuildHasher, RandomState};
 
 mod shard;
 mod table;
@@ -117,6 +118,11 @@ pub struct Overlay {
     cfg: OverlayConfig,
 }
 
+/// A random odd multiplier for shard `i`'s table (std's per-process random SipHash keys).
+fn random_mult(i: usize) -> u64 {
+    RandomState::new().hash_one(i) | 1
+}
+
 /// Most shards an overlay uses.
 const MAX_SHARDS: usize = 64;
 /// Small overlays get fewer shards (about one per this many entries) so that their bound is
@@ -133,7 +139,7 @@ impl Overlay {
             .clamp(1, MAX_SHARDS);
         let shard_cap = max.div_ceil(n);
         let shards = (0..n)
-            .map(|_| Padded(Mutex::new(Shard::new(shard_cap))))
+            .map(|i| Padded(Mutex::new(Shard::new(shard_cap, random_mult(i)))))
             .collect();
         Overlay {
             shards,

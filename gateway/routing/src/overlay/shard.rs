@@ -36,9 +36,10 @@ pub(super) struct Shard {
 }
 
 impl Shard {
-    pub(super) fn new(cap: usize) -> Self {
+    /// A shard of at most `cap` pins; `mult` is its table's key multiplier (random).
+    pub(super) fn new(cap: usize, mult: u64) -> Self {
         Shard {
-            table: Table::new(cap),
+            table: Table::new(cap, mult),
             counts: Vec::new(),
             cap: cap.max(1),
             stats: OverlayStats::default(),

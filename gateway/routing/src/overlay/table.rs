@@ -1,8 +1,10 @@
 //! One shard's pins: an open-addressing hash table of inline 32-byte slots.
 //!
 //! * The key is already a uniform 128-bit hash, so a slot's *home* is its low 64 bits scaled to
-//!   the table size (`(lo64 × slots) >> 64`: any size, not only powers of two). The overlay
-//!   picks shards from bits 64.. and the ring uses bits 96..128, so the three are independent.
+//!   the table size (`(lo64 × slots) >> 64`: any size, not only powers of two), after a multiply
+//!   by a random odd per-table constant: keys are unseeded hashes of client-chosen values, and
+//!   without it a client could grind values into one long probe cluster. The overlay picks
+//!   shards from bits 64.. and the ring uses bits 96..128, so the three are independent.
 //! * Linear probing; slots are 32-byte aligned, two per 64-byte cache line, so a hit usually
 //!   costs one cache miss (the probe rarely leaves the home line or its neighbour).
 //! * Deletion is backward-shift (Knuth's Algorithm R): no tombstones, so probe lengths depend
@@ -63,12 +65,14 @@ pub(super) struct Table {
     /// Size the table grows to (and no further): room for `max_len` pins at the maximum load,
     /// and always at least one vacant slot, so every probe ends.
     final_slots: usize,
+    /// Odd multiplier applied to the key before placing it (see the module docs).
+    mult: u64,
 }
 
-/// The home slot of `key` in a table of `n` slots.
+/// The home slot of `key` in a table of `n` slots placing keys with multiplier `mult`.
 #[inline]
-fn home(key: u128, n: usize) -> usize {
-    ((u128::from(key as u64) * n as u128) >> 64) as usize
+fn home(key: u128, mult: u64, n: usize) -> usize {
+    ((u128::from((key as u64).wrapping_mul(mult)) * n as u128) >> 64) as usize
 }
 
 /// How far `to` is after `from`, going forward and wrapping at `n`.
@@ -82,8 +86,9 @@ fn distance(from: usize, to: usize, n: usize) -> usize {
 }
 
 impl Table {
-    /// An empty table for at most `max_len` (≥ 1) pins.
-    pub(super) fn new(max_len: usize) -> Self {
+    /// An empty table for at most `max_len` (≥ 1) pins, placing keys with the multiplier
+    /// `mult` (made odd; 1 places keys by their low bits alone).
+    pub(super) fn new(max_len: usize, mult: u64) -> Self {
         let max_len = max_len.max(1);
         let final_slots = max_len
             .saturating_mul(MAX_LOAD_DEN)
@@ -93,7 +98,13 @@ impl Table {
             slots: vec![Slot::EMPTY; INITIAL_SLOTS.min(final_slots)].into_boxed_slice(),
             len: 0,
             final_slots,
+            mult: mult | 1,
         }
+    }
+
+    #[inline]
+    fn home(&self, key: u128) -> usize {
+        home(key, self.mult, self.slots.len())
     }
 
     /// Number of pins.
@@ -119,7 +130,7 @@ impl Table {
     /// `Ok(position)` of `key`, or `Err(position)` of the vacant slot where it would go.
     #[inline]
     pub(super) fn find(&self, key: u128) -> Result<usize, usize> {
-        let mut i = home(key, self.slots.len());
+        let mut i = self.home(key);
         loop {
             let s = &self.slots[i];
             if s.is_vacant() {
@@ -179,7 +190,7 @@ impl Table {
         let n = (self.slots.len() * 2).min(self.final_slots);
         let old = std::mem::replace(&mut self.slots, vec![Slot::EMPTY; n].into_boxed_slice());
         for s in old.iter().filter(|s| !s.is_vacant()) {
-            let mut i = home(s.key, n);
+            let mut i = home(s.key, self.mult, n);
             while !self.slots[i].is_vacant() {
                 i = self.next(i);
             }
@@ -198,7 +209,7 @@ impl Table {
         while !self.slots[j].is_vacant() {
             // The pin at `j` may fill the hole if its probe passed the hole, i.e. the hole lies
             // in [home, j) going forward.
-            let h = home(self.slots[j].key, n);
+            let h = self.home(self.slots[j].key);
             if distance(h, j, n) >= distance(hole, j, n) {
                 self.slots[hole] = self.slots[j];
                 hole = j;
@@ -217,7 +228,7 @@ impl Table {
     /// `vacant`.
     pub(super) fn replace(&mut self, victim: usize, slot: Slot, vacant: usize) -> Slot {
         let n = self.slots.len();
-        let h = home(slot.key, n);
+        let h = self.home(slot.key);
         if distance(h, victim, n) < distance(h, vacant, n) {
             std::mem::replace(&mut self.slots[victim], slot)
         } else {
@@ -231,7 +242,7 @@ impl Table {
     /// when the table holds fewer), as eviction candidate. `None` when the table is empty.
     pub(super) fn oldest_near(&self, key: u128, samples: usize) -> Option<usize> {
         let want = samples.min(self.len);
-        let mut i = home(key, self.slots.len());
+        let mut i = self.home(key);
         let mut best: Option<usize> = None;
         let mut seen = 0;
         while seen < want {
@@ -291,7 +302,7 @@ impl Table {
                 continue;
             }
             assert_eq!(self.find(s.key), Ok(pos));
-            let h = home(s.key, n);
+            let h = self.home(s.key);
             let mut i = h;
             while i != pos {
                 assert!(!self.slots[i].is_vacant(), "hole between home and pin");

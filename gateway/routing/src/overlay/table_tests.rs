@@ -3,9 +3,10 @@ use std::collections::HashMap;
 
 /// A key whose home is `h` in a table of `n` slots; `tag` (the high bits) tells keys apart.
 fn key_at(h: usize, n: usize, tag: u64) -> u128 {
-    let lo = ((h as u128) << 64).div_ceil(n as u128) as u64;
+    // Distinct low bits too, like keys ground to share a home.
+    let lo = (((h as u128) << 64).div_ceil(n as u128) as u64).wrapping_add(tag);
     let k = u128::from(tag) << 64 | u128::from(lo);
-    assert_eq!(home(k, n), h);
+    assert_eq!(home(k, 1, n), h);
     k
 }
 
@@ -44,16 +45,16 @@ fn slot_is_32_bytes_and_aligned() {
 
 #[test]
 fn sizes_follow_the_bound() {
-    let mut t = Table::new(12);
+    let mut t = Table::new(12, 1);
     assert_eq!(t.slots(), INITIAL_SLOTS);
     for k in 1..=12u128 {
         put(&mut t, k << 60, 0, 0);
     }
     assert_eq!(t.slots(), 18, "12 / 0.7");
     t.check_invariants();
-    assert_eq!(Table::new(1).slots(), 2, "always one vacant slot");
-    assert_eq!(Table::new(0).slots(), 2, "0 is treated as 1");
-    let mut t = Table::new(1000);
+    assert_eq!(Table::new(1, 1).slots(), 2, "always one vacant slot");
+    assert_eq!(Table::new(0, 1).slots(), 2, "0 is treated as 1");
+    let mut t = Table::new(1000, 1);
     assert_eq!(t.slots(), INITIAL_SLOTS);
     for k in 0..1000u64 {
         put(
@@ -70,7 +71,7 @@ fn sizes_follow_the_bound() {
 
 #[test]
 fn probes_wrap_around_the_end() {
-    let mut t = Table::new(12);
+    let mut t = Table::new(12, 1);
     let n = t.slots();
     // Four keys homed at the last slot: they occupy n-1, 0, 1, 2.
     let keys: Vec<u128> = (0..4).map(|tag| key_at(n - 1, n, tag)).collect();
@@ -99,7 +100,7 @@ fn probes_wrap_around_the_end() {
 
 #[test]
 fn backward_shift_keeps_pins_at_or_after_home() {
-    let mut t = Table::new(12);
+    let mut t = Table::new(12, 1);
     let n = t.slots();
     // a (home 3) at 3, b (home 3) at 4, c (home 5) at 5, d (home 4) at 6.
     let (a, b, c, d) = (
@@ -123,7 +124,7 @@ fn backward_shift_keeps_pins_at_or_after_home() {
 fn random_ops_match_a_hashmap() {
     for (max_len, homes, seed) in [(12, 3, 1), (50, 10, 2), (300, 1 << 20, 3), (1, 1, 4)] {
         let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ seed);
-        let mut t = Table::new(max_len);
+        let mut t = Table::new(max_len, 1);
         let mut model: HashMap<u128, u32> = HashMap::new();
         for step in 0..20_000u32 {
             let r = rng.next();
@@ -181,7 +182,7 @@ fn random_ops_match_a_hashmap() {
 
 #[test]
 fn replace_in_place_or_at_the_vacant_slot() {
-    let mut t = Table::new(12);
+    let mut t = Table::new(12, 1);
     let n = t.slots();
     // A run at 3..6 (homes 3, 3, 4), a gap at 6, a pin at 7 (home 7).
     let run = [key_at(3, n, 1), key_at(3, n, 2), key_at(4, n, 3)];
@@ -208,7 +209,7 @@ fn replace_in_place_or_at_the_vacant_slot() {
 
 #[test]
 fn remove_where_across_the_wrap() {
-    let mut t = Table::new(12);
+    let mut t = Table::new(12, 1);
     let n = t.slots();
     let mut keys = Vec::new();
     for tag in 0..10u64 {
@@ -232,7 +233,7 @@ fn remove_where_across_the_wrap() {
 
 #[test]
 fn full_table_evicts_the_oldest_sampled() {
-    let mut t = Table::new(100);
+    let mut t = Table::new(100, 1);
     let mut rng = Rng(7);
     for i in 0..100u32 {
         put(
@@ -249,7 +250,7 @@ fn full_table_evicts_the_oldest_sampled() {
         // The victim is the oldest of the first five pins from the key's home.
         let n = t.slots();
         let mut firsts = Vec::new();
-        let mut j = home(key, n);
+        let mut j = home(key, 1, n);
         while firsts.len() < 5 {
             if !t.slot(j).is_vacant() {
                 firsts.push(t.slot(j).last_seen_s);
@@ -267,9 +268,33 @@ fn full_table_evicts_the_oldest_sampled() {
     assert!(old <= 5, "{old} old pins survived");
 }
 
+/// Keys crafted to share one home (as a client grinding cookie values could) spread out under a
+/// random multiplier.
+#[test]
+fn multiplier_spreads_crafted_keys() {
+    let crafted: Vec<u128> = (0..200).map(|tag| key_at(5, 429, tag)).collect();
+    let mut t = Table::new(300, 0x9E37_79B9_7F4A_7C15);
+    for &k in &crafted {
+        put(&mut t, k, 0, 0);
+    }
+    t.check_invariants();
+    let n = t.slots();
+    let longest = (0..n)
+        .filter(|&p| !t.slot(p).is_vacant())
+        .map(|p| distance(t.home(t.slot(p).key), p, n))
+        .max();
+    assert!(longest < Some(20), "longest displacement {longest:?}");
+    // Without the multiplier they form one cluster.
+    let mut plain = Table::new(300, 1);
+    for &k in &crafted {
+        put(&mut plain, k, 0, 0);
+    }
+    assert_eq!(plain.find(crafted[199]), Ok(204));
+}
+
 #[test]
 fn one_pin_table() {
-    let mut t = Table::new(1);
+    let mut t = Table::new(1, 1);
     assert_eq!(t.oldest_near(5, 5), None);
     put(&mut t, 5, 0, 0);
     let victim = t.oldest_near(6, 5).expect("one pin");

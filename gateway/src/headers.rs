@@ -3,11 +3,13 @@
 use crate::upstreams::Signal;
 use crate::views::client_ip;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora_error::Result;
-use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_error::{Error, ErrorSource, ErrorType, OrErr};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::fmt::Write;
+use std::net::IpAddr;
 
 /// Header telling the backend why the request came to it.
 pub const AFFINITY: &str = "x-berth-affinity";
@@ -26,34 +28,67 @@ pub fn host(req: &RequestHeader) -> Option<&str> {
 
 /// Set the headers the backend receives. Client-sent `X-Berth-*` headers are removed first, so
 /// a client cannot fake Berth's signals.
+///
+/// Runs on every request: values are static, pre-built per backend ([`Signal::backup`]) or
+/// shared with the request (`Host`), so the only allocations left are the ones Pingora makes
+/// for each inserted header name.
 pub fn to_upstream(session: &Session, req: &mut RequestHeader, signal: &Signal<'_>) -> Result<()> {
     for name in [AFFINITY, PREVIOUS, BACKUP] {
         req.remove_header(name);
     }
-    req.insert_header(AFFINITY, signal.affinity)?;
+    req.insert_header(AFFINITY, HeaderValue::from_static(signal.affinity))?;
     if let Some(p) = &signal.previous {
         req.insert_header(PREVIOUS, &**p)?;
     }
     if let Some(b) = signal.backup {
-        req.insert_header(BACKUP, b)?;
+        req.insert_header(BACKUP, b.clone())?;
     }
     if let Some(ip) = client_ip(session) {
-        let mut xff = String::with_capacity(64);
-        for v in req.headers.get_all("x-forwarded-for") {
-            if let Ok(s) = v.to_str() {
-                xff.push_str(s);
-                xff.push_str(", ");
+        let xff = forwarded_for(req, ip)?;
+        req.insert_header(XFF, xff)?;
+    }
+    req.insert_header(XF_PROTO, HeaderValue::from_static("http"))?;
+    let down = session.req_header();
+    match down.headers.get(http::header::HOST) {
+        // The same bytes `host()` returns, shared rather than copied.
+        Some(h) if h.to_str().is_ok() => req.insert_header(XF_HOST, h.clone())?,
+        _ => {
+            if let Some(h) = host(down).map(str::to_owned) {
+                req.insert_header(XF_HOST, h)?;
             }
         }
-        // Writing to a String cannot fail.
-        let _ = write!(xff, "{ip}");
-        req.insert_header("x-forwarded-for", xff)?;
-    }
-    req.insert_header("x-forwarded-proto", "http")?;
-    if let Some(h) = host(session.req_header()).map(str::to_owned) {
-        req.insert_header("x-forwarded-host", h)?;
     }
     Ok(())
+}
+
+const XFF: &str = "x-forwarded-for";
+const XF_PROTO: &str = "x-forwarded-proto";
+const XF_HOST: &str = "x-forwarded-host";
+
+/// `X-Forwarded-For`: the values the client sent (each followed by `, `), then the peer's IP.
+fn forwarded_for(req: &RequestHeader, ip: IpAddr) -> Result<HeaderValue> {
+    let mut sent = req.headers.get_all(XFF).iter().peekable();
+    if sent.peek().is_none() {
+        // The common case: just the address, formatted on the stack.
+        let mut buf = [0u8; 64];
+        let mut w = std::io::Cursor::new(&mut buf[..]);
+        // An IPv6 address is at most 45 bytes: cannot fail.
+        let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
+        let n = w.position() as usize;
+        if let Ok(v) = HeaderValue::from_bytes(&buf[..n]) {
+            return Ok(v);
+        }
+    }
+    let mut xff = String::with_capacity(64);
+    for v in req.headers.get_all(XFF) {
+        if let Ok(s) = v.to_str() {
+            xff.push_str(s);
+            xff.push_str(", ");
+        }
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(xff, "{ip}");
+    HeaderValue::try_from(xff).or_err(ErrorType::InvalidHTTPHeader, "invalid value while insert")
 }
 
 /// Answer the client directly with a short plain-text body.

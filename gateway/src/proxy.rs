@@ -6,6 +6,7 @@ use crate::upstreams::{Gateway, Routing, Table, Upstream};
 use crate::views::{ReqView, RespView};
 use async_trait::async_trait;
 use berth_plugins::DecisionView;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -40,6 +41,10 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx::default()
     }
+
+    /// No downstream modules. Pingora's default adds a response-compression module with every
+    /// level at 0 (disabled), which still costs a context and several filter calls per request.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();

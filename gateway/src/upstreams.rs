@@ -9,6 +9,7 @@ use berth_routing::{
     BackendId, BackendIdx, BackendSpec, Decision, Interner, Millis, Overlay, Reason, Router,
     RouterConfig, SessionKey,
 };
+use http::HeaderValue;
 use parking_lot::Mutex;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::sync::atomic::{AtomicU32, AtomicUsize};
@@ -136,6 +137,8 @@ pub struct BackendRt {
     /// Template cloned for every request to this backend.
     pub peer: HttpPeer,
     pub metrics: BackendMetrics,
+    /// The backend id as a header value (`X-Berth-Backup`), built once.
+    pub id_value: Option<HeaderValue>,
     /// Consecutive connect failures seen by requests (passive health).
     pub connect_failures: AtomicU32,
 }
@@ -243,6 +246,7 @@ impl Table {
             .map(|b| BackendRt {
                 peer: peer(b.conf.addr, s.connect_timeout, s.read_timeout),
                 metrics: up.root_metrics.backend(&up.name, &b.conf.id),
+                id_value: HeaderValue::from_str(&b.conf.id).ok(),
                 connect_failures: AtomicU32::new(0),
             })
             .collect();
@@ -303,7 +307,10 @@ impl Routing {
         Signal {
             affinity,
             previous: previous.and_then(|id| up.names.name(id)),
-            backup: d.backup.map(|b| table.router.name(b)),
+            backup: d
+                .backup
+                .and_then(|b| table.backends.get(b))
+                .and_then(|b| b.id_value.as_ref()),
         }
     }
 }
@@ -315,8 +322,8 @@ pub struct Signal<'t> {
     pub affinity: &'static str,
     /// Where the session was before, when it moved.
     pub previous: Option<Arc<str>>,
-    /// The session's backup backend.
-    pub backup: Option<&'t str>,
+    /// The session's backup backend (its id).
+    pub backup: Option<&'t HeaderValue>,
 }
 
 /// Backends that failed during one request; small and allocation-free.

@@ -68,14 +68,19 @@ impl ProxyHttp for Proxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some((upstream, table, _)) = ctx.parts() else {
+        // Disjoint field borrows: no reference-count traffic on the request path.
+        let Ctx {
+            upstream: Some(upstream),
+            table: Some(table),
+            routing,
+        } = ctx
+        else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
-        let (upstream, table) = (upstream.clone(), table.clone());
-        if ctx.routing.retrying {
-            ctx.routing.retrying = false;
+        if routing.retrying {
+            routing.retrying = false;
             let now = self.gw.clock.now();
-            if upstream.failover(&table, &mut ctx.routing, now).is_none() {
+            if upstream.failover(table, routing, now).is_none() {
                 upstream.metrics.no_backend.inc();
                 return Error::e_explain(
                     ErrorType::HTTPStatus(503),
@@ -83,8 +88,10 @@ impl ProxyHttp for Proxy {
                 );
             }
         }
-        let backend = ctx.routing.decision.map_or(0, |d| d.backend);
-        Ok(Box::new(table.backends[backend].peer.clone()))
+        let Some(d) = routing.decision else {
+            return Error::e_explain(ErrorType::InternalError, "no routing decision");
+        };
+        Ok(Box::new(table.backends[d.backend].peer.clone()))
     }
 
     async fn connected_to_upstream(

@@ -1,13 +1,13 @@
 //! Runtime state of the gateway: upstreams, their routing tables (behind `ArcSwap`, swapped
 //! whole, never locked on the request path) and the route table.
-use crate::config::{Config, HealthConf, PassiveConf, Route, UpstreamConf};
+use crate::config::{Config, Route, UpstreamConf, UpstreamSettings};
 use crate::members::{Member, Members};
 use crate::metrics::{BackendMetrics, Metrics, UpstreamMetrics};
 use arc_swap::ArcSwap;
 use berth_plugins::{Affinity, Chain, RequestView};
 use berth_routing::{
     BackendId, BackendIdx, BackendSpec, Decision, Interner, Millis, Overlay, Reason, Router,
-    RouterConfig, SessionKey,
+    SessionKey,
 };
 use http::HeaderValue;
 use parking_lot::Mutex;
@@ -105,25 +105,13 @@ pub struct Upstream {
     pub overlay: Arc<Overlay>,
     pub names: Interner,
     pub table: ArcSwap<Table>,
-    pub settings: Settings,
+    pub settings: UpstreamSettings,
     pub metrics: UpstreamMetrics,
     pub(crate) members: Mutex<Members>,
     /// Sessions moved by a migration whose next request has not come yet (fast check).
     pub(crate) moved_pending: AtomicUsize,
     root_metrics: Arc<Metrics>,
     issues_sessions: bool,
-}
-
-/// Per-upstream settings that tables and lifecycle tasks read.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub router: RouterConfig,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub connect_retries: usize,
-    pub health: Option<HealthConf>,
-    pub passive: PassiveConf,
-    pub migrate_rate: u32,
 }
 
 /// One immutable version of an upstream's backends.
@@ -151,15 +139,7 @@ impl Upstream {
         let up = Upstream {
             metrics: metrics.upstream(&conf.name, &plugin_names),
             issues_sessions: conf.chain.issues_sessions(),
-            settings: Settings {
-                router: conf.router,
-                connect_timeout: conf.connect_timeout,
-                read_timeout: conf.read_timeout,
-                connect_retries: conf.connect_retries,
-                health: conf.health,
-                passive: conf.passive,
-                migrate_rate: conf.migrate_rate,
-            },
+            settings: conf.settings,
             name: conf.name,
             chain: conf.chain,
             overlay,

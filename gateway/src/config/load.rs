@@ -1,7 +1,7 @@
 //! The YAML reader: file → [`Config`], collecting every error with its key path.
 use super::{
     defaults, Admin, BackendConf, ConfError, Config, HealthConf, HealthKind, Listener, PassiveConf,
-    Route, UpstreamConf,
+    Route, UpstreamConf, UpstreamSettings,
 };
 use berth_plugins::params::{join, show, Errors, Obj};
 use berth_plugins::{Chain, PluginContext, Registry};
@@ -276,18 +276,20 @@ fn read_upstream(
     o.finish();
     Some(UpstreamConf {
         name: name.to_string(),
-        router: RouterConfig {
-            hashing,
-            points_per_weight: points,
-        },
         chain: Chain::new(plugins),
         sessions,
-        connect_timeout,
-        read_timeout,
-        connect_retries,
-        health,
-        passive,
-        migrate_rate,
+        settings: UpstreamSettings {
+            router: RouterConfig {
+                hashing,
+                points_per_weight: points,
+            },
+            connect_timeout,
+            read_timeout,
+            connect_retries,
+            health,
+            passive,
+            migrate_rate,
+        },
         backends,
     })
 }

@@ -56,9 +56,16 @@ pub struct Route {
 /// One upstream.
 pub struct UpstreamConf {
     pub name: String,
-    pub router: RouterConfig,
     pub chain: Chain,
     pub sessions: OverlayConfig,
+    pub settings: UpstreamSettings,
+    pub backends: Vec<BackendConf>,
+}
+
+/// Per-upstream settings that routing tables and lifecycle tasks read at run time.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub router: RouterConfig,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     /// Other backends to try when connecting fails.
@@ -68,7 +75,6 @@ pub struct UpstreamConf {
     pub passive: PassiveConf,
     /// Sessions per second moved by a migration.
     pub migrate_rate: u32,
-    pub backends: Vec<BackendConf>,
 }
 
 /// Active health checks of an upstream's backends.

@@ -31,6 +31,7 @@ fn populated(n: usize, pinned: u64, max_entries: usize) -> (Router, Vec<SessionK
     let overlay = Arc::new(Overlay::new(OverlayConfig {
         max_entries,
         idle_ttl: 30 * 60 * 1000,
+        ..OverlayConfig::default()
     }));
     let router = Router::new(
         RouterConfig::default(),
@@ -40,7 +41,7 @@ fn populated(n: usize, pinned: u64, max_entries: usize) -> (Router, Vec<SessionK
     );
     let keys: Vec<SessionKey> = (0..pinned).map(key).collect();
     for k in &keys {
-        router.select(*k, 0);
+        router.select(*k, 0).expect("placed");
     }
     assert_eq!(router.overlay().len(), pinned as usize);
     (router, keys)
@@ -83,7 +84,7 @@ fn select(c: &mut Criterion) {
             || router.overlay().len() < PINNED as usize * 11 / 10 - 200
         {
             i += 1;
-            router.select(key(i), 1000);
+            router.select(key(i), 1000).expect("placed");
         }
         g.bench_with_input(BenchmarkId::new("miss_pin_evict_full", n), &n, |b, _| {
             b.iter(|| {
@@ -164,5 +165,37 @@ fn floor(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, select, ring, floor);
+/// Placement of a new session at 1,000 backends holding 100,000 active sessions: the plain
+/// ring walk (primary + backup) against the same walk under the bounded-load rule (ε = 0.25;
+/// each candidate's active count read lock-free and compared with its cap). Nothing is pinned,
+/// so the loads stay put while measuring.
+fn place(c: &mut Criterion) {
+    let mut g = c.benchmark_group("place");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let n = 1000;
+    let points: Vec<u32> = (0..1 << 16).map(|i| key(i).ring_point()).collect();
+    for (name, bound_milli) in [("plain", None), ("bounded", Some(250))] {
+        let overlay = Arc::new(Overlay::new(OverlayConfig::default()));
+        let cfg = RouterConfig {
+            bound_milli,
+            ..RouterConfig::default()
+        };
+        let router = Router::new(cfg, &backends(n), overlay, &Interner::default());
+        for i in 0..100_000 {
+            router.select(key(1 << 40 | i), 0).expect("placed");
+        }
+        g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & (points.len() - 1);
+                black_box(router.select_unpinned(points[i], true))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, select, ring, place, floor);
 criterion_main!(benches);

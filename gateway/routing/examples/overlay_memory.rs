@@ -19,6 +19,7 @@ fn main() {
     let overlay = Overlay::new(OverlayConfig {
         max_entries: n,
         idle_ttl: 30 * 60 * 1000,
+        ..OverlayConfig::default()
     });
     for i in 0..n as u64 {
         let key = SessionKey::new(b"mem", &i.to_le_bytes());

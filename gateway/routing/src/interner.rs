@@ -23,6 +23,9 @@ struct Names {
 
 impl Interner {
     /// The id of `name`, allocating one the first time.
+    ///
+    /// Panics when [`crate::MAX_BACKEND_IDS`] names were already interned and `name` is new:
+    /// callers that admit new backends at runtime check [`Interner::room`] first.
     pub fn intern(&self, name: &str) -> BackendId {
         if let Some(id) = self.inner.read().by_name.get(name) {
             return *id;
@@ -31,11 +34,18 @@ impl Interner {
         if let Some(id) = w.by_name.get(name) {
             return *id;
         }
-        let id = BackendId(u32::try_from(w.names.len()).expect("fewer than 2^32 backend names"));
+        let n = u32::try_from(w.names.len()).unwrap_or(u32::MAX);
+        assert!(n < crate::MAX_BACKEND_IDS, "backend id space exhausted");
+        let id = BackendId(n);
         let name: Arc<str> = Arc::from(name);
         w.names.push(name.clone());
         w.by_name.insert(name, id);
         id
+    }
+
+    /// How many more new names can be interned.
+    pub fn room(&self) -> usize {
+        (crate::MAX_BACKEND_IDS as usize).saturating_sub(self.inner.read().names.len())
     }
 
     /// The id of `name` if it was ever interned.

@@ -41,9 +41,9 @@ mod router;
 
 pub use health::{HealthState, Thresholds};
 pub use interner::Interner;
-pub use overlay::{Lookup, Overlay, OverlayConfig, OverlayStats, Pin, PinInfo, PinOutcome};
+pub use overlay::{Loads, Lookup, Overlay, OverlayConfig, OverlayStats, Pin, PinInfo, PinOutcome};
 pub use ring::{Hashing, Ring, MAX_POINTS_PER_BACKEND};
-pub use router::{BackendSpec, Router, RouterConfig};
+pub use router::{BackendSpec, Move, Router, RouterConfig};
 
 /// Milliseconds on the caller's monotonic clock. Only differences matter.
 pub type Millis = u64;
@@ -51,6 +51,10 @@ pub type Millis = u64;
 /// Index of a backend inside one [`Router`] (one routing-table version). Not stable across
 /// tables: use [`BackendId`] to name a backend over time.
 pub type BackendIdx = usize;
+
+/// Distinct backend names one upstream can see over a process's life (ids are 24-bit in the
+/// overlay's slots; an upgrade hands pins over by name, so a new process starts from 0 again).
+pub const MAX_BACKEND_IDS: u32 = (1 << 24) - 2;
 
 /// Stable, process-wide handle of a backend name within one upstream, handed out by an
 /// [`Interner`]. Never reused, so a pin made under an old table still means the same backend.
@@ -126,6 +130,16 @@ impl Reason {
     pub fn is_reassignment(self) -> bool {
         matches!(self, Reason::Failover | Reason::Spill)
     }
+}
+
+/// Why no backend was chosen.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No backend takes new sessions (all down, draining or weight 0).
+    NoBackend,
+    /// Every backend that takes new sessions is at its `max_sessions` cap: a new session
+    /// must wait (the gateway answers 503 with `Retry-After`); existing sessions are served.
+    Full,
 }
 
 /// The outcome of a selection.

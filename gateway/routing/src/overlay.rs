@@ -11,12 +11,15 @@
 use crate::{BackendId, Millis, SessionKey};
 use parking_lot::Mutex;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
+mod loads;
 mod shard;
 mod table;
 #[cfg(test)]
 mod tests;
 
+pub use loads::Loads;
 use shard::Shard;
 
 /// Overlay limits.
@@ -31,6 +34,10 @@ pub struct OverlayConfig {
     /// A pin unused for this long expires (counted). Second granularity: see the module docs.
     /// 0 disables idle expiry.
     pub idle_ttl: Millis,
+    /// A session is *active* while a request of it is in flight or for this long after its
+    /// last use; active sessions are what placement, caps and rebalancing count. Second
+    /// granularity; at least one second.
+    pub active_window: Millis,
 }
 
 impl Default for OverlayConfig {
@@ -38,6 +45,7 @@ impl Default for OverlayConfig {
         OverlayConfig {
             max_entries: 1_000_000,
             idle_ttl: 30 * 60 * 1000,
+            active_window: 5 * 60 * 1000,
         }
     }
 }
@@ -89,6 +97,11 @@ pub struct PinInfo {
     pub created: Millis,
     /// When it was last used (second granularity, in caller-clock milliseconds).
     pub last_seen: Millis,
+    /// Its requests being served now (255 = at least 255, no longer tracked).
+    pub in_flight: u32,
+    /// Logarithmic access frequency, 0–255 (see the overlay's module docs: ~10 after 100
+    /// requests, ~18 after 1,000; decays by one per idle minute).
+    pub frequency: u32,
 }
 
 /// Monotonic counters since start.
@@ -115,6 +128,8 @@ pub struct Overlay {
     mask: usize,
     shard_cap: usize,
     ttl_s: u32,
+    window_s: u32,
+    loads: Arc<Loads>,
     cfg: OverlayConfig,
 }
 
@@ -138,14 +153,22 @@ impl Overlay {
             .next_power_of_two()
             .clamp(1, MAX_SHARDS);
         let shard_cap = max.div_ceil(n);
+        let loads = Arc::new(Loads::default());
         let shards = (0..n)
-            .map(|i| Padded(Mutex::new(Shard::new(shard_cap, random_mult(i)))))
+            .map(|i| {
+                let shard = Shard::new(shard_cap, random_mult(i), loads.clone());
+                Padded(Mutex::new(shard))
+            })
             .collect();
         Overlay {
             shards,
             mask: n - 1,
             shard_cap,
             ttl_s: u32::try_from(cfg.idle_ttl.div_ceil(1000)).unwrap_or(u32::MAX),
+            window_s: u32::try_from(cfg.active_window.div_ceil(1000))
+                .unwrap_or(u32::MAX)
+                .max(1),
+            loads,
             cfg,
         }
     }
@@ -175,24 +198,43 @@ impl Overlay {
     pub fn get(&self, key: SessionKey, now: Millis) -> Option<Pin> {
         self.shard(key)
             .lock()
-            .get(key.0, Self::secs(now), self.ttl_s)
+            .get(key.0, Self::secs(now), self.ttl_s, false)
+    }
+
+    /// [`Overlay::get`] for a request that is about to be served: the session also counts one
+    /// more request in flight (until [`Overlay::release`]) and one more use in its frequency.
+    #[inline]
+    pub fn acquire(&self, key: SessionKey, now: Millis) -> Option<Pin> {
+        self.shard(key)
+            .lock()
+            .get(key.0, Self::secs(now), self.ttl_s, true)
+    }
+
+    /// Ends a request of `key` started by an acquiring lookup: one less in flight, last-seen
+    /// refreshed. Returns `false` when `key` is not pinned. (If the pin was removed and
+    /// re-created while the request ran, the new pin's count may drop early: in-flight counts
+    /// are exact only while pins stay.)
+    pub fn release(&self, key: SessionKey, now: Millis) -> bool {
+        self.shard(key).lock().release(key.0, Self::secs(now))
     }
 
     /// [`Overlay::get`], and when the key has no live pin, pin it where `place` chooses (when it
     /// chooses), all under one lock acquisition and one probe: the miss path of selection.
     /// `place` runs under the shard's lock, so it must not call back into this overlay (it
     /// would deadlock); a ring walk is fine. A new pin is counted as created, like
-    /// [`Overlay::pin`] of an absent key.
+    /// [`Overlay::pin`] of an absent key. With `acquire`, the found or new pin also counts a
+    /// request in flight, as [`Overlay::acquire`].
     #[inline]
     pub fn get_or_pin(
         &self,
         key: SessionKey,
         now: Millis,
+        acquire: bool,
         place: impl FnOnce() -> Option<Pin>,
     ) -> Lookup {
         self.shard(key)
             .lock()
-            .get_or_pin(key.0, Self::secs(now), self.ttl_s, place)
+            .get_or_pin(key.0, Self::secs(now), self.ttl_s, acquire, place)
     }
 
     /// Pin (or re-pin) `key` to `backend` with `backup`, refreshing last-seen. A new key in a
@@ -235,9 +277,31 @@ impl Overlay {
     pub fn counts(&self) -> Vec<u64> {
         let mut out = Vec::new();
         for s in self.shards.iter() {
-            s.0.lock().add_counts(&mut out);
+            s.0.lock().add_counts(&mut out, false);
         }
         out
+    }
+
+    /// Active sessions per backend (see [`OverlayConfig::active_window`]), indexed by
+    /// `BackendId.0`; one pass over the shards, for metrics.
+    pub fn active_counts(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            s.0.lock().add_counts(&mut out, true);
+        }
+        out
+    }
+
+    /// Active sessions on `backend`, lock-free (what placement reads). Lags a session going
+    /// idle by up to one [`Overlay::sweep`].
+    #[inline]
+    pub fn active(&self, backend: BackendId) -> u32 {
+        self.loads.get(backend)
+    }
+
+    /// The lock-free active-session counters (per backend and total).
+    pub fn loads(&self) -> &Loads {
+        &self.loads
     }
 
     /// Number of pins (including idle-expired ones not yet swept).
@@ -250,12 +314,20 @@ impl Overlay {
         self.len() == 0
     }
 
-    /// Remove every idle-expired pin; returns how many. Locks one shard at a time.
+    /// Remove every idle-expired pin and recount active sessions against the window ending
+    /// at `now`; returns how many pins expired. Locks one shard at a time.
     pub fn sweep(&self, now: Millis) -> usize {
         let now_s = Self::secs(now);
+        // Active = seen within the last `window_s` whole seconds: last_seen > now - window.
+        let cutoff = now_s.saturating_add(1).saturating_sub(self.window_s);
         self.shards
             .iter()
-            .map(|s| s.0.lock().sweep(now_s, self.ttl_s))
+            .map(|s| {
+                let mut s = s.0.lock();
+                let n = s.sweep(now_s, self.ttl_s);
+                s.recount(cutoff);
+                n
+            })
             .sum()
     }
 
@@ -282,6 +354,44 @@ impl Overlay {
             s.0.lock().keys_on(backend, limit, &mut out);
         }
         out
+    }
+
+    /// Up to `limit` keys pinned to `backend` that are idle: no request in flight and unused
+    /// for at least `idle_for` (whole seconds, rounded up) at `now`. Least recently used first
+    /// within each shard; shards are visited in order.
+    pub fn idle_keys_on(
+        &self,
+        backend: BackendId,
+        idle_for: Millis,
+        now: Millis,
+        limit: usize,
+    ) -> Vec<SessionKey> {
+        let idle_s = u32::try_from(idle_for.div_ceil(1000)).unwrap_or(u32::MAX);
+        let before = Self::secs(now).saturating_add(1).saturating_sub(idle_s);
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            s.0.lock().idle_keys_on(backend, before, limit, &mut out);
+        }
+        out
+    }
+
+    /// Moves `key` from `from` to `to` only if it is still pinned to `from` and idle (as in
+    /// [`Overlay::idle_keys_on`]) — checked and done under one lock, so a session whose
+    /// request started meanwhile never moves. Last-seen is kept. Returns whether it moved.
+    pub fn move_if_idle(
+        &self,
+        key: SessionKey,
+        from: BackendId,
+        to: Pin,
+        idle_for: Millis,
+        now: Millis,
+    ) -> bool {
+        let idle_s = u32::try_from(idle_for.div_ceil(1000)).unwrap_or(u32::MAX);
+        let before = Self::secs(now).saturating_add(1).saturating_sub(idle_s);
+        self.shard(key).lock().move_if_idle(key.0, from, to, before)
     }
 
     /// Drops every pin on `backend` (e.g. after it left the upstream for good); returns how

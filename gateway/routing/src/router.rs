@@ -1,19 +1,29 @@
 //! One routing table of an upstream: backends + ring, sharing the overlay with other tables.
 //!
 //! Eligibility: a backend serves its *existing* sessions (overlay hits, tokens) while it is up;
-//! it takes *new* placements while it is up, not draining and has weight > 0.
+//! it takes *new* placements while it is up, not draining and has weight > 0 — and, when the
+//! upstream limits load, while its active sessions are below its `max_sessions` cap and below
+//! the bounded-load cap `ceil((1+ε) · (A+1) · w / W)` (Mirrokni, Thorup, Zadimoghaddam,
+//! "Consistent Hashing with Bounded Loads"; A = active sessions on backends taking new
+//! sessions, W = their total weight, w = this backend's weight). A new session walks the ring
+//! from its point and takes the first backend that fits.
 use crate::{
     BackendId, BackendIdx, Decision, Hashing, Interner, Lookup, Millis, Overlay, Pin, PinOutcome,
-    Reason, Ring, SessionKey,
+    Reason, Refusal, Ring, SessionKey,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+mod load;
+#[cfg(test)]
+mod load_tests;
 #[cfg(test)]
 mod tests;
 mod walk;
+
+pub use load::Move;
 
 /// A backend as the routing core sees it: a stable name and a weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,25 +32,43 @@ pub struct BackendSpec {
     pub name: String,
     /// Share of new sessions; 0 = no new sessions (existing pins still served).
     pub weight: u32,
+    /// Hard cap on active sessions; at the cap the backend takes no new session.
+    pub max_sessions: Option<u32>,
 }
 
 impl BackendSpec {
-    /// A backend called `name` with `weight`.
+    /// A backend called `name` with `weight`, no cap.
     pub fn new(name: &str, weight: u32) -> Self {
         BackendSpec {
             name: name.to_string(),
             weight,
+            max_sessions: None,
         }
+    }
+
+    /// The same backend with a cap on active sessions.
+    pub fn with_max_sessions(mut self, max: u32) -> Self {
+        self.max_sessions = Some(max);
+        self
     }
 }
 
-/// How an upstream hashes.
+/// How an upstream hashes and places.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouterConfig {
     /// Ketama or modulo.
     pub hashing: Hashing,
     /// Ketama points per unit of weight (default 160, as nginx/pingora-ketama).
     pub points_per_weight: u32,
+    /// Bounded-load ε in thousandths (250 = 0.25): a new session goes to the first ring node
+    /// whose active sessions are below `ceil((1+ε)·(A+1)·w/W)`. `None` = plain ring.
+    pub bound_milli: Option<u32>,
+    /// A pinned session whose backend is over its `max_sessions` (after the cap was lowered,
+    /// or by concurrent placements) moves to the next node that fits (reason `Spill`).
+    pub spill_pinned: bool,
+    /// `select`/`select_named` count the request in flight on the session (the caller ends
+    /// it with [`Overlay::release`]); sessions in flight never expire and never rebalance.
+    pub track_in_flight: bool,
 }
 
 impl Default for RouterConfig {
@@ -48,6 +76,9 @@ impl Default for RouterConfig {
         RouterConfig {
             hashing: Hashing::Ketama,
             points_per_weight: 160,
+            bound_milli: None,
+            spill_pinned: false,
+            track_in_flight: false,
         }
     }
 }
@@ -57,6 +88,8 @@ struct Backend {
     name: Arc<str>,
     id: BackendId,
     weight: u32,
+    /// Cap on active sessions (`u32::MAX` = none).
+    max_sessions: u32,
     up: AtomicBool,
     draining: AtomicBool,
 }
@@ -81,6 +114,14 @@ pub struct Router {
     /// How many backends take new placements; kept by the setters under `flags`, so an
     /// all-down table answers at once and a single eligible backend needs no backup walk.
     takes_new: AtomicUsize,
+    /// Total weight of the backends taking new placements (kept with `takes_new`).
+    eligible_weight: AtomicU64,
+    /// Backends with ring points that take no new placement, for the bounded-load mean
+    /// (kept with `takes_new`; see `load.rs`).
+    ineligible: load::Ineligible,
+    /// Whether placement checks loads at all (a bound or a cap is configured).
+    limited: bool,
+    cfg: RouterConfig,
     flags: Mutex<()>,
     overlay: Arc<Overlay>,
     names: Interner,
@@ -110,6 +151,7 @@ impl Router {
                 id: names.intern(&spec.name),
                 name,
                 weight: spec.weight,
+                max_sessions: spec.max_sessions.unwrap_or(u32::MAX),
                 up: AtomicBool::new(true),
                 draining: AtomicBool::new(false),
             });
@@ -118,6 +160,8 @@ impl Router {
         let off_ring = (0..backends.len())
             .filter(|&i| ring_spec[i].1 == 0)
             .collect();
+        let limited =
+            cfg.bound_milli.is_some() || backends.iter().any(|b| b.max_sessions.is_some());
         let router = Router {
             by_id: dense_ids(&table, &by_name),
             backends: table.into_boxed_slice(),
@@ -125,6 +169,10 @@ impl Router {
             off_ring,
             by_name,
             takes_new: AtomicUsize::new(0),
+            eligible_weight: AtomicU64::new(0),
+            ineligible: load::Ineligible::default(),
+            limited,
+            cfg,
             flags: Mutex::new(()),
             overlay,
             names: names.clone(),
@@ -230,19 +278,44 @@ impl Router {
 
     fn recount(&self) {
         let n = (0..self.len()).filter(|&i| self.takes_new(i)).count();
+        let w = (0..self.len())
+            .filter(|&i| self.takes_new(i))
+            .map(|i| u64::from(self.backends[i].weight))
+            .sum();
+        self.eligible_weight.store(w, Ordering::Release);
+        self.ineligible
+            .set((0..self.len()).filter(|&i| !self.takes_new(i)));
         self.takes_new.store(n, Ordering::Release);
     }
 
-    /// Overlay key: pinned & eligible → Sticky; no pin → ring walk, pin, New; pin on an
-    /// ineligible/removed backend → its stored backup if eligible, else the next eligible ring
-    /// node; re-pin, Failover (previous set). `None` when no backend is eligible (nothing is
-    /// pinned or changed).
-    pub fn select(&self, key: SessionKey, now: Millis) -> Option<Decision> {
+    /// The configuration it was built with.
+    pub fn config(&self) -> RouterConfig {
+        self.cfg
+    }
+
+    /// Cap on active sessions of backend `idx`, if any. Panics if `idx >= len()`.
+    pub fn max_sessions(&self, idx: BackendIdx) -> Option<u32> {
+        let m = self.backends[idx].max_sessions;
+        (m != u32::MAX).then_some(m)
+    }
+
+    /// Active sessions on backend `idx` (lock-free). Panics if `idx >= len()`.
+    pub fn load(&self, idx: BackendIdx) -> u32 {
+        self.overlay.active(self.backends[idx].id)
+    }
+
+    /// Overlay key: pinned & eligible → Sticky; no pin → ring walk (bounded), pin, New; pin on
+    /// an ineligible/removed backend → its stored backup if it fits, else the next ring node
+    /// that fits; re-pin, Failover (previous set); pin on a backend over its cap with
+    /// `spill_pinned` → next node that fits, Spill. Refused (nothing pinned or changed) when no
+    /// backend takes new sessions, or every one that does is at its cap.
+    pub fn select(&self, key: SessionKey, now: Millis) -> Result<Decision, Refusal> {
         // A miss places and pins under the same shard lock as the lookup (one probe).
-        let mut placed = None;
-        let found = self.overlay.get_or_pin(key, now, || {
-            let (backend, backup) = self.pick(key.ring_point(), &[])?;
-            placed = Some((backend, backup));
+        let mut placed = Err(Refusal::NoBackend);
+        let acquire = self.cfg.track_in_flight;
+        let found = self.overlay.get_or_pin(key, now, acquire, || {
+            placed = self.pick(key.ring_point(), &[], true);
+            let (backend, backup) = placed.ok()?;
             Some(Pin {
                 backend: self.id(backend),
                 backup: backup.map(|b| self.id(b)),
@@ -252,24 +325,46 @@ impl Router {
             Lookup::Found(pin) => pin,
             Lookup::Pinned(_) => {
                 let (backend, backup) = placed?;
-                return Some(Decision {
+                return Ok(Decision {
                     backend,
                     backup,
                     reason: Reason::New,
                     previous: None,
                 });
             }
-            Lookup::Unplaced => return None,
+            Lookup::Unplaced => return Err(placed.err().unwrap_or(Refusal::NoBackend)),
         };
         match self.index_of_id(pin.backend) {
-            Some(i) if self.is_up(i) => Some(self.sticky(key, i, pin.backup, now)),
+            Some(i) if self.is_up(i) => {
+                if let Some(d) = self.spill(key, i, now) {
+                    return Ok(d);
+                }
+                Ok(self.sticky(key, i, pin.backup, now))
+            }
             old => {
                 let backup = pin.backup.and_then(|b| self.index_of_id(b));
                 let d = self.moved(key.ring_point(), old, backup, pin.backend)?;
                 self.repin(key, &d, now);
-                Some(d)
+                Ok(d)
             }
         }
+    }
+
+    /// With `spill_pinned`, a session on `i` while `i` is over its cap moves to the first ring
+    /// node from its point that fits (re-pinned, reason Spill); `None` when it stays.
+    fn spill(&self, key: SessionKey, i: BackendIdx, now: Millis) -> Option<Decision> {
+        if !self.cfg.spill_pinned || self.load(i) <= self.backends[i].max_sessions {
+            return None;
+        }
+        let (backend, backup) = self.pick(key.ring_point(), &[i], true).ok()?;
+        let d = Decision {
+            backend,
+            backup,
+            reason: Reason::Spill,
+            previous: Some(self.id(i)),
+        };
+        self.repin(key, &d, now);
+        Some(d)
     }
 
     /// A verified token names backend `name`. The session is also tracked in the overlay under
@@ -280,17 +375,32 @@ impl Router {
     /// * no usable pin: the named backend when up (Sticky, pinned now);
     /// * else the stored backup or the next ring node from `key` (Failover, re-pinned,
     ///   previous = the interned id of `name` if it was ever known).
-    pub fn select_named(&self, name: &str, key: SessionKey, now: Millis) -> Option<Decision> {
+    pub fn select_named(
+        &self,
+        name: &str,
+        key: SessionKey,
+        now: Millis,
+    ) -> Result<Decision, Refusal> {
         let named = self.index_of(name);
-        let pin = self.overlay.get(key, now);
+        let pin = if self.cfg.track_in_flight {
+            self.overlay.acquire(key, now)
+        } else {
+            self.overlay.get(key, now)
+        };
         if let Some(pin) = pin {
             if let Some(i) = self.index_of_id(pin.backend).filter(|&i| self.is_up(i)) {
+                if let Some(mut d) = self.spill(key, i, now) {
+                    if Some(i) != named {
+                        d.previous = self.names.get(name);
+                    }
+                    return Ok(d);
+                }
                 let mut d = self.sticky(key, i, pin.backup, now);
                 if Some(i) != named {
                     d.reason = Reason::Failover;
                     d.previous = self.names.get(name);
                 }
-                return Some(d);
+                return Ok(d);
             }
         }
         if let Some(i) = named.filter(|&i| self.is_up(i)) {
@@ -303,14 +413,14 @@ impl Router {
                 d.reason = Reason::Failover;
                 d.previous = Some(p.backend);
             }
-            return Some(d);
+            return Ok(d);
         }
         let backup = pin.and_then(|p| p.backup).and_then(|b| self.index_of_id(b));
         let previous = self.names.get(name);
         let mut d = self.moved(key.ring_point(), named, backup, BackendId(u32::MAX))?;
         d.previous = previous;
         self.repin(key, &d, now);
-        Some(d)
+        Ok(d)
     }
 
     /// Sticky on `i`, making sure `key` is pinned there (first sight of a token session).
@@ -327,10 +437,11 @@ impl Router {
     }
 
     /// No key: walk the ring from `point`, pin nothing; reason `Ring` (or `New` when the caller
-    /// will issue a session for it, e.g. a cookie token).
-    pub fn select_unpinned(&self, point: u32, new_session: bool) -> Option<Decision> {
-        let (backend, backup) = self.pick(point, &[])?;
-        Some(Decision {
+    /// will issue a session for it, e.g. a cookie token — then caps and the load bound apply,
+    /// as for any new session).
+    pub fn select_unpinned(&self, point: u32, new_session: bool) -> Result<Decision, Refusal> {
+        let (backend, backup) = self.pick(point, &[], new_session)?;
+        Ok(Decision {
             backend,
             backup,
             reason: if new_session {
@@ -365,7 +476,8 @@ impl Router {
         let backend = match stored {
             Some(b) => b,
             None => self
-                .pick(point, failed)
+                .pick(point, failed, true)
+                .ok()
                 .map(|(b, _)| b)
                 .or_else(|| self.any_up(point, failed))?,
         };
@@ -423,20 +535,24 @@ impl Router {
     }
 
     /// Where a session pinned to an unusable (or removed) backend goes: its stored backup when
-    /// that takes new sessions, else the ring.
+    /// that takes new sessions and fits, else the ring.
     fn moved(
         &self,
         point: u32,
         old: Option<usize>,
         backup: Option<usize>,
         old_id: BackendId,
-    ) -> Option<Decision> {
+    ) -> Result<Decision, Refusal> {
         let exclude: &[usize] = old.as_slice();
-        let (backend, backup) = match backup.filter(|&b| Some(b) != old && self.takes_new(b)) {
+        let usable = |b: usize| Some(b) != old && self.takes_new(b) && self.fits_now(b);
+        let (backend, backup) = match backup.filter(|&b| usable(b)) {
             Some(b) => (b, self.backup_after(point, b, exclude)),
-            None => self.pick(point, exclude)?,
+            // An existing session is never refused for caps: over a cap beats no service.
+            None => self
+                .pick(point, exclude, true)
+                .or_else(|_| self.pick(point, exclude, false))?,
         };
-        Some(Decision {
+        Ok(Decision {
             backend,
             backup,
             reason: Reason::Failover,

@@ -16,11 +16,16 @@
 //! * Eviction samples the first few pins at and after the new key's home: a random sample with
 //!   respect to recency (homes are uniform), and on the cache lines the insert touches anyway.
 //!
-//! Vacant slots have `backend == VACANT`.
+//! Vacant slots have `backend & ID_MASK == VACANT`.
+//!
+//! The `backend` and `backup` words each hold a 24-bit backend id in their low bits; the top
+//! byte of `backend` counts the session's requests in flight and the top byte of `backup` is its
+//! access frequency (see `shard.rs`). The [`crate::Interner`] never hands out ids that do not fit.
 
-/// `backend` value of a vacant slot. `BackendId(u32::MAX)` is never handed out in practice (the
-/// interner would need 2^32 distinct names first).
-pub(super) const VACANT: u32 = u32::MAX;
+/// Bits of a `backend`/`backup` word that hold the backend id.
+pub(super) const ID_MASK: u32 = 0x00FF_FFFF;
+/// Id bits of a vacant slot (and of "no backup"). [`crate::MAX_BACKEND_IDS`] keeps real ids below.
+pub(super) const VACANT: u32 = ID_MASK;
 
 /// Most pins per slot when the table has reached its final size: 7/10.
 pub(super) const MAX_LOAD_NUM: usize = 7;
@@ -53,7 +58,31 @@ impl Slot {
 
     #[inline]
     pub(super) fn is_vacant(&self) -> bool {
-        self.backend == VACANT
+        self.backend & ID_MASK == VACANT
+    }
+
+    /// The pinned backend's id.
+    #[inline]
+    pub(super) fn id(&self) -> u32 {
+        self.backend & ID_MASK
+    }
+
+    /// The backup's id ([`VACANT`] = none).
+    #[inline]
+    pub(super) fn backup_id(&self) -> u32 {
+        self.backup & ID_MASK
+    }
+
+    /// Requests of this session in flight (saturates at 255).
+    #[inline]
+    pub(super) fn in_flight(&self) -> u32 {
+        self.backend >> 24
+    }
+
+    /// Access-frequency counter (0–255, logarithmic, decaying).
+    #[inline]
+    pub(super) fn freq(&self) -> u32 {
+        self.backup >> 24
     }
 }
 
@@ -239,7 +268,8 @@ impl Table {
     }
 
     /// The least recently seen of the first `samples` pins at and after `key`'s home (fewer
-    /// when the table holds fewer), as eviction candidate. `None` when the table is empty.
+    /// when the table holds fewer), preferring pins with no request in flight, as eviction
+    /// candidate. `None` when the table is empty.
     pub(super) fn oldest_near(&self, key: u128, samples: usize) -> Option<usize> {
         let want = samples.min(self.len);
         let mut i = self.home(key);
@@ -249,7 +279,8 @@ impl Table {
             let s = &self.slots[i];
             if !s.is_vacant() {
                 seen += 1;
-                if best.is_none_or(|b| s.last_seen_s < self.slots[b].last_seen_s) {
+                let rank = |s: &Slot| (s.in_flight() > 0, s.last_seen_s);
+                if best.is_none_or(|b| rank(s) < rank(&self.slots[b])) {
                     best = Some(i);
                 }
             }

@@ -9,6 +9,7 @@ fn overlay(max_entries: usize, idle_ttl: Millis) -> Overlay {
     Overlay::new(OverlayConfig {
         max_entries,
         idle_ttl,
+        ..OverlayConfig::default()
     })
 }
 
@@ -253,4 +254,207 @@ fn full_overlay_memory_is_compact() {
     }
     let per_entry = o.memory_bytes() as f64 / o.len() as f64;
     assert!(per_entry <= 64.0, "{per_entry} bytes per pin");
+}
+
+fn windowed(max_entries: usize, idle_ttl: Millis, active_window: Millis) -> Overlay {
+    Overlay::new(OverlayConfig {
+        max_entries,
+        idle_ttl,
+        active_window,
+    })
+}
+
+#[test]
+fn active_sessions_follow_use_and_the_window() {
+    let o = windowed(1000, 3_600_000, 10_000);
+    for i in 0..3 {
+        o.pin(key(i), A, None, 0);
+    }
+    o.pin(key(9), B, None, 0);
+    assert_eq!((o.active(A), o.active(B), o.loads().total()), (3, 1, 4));
+    // Seen at second 0; at 9.999 s still within the 10 s window.
+    o.sweep(9_999);
+    assert_eq!(o.active(A), 3);
+    o.sweep(10_000);
+    assert_eq!((o.active(A), o.active(B), o.loads().total()), (0, 0, 0));
+    assert_eq!(o.count(A), 3, "idle sessions stay pinned");
+    // A use makes it active again at once, before any sweep.
+    o.get(key(1), 11_000);
+    assert_eq!(o.active(A), 1);
+    // Moving an active session moves its activity.
+    o.pin(key(1), B, None, 11_000);
+    assert_eq!((o.active(A), o.active(B)), (0, 1));
+    assert_eq!(o.active_counts(), vec![0, 1]);
+    o.remove(key(1));
+    assert_eq!((o.active(B), o.loads().total()), (0, 0));
+    o.check_invariants();
+}
+
+#[test]
+fn a_session_in_flight_is_active_and_never_expires() {
+    let o = windowed(1000, 2_000, 1_000);
+    assert!(o.acquire(key(1), 0).is_none(), "acquire does not pin");
+    o.pin(key(1), A, None, 0);
+    assert!(o.acquire(key(1), 0).is_some());
+    assert_eq!(o.info(key(1)).map(|i| i.in_flight), Some(1));
+    // A long request (a WebSocket): far past the TTL and the window.
+    assert_eq!(o.sweep(60_000), 0);
+    assert_eq!(o.active(A), 1, "in flight counts as active");
+    assert!(
+        o.get(key(1), 60_000).is_some(),
+        "not expired on access either"
+    );
+    assert!(o.release(key(1), 60_000));
+    assert_eq!(o.info(key(1)).map(|i| i.in_flight), Some(0));
+    assert_eq!(o.info(key(1)).map(|i| i.last_seen), Some(60_000));
+    assert_eq!(
+        o.sweep(61_000),
+        0,
+        "released at 60 s: active, not yet expired"
+    );
+    assert_eq!(o.active(A), 0, "idle for a whole 1 s window");
+    assert_eq!(o.sweep(62_000), 1);
+    assert!(!o.release(key(1), 62_000), "gone");
+    o.check_invariants();
+}
+
+#[test]
+fn in_flight_saturates_and_release_never_underflows() {
+    let o = overlay(1000, 1000);
+    o.pin(key(1), A, Some(B), 0);
+    assert!(o.release(key(1), 0));
+    assert_eq!(o.info(key(1)).map(|i| i.in_flight), Some(0));
+    for _ in 0..300 {
+        o.acquire(key(1), 0);
+    }
+    let info = o.info(key(1)).expect("pinned");
+    assert_eq!(info.in_flight, 255);
+    assert_eq!((info.backend, info.backup), (A, Some(B)), "ids intact");
+    for _ in 0..300 {
+        o.release(key(1), 0);
+    }
+    assert_eq!(
+        o.info(key(1)).map(|i| i.in_flight),
+        Some(255),
+        "saturated stays"
+    );
+    // A re-pin keeps the in-flight count and frequency, changes only the ids.
+    o.pin(key(1), C, None, 0);
+    let moved = o.info(key(1)).expect("pinned");
+    assert_eq!(
+        (moved.backend, moved.backup, moved.in_flight),
+        (C, None, 255)
+    );
+    assert_eq!(moved.frequency, info.frequency);
+    o.check_invariants();
+}
+
+#[test]
+fn frequency_grows_logarithmically_and_decays_when_idle() {
+    let o = overlay(1000, 0);
+    o.pin(key(1), A, None, 0);
+    o.pin(key(2), A, None, 0);
+    let f0 = o.info(key(1)).map(|i| i.frequency);
+    for _ in 0..1000 {
+        o.acquire(key(1), 0);
+        o.release(key(1), 0);
+    }
+    for _ in 0..10 {
+        o.acquire(key(2), 0);
+    }
+    let busy = o.info(key(1)).map_or(0, |i| i.frequency);
+    let quiet = o.info(key(2)).map_or(0, |i| i.frequency);
+    assert_eq!(f0, Some(5));
+    assert!((12..40).contains(&busy), "1,000 uses: {busy}");
+    assert!(quiet < busy && quiet >= 5, "10 uses: {quiet}");
+    // Ten idle minutes take ten steps off at the next use (which may add one back).
+    o.acquire(key(1), 600_000);
+    let decayed = o.info(key(1)).map_or(0, |i| i.frequency);
+    assert!(
+        decayed + 9 <= busy && decayed + 11 >= busy,
+        "{busy} → {decayed}"
+    );
+}
+
+#[test]
+fn eviction_spares_sessions_in_flight() {
+    let o = overlay(4, 0);
+    for i in 0..4 {
+        o.pin(key(i), A, None, 0);
+        o.acquire(key(i), 0);
+    }
+    o.release(key(2), 5_000);
+    o.sweep(5_000);
+    // key(2) is the only one not in flight, though the most recently seen.
+    o.pin(key(10), A, None, 6_000);
+    assert!(o.info(key(2)).is_none(), "the idle one went");
+    assert!((0..4).filter(|&i| i != 2).all(|i| o.info(key(i)).is_some()));
+    assert_eq!(o.stats().evicted, 1);
+    o.check_invariants();
+}
+
+#[test]
+fn idle_keys_and_moves_skip_sessions_in_use() {
+    let o = windowed(1000, 0, 600_000);
+    for i in 0..6 {
+        o.pin(key(i), A, None, 0);
+    }
+    o.acquire(key(0), 50_000); // in flight
+    o.get(key(1), 45_000); // used recently
+    let idle = o.idle_keys_on(A, 30_000, 50_000, 100);
+    let mut want: Vec<_> = (2..6).map(key).collect();
+    let mut got = idle.clone();
+    got.sort_by_key(|k| k.0);
+    want.sort_by_key(|k| k.0);
+    assert_eq!(got, want);
+    assert_eq!(o.idle_keys_on(A, 30_000, 50_000, 2).len(), 2, "limit");
+    let to = Pin {
+        backend: B,
+        backup: None,
+    };
+    assert!(!o.move_if_idle(key(0), A, to, 30_000, 50_000), "in flight");
+    assert!(
+        !o.move_if_idle(key(1), A, to, 30_000, 50_000),
+        "used 5 s ago"
+    );
+    assert!(!o.move_if_idle(key(2), B, to, 30_000, 50_000), "not on B");
+    assert!(o.move_if_idle(key(2), A, to, 30_000, 50_000));
+    assert_eq!((o.count(A), o.count(B)), (5, 1));
+    assert_eq!((o.active(A), o.active(B)), (5, 1));
+    assert_eq!(
+        o.info(key(2)).map(|i| i.last_seen),
+        Some(0),
+        "a move is not a use"
+    );
+    o.check_invariants();
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Whatever happens, per-shard counts match the pins and the lock-free loads match the
+    /// per-shard active counts.
+    #[test]
+    fn loads_always_match_the_pins(ops in proptest::collection::vec((0u8..8, 0u64..40, 0u32..4), 1..300)) {
+        let o = windowed(32, 20_000, 5_000);
+        let mut now = 0;
+        for (op, k, b) in ops {
+            now += 700;
+            let backend = BackendId(b);
+            match op {
+                0 | 1 => { o.pin(key(k), backend, None, now); }
+                2 => { o.acquire(key(k), now); }
+                3 => { o.release(key(k), now); }
+                4 => { o.remove(key(k)); }
+                5 => { o.sweep(now); }
+                6 => { o.move_if_idle(key(k), backend, Pin { backend: BackendId((b + 1) % 4), backup: None }, 1_000, now); }
+                _ => { o.get(key(k), now); }
+            }
+            o.check_invariants();
+            let active = o.active_counts();
+            for id in 0..4u32 {
+                proptest::prop_assert_eq!(u64::from(o.active(BackendId(id))), active.get(id as usize).copied().unwrap_or(0));
+            }
+            proptest::prop_assert_eq!(o.loads().total(), active.iter().sum::<u64>());
+        }
+    }
 }

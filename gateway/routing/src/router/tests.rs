@@ -83,15 +83,15 @@ fn weight_zero_never_placed_but_served_when_pinned() {
 fn empty_table_and_all_down_give_none_and_pin_nothing() {
     let empty = router(&[]);
     assert!(empty.is_empty());
-    assert_eq!(empty.select(key(1), 0), None);
-    assert_eq!(empty.select_unpinned(5, false), None);
+    assert_eq!(empty.select(key(1), 0), Err(Refusal::NoBackend));
+    assert_eq!(empty.select_unpinned(5, false), Err(Refusal::NoBackend));
     let r = router(&[1, 1]);
     let d = r.select(key(1), 0).expect("up");
     r.set_up(0, false);
     r.set_up(1, false);
-    assert_eq!(r.select(key(1), 0), None);
-    assert_eq!(r.select(key(2), 0), None);
-    assert_eq!(r.select_unpinned(7, true), None);
+    assert_eq!(r.select(key(1), 0), Err(Refusal::NoBackend));
+    assert_eq!(r.select(key(2), 0), Err(Refusal::NoBackend));
+    assert_eq!(r.select_unpinned(7, true), Err(Refusal::NoBackend));
     assert_eq!(r.failover(7, Some(key(1)), &[d.backend], 0), None);
     assert_eq!(
         r.overlay().get(key(1), 0).map(|p| p.backend),
@@ -169,7 +169,7 @@ fn draining_takes_no_new_sessions_but_keeps_existing() {
     for i in 1000..1200 {
         assert_eq!(r.select(key(i), 0).expect("one takes new").backend, 1);
     }
-    assert_eq!(r.select_unpinned(3, false).map(|d| d.backend), Some(1));
+    assert_eq!(r.select_unpinned(3, false).map(|d| d.backend), Ok(1));
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn unpinned_pins_nothing_and_follows_the_ring() {
         assert_eq!(d.reason, Reason::Ring);
         assert_eq!(
             r.select_unpinned(p, true).map(|d| d.reason),
-            Some(Reason::New)
+            Ok(Reason::New)
         );
     }
     assert!(r.overlay().is_empty());
@@ -288,7 +288,7 @@ fn duplicate_names_are_shadowed() {
     let r = next_table(&r, &Interner::default(), &dup);
     assert_eq!(r.index_of("a"), Some(0));
     assert_eq!(r.ring().distinct(), 1);
-    assert!((0..100).all(|i| r.select(key(i), 0).map(|d| d.backend) == Some(0)));
+    assert!((0..100).all(|i| r.select(key(i), 0).map(|d| d.backend) == Ok(0)));
 }
 
 #[test]
@@ -303,7 +303,7 @@ fn inherit_flags_by_name() {
     let r2 = next_table(&r1, &names, &more);
     r2.inherit_flags(&r1);
     assert!(r2.is_up(0) && !r2.is_up(1) && r2.is_draining(2));
-    assert!((0..50).all(|i| r2.select(key(i), 0).map(|d| d.backend) == Some(0)));
+    assert!((0..50).all(|i| r2.select(key(i), 0).map(|d| d.backend) == Ok(0)));
 }
 
 #[test]

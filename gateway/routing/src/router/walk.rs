@@ -1,5 +1,6 @@
 //! Ring walks under a table's eligibility flags: primary and backup placement.
 use super::Router;
+use crate::Refusal;
 use std::sync::atomic::Ordering;
 
 impl Router {
@@ -19,19 +20,40 @@ impl Router {
             .find(|&i| i != chosen && !exclude.contains(&i) && self.takes_new(i))
     }
 
-    /// The first two distinct ring nodes from `point` that take new sessions and are not in
-    /// `exclude`: (primary, backup).
-    pub(super) fn pick(&self, point: u32, exclude: &[usize]) -> Option<(usize, Option<usize>)> {
+    /// The first ring node from `point` that takes new sessions, is not in `exclude` and —
+    /// when `limited` and the upstream limits load — fits (below its cap and the load bound),
+    /// with the next distinct node taking new sessions as backup: (primary, backup).
+    /// When no node fits the bound but some are below their caps (the bound is exceeded only
+    /// by concurrent placements or caps), the first of those; when all are at their caps,
+    /// `Full`.
+    pub(super) fn pick(
+        &self,
+        point: u32,
+        exclude: &[usize],
+        limited: bool,
+    ) -> Result<(usize, Option<usize>), Refusal> {
         let avail = self.available(exclude);
         if avail == 0 {
-            return None;
+            return Err(Refusal::NoBackend);
         }
-        let mut it = self
-            .ring
-            .walk(point)
-            .filter(|&i| !exclude.contains(&i) && self.takes_new(i));
-        let first = it.next()?;
-        Some((first, if avail > 1 { it.next() } else { None }))
+        let eligible = || {
+            self.ring
+                .walk(point)
+                .filter(|&i| !exclude.contains(&i) && self.takes_new(i))
+        };
+        if !(limited && self.limited) {
+            let mut it = eligible();
+            let first = it.next().ok_or(Refusal::NoBackend)?;
+            return Ok((first, if avail > 1 { it.next() } else { None }));
+        }
+        let totals = self.totals();
+        let first = match eligible().find(|&i| self.fits(i, totals)) {
+            Some(i) => i,
+            None => eligible()
+                .find(|&i| self.under_cap(i))
+                .ok_or(Refusal::Full)?,
+        };
+        Ok((first, self.backup_after(point, first, exclude)))
     }
 
     /// Backends taking new sessions outside `exclude` (by the counter; may lag a concurrent

@@ -53,6 +53,8 @@ pub struct Members {
     pub moved: HashMap<SessionKey, BackendId>,
     /// The backend list of the configuration file last applied (reloads diff against it).
     pub file: Vec<BackendConf>,
+    /// When rebalancing last ran.
+    pub last_rebalance: Millis,
 }
 
 /// A migration in progress.
@@ -76,7 +78,16 @@ pub struct BackendView {
     pub weight: u32,
     pub health: &'static str,
     pub state: &'static str,
+    /// Sessions pinned to it.
     pub sessions: u64,
+    /// Of those, the active ones (in use now or within `sessions.active_window`).
+    pub active_sessions: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u32>,
+    /// Bounded-load cap for its next new session (when `load.bound` is set and it takes new
+    /// sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_deadline_ms: Option<u64>,
 }
@@ -159,10 +170,14 @@ impl Upstream {
     }
 
     fn view(&self, b: &Member) -> BackendView {
-        let sessions = self
-            .names
-            .get(&b.conf.id)
-            .map_or(0, |id| self.overlay.count(id));
+        let id = self.names.get(&b.conf.id);
+        let sessions = id.map_or(0, |id| self.overlay.count(id));
+        let active_sessions = id.map_or(0, |id| u64::from(self.overlay.active(id)));
+        let table = self.table.load();
+        let bound = table
+            .router
+            .index_of(&b.conf.id)
+            .and_then(|i| table.router.bound(i));
         BackendView {
             upstream: self.name.clone(),
             id: b.conf.id.clone(),
@@ -171,6 +186,9 @@ impl Upstream {
             health: if b.health.is_up() { "up" } else { "down" },
             state: b.state.as_str(),
             sessions,
+            active_sessions,
+            max_sessions: b.conf.max_sessions,
+            bound,
             drain_deadline_ms: match b.state {
                 AdminState::Draining { deadline } => deadline,
                 _ => None,
@@ -181,6 +199,13 @@ impl Upstream {
     /// Add a backend at runtime. Pinned sessions do not move.
     pub fn add_backend(&self, conf: BackendConf) -> Result<BackendView, Refused> {
         let mut m = self.members.lock();
+        if self.names.get(&conf.id).is_none() && self.names.room() == 0 {
+            return Err(Refused::Conflict(
+                "this process has seen the most distinct backend ids it can track; upgrade \
+                 (berth -u) to start a fresh process"
+                    .into(),
+            ));
+        }
         if m.position(&conf.id).is_some() {
             return Err(Refused::Conflict(format!(
                 "backend {:?} already exists",
@@ -196,6 +221,47 @@ impl Upstream {
         m.list.push(Member::new(conf));
         self.rebuild(&m);
         Ok(self.view(m.list.last().expect("just pushed")))
+    }
+
+    /// Change a backend's weight and/or cap (`Some(None)` removes the cap) at runtime: a new
+    /// table, so new sessions follow the new weight; pinned sessions do not move.
+    pub fn update_backend(
+        &self,
+        id: &str,
+        weight: Option<u32>,
+        max_sessions: Option<Option<u32>>,
+    ) -> Result<BackendView, Refused> {
+        let mut m = self.members.lock();
+        let pos = m
+            .position(id)
+            .ok_or_else(|| Refused::NotFound(format!("no backend {id:?}")))?;
+        let others_weight: u64 = m
+            .list
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != pos)
+            .map(|(_, b)| u64::from(b.conf.weight))
+            .sum();
+        if weight == Some(0) && others_weight == 0 {
+            return Err(Refused::Conflict(format!(
+                "weight 0 for {id:?} would leave no backend with weight > 0"
+            )));
+        }
+        let conf = &mut m.list[pos].conf;
+        if let Some(w) = weight {
+            conf.weight = w;
+        }
+        if let Some(cap) = max_sessions {
+            conf.max_sessions = cap;
+        }
+        log::info!(
+            "upstream {}: backend {id} now has weight {} and max_sessions {:?}",
+            self.name,
+            conf.weight,
+            conf.max_sessions
+        );
+        self.rebuild(&m);
+        Ok(self.view(&m.list[pos]))
     }
 
     /// Remove a backend at runtime; its sessions are reassigned on their next request.
@@ -375,6 +441,48 @@ impl Upstream {
             self.apply_flags(&self.table.load(), &m);
         }
         self.run_migrations(&mut m, now);
+        self.run_rebalance(&mut m, now);
+    }
+
+    /// The moved-session notes wait for each session's next request; sessions that never come
+    /// back would keep theirs forever, so past a size the notes of sessions no longer pinned
+    /// are dropped (the map stays within the overlay's size).
+    fn prune_moved(&self, m: &mut Members) {
+        const PRUNE_ABOVE: usize = 10_000;
+        if m.moved.len() > PRUNE_ABOVE {
+            m.moved.retain(|k, _| self.overlay.info(*k).is_some());
+        }
+    }
+
+    /// Every `load.rebalance.interval`: move up to `rate × interval` idle sessions off
+    /// backends above the load bound (see [`berth_routing::Router::rebalance`]). Each moved
+    /// session's next request says so (`X-Berth-Affinity: reassigned`).
+    fn run_rebalance(&self, m: &mut Members, now: Millis) {
+        let Some(rb) = &self.settings.load.rebalance else {
+            return;
+        };
+        let interval = millis(rb.interval);
+        if now.saturating_sub(m.last_rebalance) < interval {
+            return;
+        }
+        m.last_rebalance = now;
+        let budget = (u64::from(rb.rate) * interval / 1000).max(1) as usize;
+        let table = self.table.load();
+        let moves = table.router.rebalance(millis(rb.idle_after), now, budget);
+        if moves.is_empty() {
+            return;
+        }
+        for mv in &moves {
+            m.moved.insert(mv.key, mv.from);
+        }
+        self.prune_moved(m);
+        self.metrics.rebalanced.inc_by(moves.len() as u64);
+        self.moved_pending.store(m.moved.len(), RELAXED);
+        log::info!(
+            "upstream {}: rebalancing moved {} idle sessions",
+            self.name,
+            moves.len()
+        );
     }
 
     fn run_migrations(&self, m: &mut Members, now: Millis) {
@@ -414,6 +522,7 @@ impl Upstream {
         }
         migrations.retain(|g| g.remaining > 0);
         m.migrations = migrations;
+        self.prune_moved(m);
         self.moved_pending.store(m.moved.len(), RELAXED);
     }
 

@@ -22,6 +22,8 @@ pub struct Metrics {
     unrouted: IntCounterVec,
     connect_failures: IntCounterVec,
     sessions: IntGaugeVec,
+    sessions_active: IntGaugeVec,
+    rebalanced: IntCounterVec,
     pins: IntCounterVec,
     backend_up: IntGaugeVec,
     health_transitions: IntCounterVec,
@@ -49,7 +51,11 @@ pub struct UpstreamMetrics {
     /// `[plugin][why]`.
     invalid: Vec<[IntCounter; 5]>,
     pub no_backend: IntCounter,
+    /// New sessions refused because every backend was at its cap (503).
+    pub full: IntCounter,
     pub migrated: IntCounter,
+    /// Idle sessions moved by rebalancing.
+    pub rebalanced: IntCounter,
     pub retry_connect: IntCounter,
     pub retry_idempotent: IntCounter,
     health_transitions: IntCounterVec,
@@ -104,10 +110,20 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(sessions.clone()))
             .expect("registered once");
+        let sessions_active = IntGaugeVec::new(
+            Opts::new(
+                "berth_sessions_active",
+                "Active sessions per backend: a request in flight, or used within the upstream's sessions.active_window. What placement, caps and autoscaling count.",
+            ),
+            &["upstream", "backend"],
+        )
+        .expect("static metric");
+        r.register(Box::new(sessions_active.clone()))
+            .expect("registered once");
         let unrouted = counter_vec(
             r,
             "berth_requests_unrouted_total",
-            "Requests answered by Berth itself: no route (404) or no eligible backend (503).",
+            "Requests answered by Berth itself: no route (404), no eligible backend (503, why=no_backend), every backend at its session cap (503, why=full).",
             &["upstream", "why"],
         );
         let backend_up = IntGaugeVec::new(
@@ -140,6 +156,12 @@ impl Metrics {
                 r,
                 "berth_sessions_migrated_total",
                 "Sessions moved off a backend by an admin migration.",
+                &["upstream"],
+            ),
+            rebalanced: counter_vec(
+                r,
+                "berth_sessions_rebalanced_total",
+                "Idle sessions moved off backends above the load bound by rebalancing.",
                 &["upstream"],
             ),
             retries: counter_vec(
@@ -175,6 +197,7 @@ impl Metrics {
                 &["upstream", "event"],
             ),
             sessions,
+            sessions_active,
             last_pins: Mutex::new(Vec::new()),
             registry,
         }
@@ -214,7 +237,9 @@ impl Metrics {
         UpstreamMetrics {
             invalid,
             no_backend: self.unrouted.with_label_values(&[upstream, "no_backend"]),
+            full: self.unrouted.with_label_values(&[upstream, "full"]),
             migrated: self.migrated.with_label_values(&[upstream]),
+            rebalanced: self.rebalanced.with_label_values(&[upstream]),
             retry_connect: self.retries.with_label_values(&[upstream, "connect"]),
             retry_idempotent: self.retries.with_label_values(&[upstream, "idempotent"]),
             health_transitions: self.health_transitions.clone(),
@@ -236,10 +261,13 @@ impl Metrics {
         for up in &gw.upstreams {
             let table = up.table.load();
             for idx in 0..table.router.len() {
+                let labels = [up.name.as_str(), table.router.name(idx)];
                 let n = up.overlay.count(table.router.id(idx));
-                self.sessions
-                    .with_label_values(&[up.name.as_str(), table.router.name(idx)])
-                    .set(n as i64);
+                self.sessions.with_label_values(&labels).set(n as i64);
+                let active = table.router.load(idx);
+                self.sessions_active
+                    .with_label_values(&labels)
+                    .set(i64::from(active));
             }
             let s = up.overlay.stats();
             let now = [s.created, s.expired, s.evicted];

@@ -56,10 +56,9 @@ impl ProxyHttp for Proxy {
         let table = upstream.table.load_full();
         let now = self.gw.clock.now();
         ctx.routing = upstream.decide(&table, &ReqView(session), now);
-        if ctx.routing.decision.is_none() {
-            upstream.metrics.no_backend.inc();
-            let body = "no backend is available for this upstream; retry shortly\n";
-            headers::respond(session, 503, Some(1), body).await?;
+        if let Some(why) = ctx.routing.refused {
+            let (retry_after, body) = upstream.refusal(why);
+            headers::respond(session, 503, Some(retry_after), body).await?;
             return Ok(true);
         }
         ctx.upstream = Some(upstream.clone());
@@ -91,7 +90,12 @@ impl ProxyHttp for Proxy {
         let Some(d) = routing.decision else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
-        Ok(Box::new(table.backends[d.backend].peer.clone()))
+        let mut peer = Box::new(table.backends[d.backend].peer.clone());
+        if let Some(key) = routing.key.filter(|_| upstream.settings.pool.per_session) {
+            // Connections of their own per session: the pool key includes the session.
+            peer.group_key ^= key.0 as u64;
+        }
+        Ok(peer)
     }
 
     async fn connected_to_upstream(
@@ -171,6 +175,10 @@ impl ProxyHttp for Proxy {
             return Ok(());
         };
         let signal = ctx.routing.signal(upstream, table);
+        if upstream.settings.pool.idle_timeout.is_none() {
+            // keepalive off: the backend closes after answering, so nothing is pooled.
+            req.insert_header(http::header::CONNECTION, "close")?;
+        }
         headers::to_upstream(session, req, &signal)
     }
 
@@ -229,6 +237,9 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(upstream) = &ctx.upstream {
+            upstream.finish(&ctx.routing, self.gw.clock.now());
+        }
         let (Some(table), Some(d)) = (&ctx.table, ctx.routing.decision) else {
             return;
         };

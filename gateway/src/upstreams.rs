@@ -6,8 +6,8 @@ use crate::metrics::{BackendMetrics, Metrics, UpstreamMetrics};
 use arc_swap::ArcSwap;
 use berth_plugins::{Affinity, Chain, RequestView};
 use berth_routing::{
-    BackendId, BackendIdx, BackendSpec, Decision, Interner, Millis, Overlay, Reason, Router,
-    SessionKey,
+    BackendId, BackendIdx, BackendSpec, Decision, Interner, Millis, Overlay, Reason, Refusal,
+    Router, SessionKey,
 };
 use http::HeaderValue;
 use parking_lot::Mutex;
@@ -167,7 +167,7 @@ impl Upstream {
             key_expires: found.key_expires(),
             ..Routing::default()
         };
-        r.decision = match found.affinity {
+        let chosen = match found.affinity {
             Some(Affinity::Session(key)) => {
                 r.point = key.ring_point();
                 r.key = Some(key);
@@ -183,10 +183,48 @@ impl Upstream {
                 table.router.select_unpinned(r.point, self.issues_sessions)
             }
         };
-        if let Some(key) = r.key.filter(|_| r.decision.is_some()) {
-            r.moved_from = self.take_moved(key);
+        match chosen {
+            Ok(d) => {
+                r.decision = Some(d);
+                if let Some(key) = r.key {
+                    // The selection counted this request in flight on the session.
+                    r.acquired = self.settings.router.track_in_flight;
+                    r.moved_from = self.take_moved(key);
+                }
+            }
+            Err(why) => r.refused = Some(why),
         }
         r
+    }
+
+    /// A refused new session: counted; the `Retry-After` seconds and body of its 503.
+    pub fn refusal(&self, why: Refusal) -> (u32, &'static str) {
+        match why {
+            Refusal::NoBackend => {
+                self.metrics.no_backend.inc();
+                (
+                    1,
+                    "no backend is available for this upstream; retry shortly\n",
+                )
+            }
+            Refusal::Full => {
+                self.metrics.full.inc();
+                let secs = self.settings.load.retry_after.as_secs();
+                (
+                    u32::try_from(secs).unwrap_or(u32::MAX),
+                    "every backend of this upstream is at its limit of active sessions, so no \
+                     new session can start now; existing sessions are unaffected; retry after \
+                     the Retry-After delay\n",
+                )
+            }
+        }
+    }
+
+    /// The request is over: its session's request-in-flight count goes down.
+    pub fn finish(&self, r: &Routing, now: Millis) {
+        if let Some(key) = r.key.filter(|_| r.acquired) {
+            self.overlay.release(key, now);
+        }
     }
 
     /// After a failed connect to `r.decision.backend`: the next ring node, re-pinned.
@@ -217,14 +255,18 @@ impl Table {
     pub(crate) fn new(up: &Upstream, members: &[Member]) -> Table {
         let specs: Vec<BackendSpec> = members
             .iter()
-            .map(|b| BackendSpec::new(&b.conf.id, b.conf.weight))
+            .map(|b| BackendSpec {
+                name: b.conf.id.clone(),
+                weight: b.conf.weight,
+                max_sessions: b.conf.max_sessions,
+            })
             .collect();
         let router = Router::new(up.settings.router, &specs, up.overlay.clone(), &up.names);
         let s = &up.settings;
         let backends = members
             .iter()
             .map(|b| BackendRt {
-                peer: peer(b.conf.addr, s.connect_timeout, s.read_timeout),
+                peer: peer(b.conf.addr, s),
                 metrics: up.root_metrics.backend(&up.name, &b.conf.id),
                 id_value: HeaderValue::from_str(&b.conf.id).ok(),
                 connect_failures: AtomicU32::new(0),
@@ -242,11 +284,14 @@ impl Table {
     }
 }
 
-fn peer(addr: std::net::SocketAddr, connect: Duration, read: Duration) -> HttpPeer {
+fn peer(addr: std::net::SocketAddr, s: &UpstreamSettings) -> HttpPeer {
     let mut p = HttpPeer::new(addr, false, String::new());
-    p.options.connection_timeout = Some(connect);
-    p.options.read_timeout = Some(read);
-    p.options.write_timeout = Some(read);
+    p.options.connection_timeout = Some(s.connect_timeout);
+    p.options.read_timeout = Some(s.read_timeout);
+    p.options.write_timeout = Some(s.read_timeout);
+    // Pingora: an idle timeout of 0 means the connection is not pooled.
+    p.options.idle_timeout = Some(s.pool.idle_timeout.unwrap_or(Duration::ZERO));
+    p.group_key = s.pool.group_key;
     p
 }
 
@@ -270,6 +315,10 @@ pub struct Routing {
     pub not_retried: bool,
     /// A migration moved this session here; its first request says so.
     pub moved_from: Option<BackendId>,
+    /// Why no backend was chosen (the request is answered with a 503).
+    pub refused: Option<Refusal>,
+    /// The selection counted this request in flight on `key` (released by `finish`).
+    pub acquired: bool,
 }
 
 impl Routing {

@@ -182,9 +182,26 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
         (405, ("PUT", "/admin/backends".into(), Some("{}".into()))),
         (405, ("DELETE", "/admin/backends".into(), None)),
         (
-            405,
+            400,
             ("PATCH", "/admin/backends/b1".into(), Some("{}".into())),
         ),
+        (
+            400,
+            (
+                "PATCH",
+                "/admin/backends/b1".into(),
+                Some(r#"{"max_sessions": 0}"#.into()),
+            ),
+        ),
+        (
+            400,
+            (
+                "PATCH",
+                "/admin/backends/b1".into(),
+                Some(r#"{"colour": 1}"#.into()),
+            ),
+        ),
+        (405, ("PATCH", "/admin/backends".into(), Some("{}".into()))),
         (405, ("GET", "/admin/backends/b1/drain".into(), None)),
         (405, ("DELETE", "/admin/backends/b1/migrate".into(), None)),
         (405, ("POST", "/admin/sessions/x".into(), None)),

@@ -45,6 +45,7 @@ pub(crate) fn handle(gw: &Gateway, req: &Req) -> Resp {
             up.view_of(id)
                 .map_or_else(|| error(404, "no such backend"), |v| json(200, &v))
         }),
+        ["backends", id] if *m == Method::PATCH => patch(gw, id, upstream, req),
         ["backends", id] if *m == Method::DELETE => {
             with_backend(gw, id, upstream, |up| match up.remove_backend(id) {
                 Ok(n) => json(200, &serde_json::json!({ "removed": id, "sessions": n })),
@@ -114,6 +115,7 @@ struct AddBody {
     id: Option<String>,
     addr: Option<String>,
     weight: Option<u32>,
+    max_sessions: Option<u32>,
     drain: Option<bool>,
 }
 
@@ -150,13 +152,56 @@ fn add(gw: &Gateway, req: &Req) -> Resp {
     if weight > 10_000 {
         return error(400, &format!("weight {weight} is out of range 0..=10000"));
     }
+    if body.max_sessions == Some(0) {
+        return error(400, "max_sessions must be at least 1 (omit it for no cap)");
+    }
     let conf = BackendConf {
         id,
         addr,
         weight,
+        max_sessions: body.max_sessions.or(up.settings.load.max_sessions),
         drain: body.drain.unwrap_or(false),
     };
     up.add_backend(conf).map_or_else(refused, |v| json(201, &v))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    weight: Option<u32>,
+    /// A number sets the cap, `null` removes it, absent leaves it.
+    #[serde(default, deserialize_with = "present")]
+    max_sessions: Option<Option<u32>>,
+}
+
+/// `Some(value)` for a present field, even `null` (→ `Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(d).map(Some)
+}
+
+/// `PATCH /admin/backends/{id}`: change weight and/or cap at run time. Pinned sessions stay
+/// where they are; only new placements follow the new weight (a new ring).
+fn patch(gw: &Gateway, id: &str, upstream: Option<String>, req: &Req) -> Resp {
+    let body: PatchBody = match parse(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if body.weight.is_none() && body.max_sessions.is_none() {
+        return error(
+            400,
+            "nothing to change: give \"weight\" and/or \"max_sessions\"",
+        );
+    }
+    if let Some(w) = body.weight.filter(|&w| w > 10_000) {
+        return error(400, &format!("weight {w} is out of range 0..=10000"));
+    }
+    if body.max_sessions == Some(Some(0)) {
+        return error(400, "max_sessions must be at least 1 (null for no cap)");
+    }
+    with_backend(gw, id, upstream, |up| {
+        up.update_backend(id, body.weight, body.max_sessions)
+            .map_or_else(refused, |v| json(200, &v))
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -235,6 +280,8 @@ fn session(gw: &Gateway, value: &str, upstream: Option<&str>) -> Resp {
                     "backup": info.backup.and_then(name),
                     "age_ms": now.saturating_sub(info.created),
                     "idle_ms": now.saturating_sub(info.last_seen),
+                    "in_flight": info.in_flight,
+                    "frequency": info.frequency,
                 }),
             );
         }

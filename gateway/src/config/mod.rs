@@ -75,6 +75,46 @@ pub struct UpstreamSettings {
     pub passive: PassiveConf,
     /// Sessions per second moved by a migration.
     pub migrate_rate: u32,
+    /// Load limits beyond the router's (`load:`).
+    pub load: LoadConf,
+    /// Upstream connection pooling (`pool:`).
+    pub pool: PoolConf,
+}
+
+/// `load:` of an upstream. The bound ε and `spill_pinned` live in [`RouterConfig`]; caps in
+/// each [`BackendConf`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadConf {
+    /// Cap for backends that set none (also for backends added through the admin API).
+    pub max_sessions: Option<u32>,
+    /// `Retry-After` of the 503 a new session gets when every backend is full.
+    pub retry_after: Duration,
+    /// Periodic moves of idle sessions off backends above the bound.
+    pub rebalance: Option<RebalanceConf>,
+}
+
+/// `load.rebalance:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebalanceConf {
+    /// How often the job runs.
+    pub interval: Duration,
+    /// A session unused for this long (and with no request in flight) may move.
+    pub idle_after: Duration,
+    /// At most this many sessions moved per second.
+    pub rate: u32,
+}
+
+/// `pool:` of an upstream: which pooled upstream connections its requests may reuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConf {
+    /// Pingora's `group_key` for this upstream's peers (hash of `pool.group`, by default the
+    /// upstream's name): upstreams in different groups never share a connection.
+    pub group_key: u64,
+    /// Each session gets connections of its own (group key mixed with the session key), for
+    /// apps that keep state per TCP connection (e.g. NTLM).
+    pub per_session: bool,
+    /// How long an idle pooled connection is kept; `None` = keep-alive off (no pooling).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Active health checks of an upstream's backends.
@@ -112,6 +152,8 @@ pub struct BackendConf {
     pub id: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Cap on active sessions (`None` = no cap).
+    pub max_sessions: Option<u32>,
     /// Start (or, on reload, put) the backend in the draining state.
     pub drain: bool,
 }
@@ -136,6 +178,12 @@ pub mod defaults {
     pub const PASSIVE_FALL: u32 = 3;
     pub const PASSIVE_COOLDOWN: Duration = Duration::from_secs(10);
     pub const MIGRATE_RATE: u32 = 200;
+    pub const ACTIVE_WINDOW: Duration = Duration::from_secs(5 * 60);
+    pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+    pub const REBALANCE_INTERVAL: Duration = Duration::from_secs(10);
+    pub const REBALANCE_IDLE_AFTER: Duration = Duration::from_secs(60);
+    pub const REBALANCE_RATE: u32 = 100;
+    pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     /// Longest backend id; ids appear in cookies and metric labels.
     pub const MAX_ID_LEN: usize = 64;
 }

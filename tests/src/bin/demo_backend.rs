@@ -6,7 +6,8 @@
 //! `X-Backend`, `X-Seen-Affinity` (`X-Berth-Affinity`), `X-Seen-Forwarded-For`,
 //! `X-Seen-Previous-Backend` (`X-Berth-Previous-Backend`), `X-Seen-Backup` (`X-Berth-Backup`),
 //! `X-Seen-Forwarded-Proto`, `X-Seen-Forwarded-Host`, `X-Seen-Peer` (the TCP peer),
-//! `X-Seen-Idempotency-Key` and `X-Seen-Body-Length` (request body bytes received; bodies
+//! `X-Seen-Idempotency-Key`, `X-Seen-Conn` (the TCP peer's ip:port: one value per upstream
+//! connection) and `X-Seen-Body-Length` (request body bytes received; bodies
 //! may be `Content-Length` or chunked); a missing header reads `-`. Connections are kept alive.
 //!
 //! Special paths (answered here, for tests and health checkers):
@@ -243,7 +244,8 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
         "HTTP/1.1 200 OK\r\nX-Backend: {}\r\nX-Seen-Affinity: {}\r\nX-Seen-Forwarded-For: {}\r\n\
          X-Seen-Previous-Backend: {}\r\nX-Seen-Backup: {}\r\nX-Seen-Forwarded-Proto: {}\r\n\
          X-Seen-Forwarded-Host: {}\r\nX-Seen-Peer: {}\r\nX-Seen-Idempotency-Key: {}\r\n\
-         X-Seen-Body-Length: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
+         X-Seen-Body-Length: {}\r\nX-Seen-Conn: {}\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\n",
         state.name,
         seen("x-berth-affinity"),
         seen("x-forwarded-for"),
@@ -254,6 +256,7 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
         req.peer.ip(),
         seen("idempotency-key"),
         req.body_len,
+        req.peer,
         body.len(),
     );
     if path == "/set-cookie" {

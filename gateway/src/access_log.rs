@@ -186,7 +186,10 @@ impl AccessLog {
         };
         self.push(Entry {
             time: SystemTime::now(),
-            client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
             method: req.method.clone(),
             path: path.to_string(),
             done,
@@ -280,7 +283,9 @@ impl Entry {
         let time = humantime::format_rfc3339_millis(self.time).to_string();
         let d = &self.done;
         let backend = match (&d.table, d.decision) {
-            (Some(t), Some(dec)) if dec.backend < t.router.len() => Some(t.router.name(dec.backend)),
+            (Some(t), Some(dec)) if dec.backend < t.router.len() => {
+                Some(t.router.name(dec.backend))
+            }
             _ => None,
         };
         let line = Line {
@@ -356,12 +361,14 @@ pub struct WriterService {
 
 #[async_trait::async_trait]
 impl pingora_core::services::background::BackgroundService for WriterService {
-    async fn start(&self, _shutdown: pingora_core::server::ShutdownWatch) {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
         if let Some(log) = &self.gw.access_log {
             if let Err(e) = log.start_writer() {
                 log::error!("access log: cannot start the writer thread, nothing is logged: {e}");
             }
         }
+        // The thread writes until the process exits; this service just lives as long.
+        let _ = shutdown.changed().await;
     }
 }
 

@@ -105,9 +105,11 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     server.bootstrap();
 
     let metrics = Arc::new(metrics::Metrics::new());
-    let access_log = match config.access_log.take().map(|c| {
-        access_log::AccessLog::open(&c, &metrics).map_err(|e| (c.target, e))
-    }) {
+    let access_log = match config
+        .access_log
+        .take()
+        .map(|c| access_log::AccessLog::open(&c, &metrics).map_err(|e| (c.target, e)))
+    {
         None => None,
         Some(Ok(log)) => Some(log),
         Some(Err((target, e))) => {

@@ -28,9 +28,7 @@ const REGISTRY_OPS: [&str; 3] = ["get", "pin", "remove"];
 
 /// The overlay's counters read at scrape time, in one fixed order.
 fn overlay_counters(s: &berth_routing::OverlayStats) -> [u64; 6] {
-    [
-        s.created, s.expired, s.evicted, s.gets, s.pins, s.removes,
-    ]
+    [s.created, s.expired, s.evicted, s.gets, s.pins, s.removes]
 }
 
 /// What a request's affinity came to (`berth_affinity_total{outcome}`), see
@@ -348,8 +346,10 @@ impl Metrics {
                 .with_label_values(&[upstream, backend]),
             up: self.backend_up.with_label_values(&[upstream, backend]),
             failovers: self.failovers.with_label_values(&[upstream, backend]),
-            connections: ["false", "true"]
-                .map(|reused| self.connections.with_label_values(&[upstream, backend, reused])),
+            connections: ["false", "true"].map(|reused| {
+                self.connections
+                    .with_label_values(&[upstream, backend, reused])
+            }),
         }
     }
 
@@ -375,7 +375,8 @@ impl Metrics {
                 .iter()
                 .map(|r| self.duration.with_label_values(&[upstream, r.as_str()]))
                 .collect(),
-            affinity: Outcome::ALL.map(|o| self.affinity.with_label_values(&[upstream, o.as_str()])),
+            affinity: Outcome::ALL
+                .map(|o| self.affinity.with_label_values(&[upstream, o.as_str()])),
             failovers: self.failovers.clone(),
         }
     }

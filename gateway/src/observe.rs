@@ -94,13 +94,28 @@ mod tests {
             (routing(Reason::Sticky, None, false), Some(Outcome::Hit)),
             (routing(Reason::New, None, false), Some(Outcome::Miss)),
             (routing(Reason::Ring, None, false), None),
-            (routing(Reason::Failover, Some(1), false), Some(Outcome::Reassigned)),
-            (routing(Reason::Spill, None, false), Some(Outcome::Reassigned)),
-            (routing(Reason::New, None, true), Some(Outcome::InvalidToken)),
-            (routing(Reason::Ring, None, true), Some(Outcome::InvalidToken)),
+            (
+                routing(Reason::Failover, Some(1), false),
+                Some(Outcome::Reassigned),
+            ),
+            (
+                routing(Reason::Spill, None, false),
+                Some(Outcome::Reassigned),
+            ),
+            (
+                routing(Reason::New, None, true),
+                Some(Outcome::InvalidToken),
+            ),
+            (
+                routing(Reason::Ring, None, true),
+                Some(Outcome::InvalidToken),
+            ),
             // Another plugin's key kept the session: the rejection is not its outcome.
             (routing(Reason::Sticky, None, true), Some(Outcome::Hit)),
-            (routing(Reason::Failover, Some(1), true), Some(Outcome::Reassigned)),
+            (
+                routing(Reason::Failover, Some(1), true),
+                Some(Outcome::Reassigned),
+            ),
             (Routing::default(), None),
         ];
         for (r, want) in cases {

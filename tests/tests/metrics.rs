@@ -14,8 +14,11 @@ fn scrape(gw: &Gateway) -> String {
     text
 }
 
+/// `(metric, labels it must have, expected sum)`.
+type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
 /// Assert that each `(metric, labels, value)` holds in `text`.
-fn expect(text: &str, want: &[(&str, &[(&str, &str)], f64)]) {
+fn expect(text: &str, want: &[Want<'_>]) {
     let wrong: Vec<String> = want
         .iter()
         .filter_map(|(name, labels, v)| {

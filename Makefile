@@ -22,11 +22,13 @@ help:
 	@sed -n '3,11p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
-## redis-server for the Redis tests). Runs apt-get only when something is missing.
+## redis-server for the Redis tests, prometheus for promtool in the metrics tests). Runs
+## apt-get only when something is missing.
 deps:
 	@missing=""; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v cc >/dev/null || missing="$$missing build-essential"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -12,12 +12,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod headers;
 pub mod health;
 pub mod members;
 pub mod metrics;
+pub mod observe;
 pub mod proxy;
 pub mod reload;
 pub mod sweeper;
@@ -103,7 +105,21 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     server.bootstrap();
 
     let metrics = Arc::new(metrics::Metrics::new());
-    let gw = Arc::new(upstreams::Gateway::new(config, metrics));
+    let access_log = match config
+        .access_log
+        .take()
+        .map(|c| access_log::AccessLog::open(&c, &metrics).map_err(|e| (c.target, e)))
+    {
+        None => None,
+        Some(Ok(log)) => Some(log),
+        Some(Err((target, e))) => {
+            eprintln!("access_log.path: cannot open {target:?}: {e}");
+            return EXIT_BAD_CONFIG;
+        }
+    };
+    let mut gw = upstreams::Gateway::new(config, metrics);
+    gw.access_log = access_log;
+    let gw = Arc::new(gw);
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -146,6 +162,10 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
         registry,
     };
     server.add_service(background_service("berth reload", reloader));
+    if gw.access_log.is_some() {
+        let writer = access_log::WriterService { gw: gw.clone() };
+        server.add_service(background_service("berth access log", writer));
+    }
     let checker = health::HealthChecker { gw: gw.clone() };
     server.add_service(background_service("berth health checks", checker));
 

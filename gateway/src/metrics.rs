@@ -8,11 +8,60 @@ use berth_plugins::Invalid;
 use berth_routing::Reason;
 use parking_lot::Mutex;
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Response status classes used as the `class` label. `none` = no response was sent.
 pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// Upper bounds of `berth_request_duration_seconds`, 0.5 ms to 60 s (about ×2.5 apart).
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// `berth_pins_total{event}` values: the first three of [`overlay_counters`].
+const OVERLAY_EVENTS: [&str; 3] = ["created", "expired", "evicted"];
+/// `berth_registry_operations_total{op}` values: the last three of [`overlay_counters`].
+const REGISTRY_OPS: [&str; 3] = ["get", "pin", "remove"];
+
+/// The overlay's counters read at scrape time, in one fixed order.
+fn overlay_counters(s: &berth_routing::OverlayStats) -> [u64; 6] {
+    [s.created, s.expired, s.evicted, s.gets, s.pins, s.removes]
+}
+
+/// What a request's affinity came to (`berth_affinity_total{outcome}`), see
+/// [`crate::observe`] for the rules.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The session's pin held: it went to its backend.
+    Hit,
+    /// No live pin: a new session was placed.
+    Miss,
+    /// The session changed backend (failover, spill, migration).
+    Reassigned,
+    /// The key it presented was rejected (forged, expired, malformed ...); routed as new.
+    InvalidToken,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Hit,
+        Outcome::Miss,
+        Outcome::Reassigned,
+        Outcome::InvalidToken,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Reassigned => "reassigned",
+            Outcome::InvalidToken => "invalid_token",
+        }
+    }
+}
 
 /// The metric families.
 pub struct Metrics {
@@ -29,12 +78,22 @@ pub struct Metrics {
     health_transitions: IntCounterVec,
     migrated: IntCounterVec,
     retries: IntCounterVec,
+    duration: HistogramVec,
+    affinity: IntCounterVec,
+    failovers: IntCounterVec,
+    drain_remaining: IntGaugeVec,
+    registry_ops: IntCounterVec,
+    connections: IntCounterVec,
+    /// Access-log lines dropped because the writer's queue was full.
+    pub access_log_full: IntCounter,
+    /// Access-log lines lost because writing them failed.
+    pub access_log_write_error: IntCounter,
     /// Requests no route matched (answered 404).
     pub no_route: IntCounter,
     /// Admin API requests refused for a missing or wrong token.
     pub admin_denied: IntCounter,
     /// Last overlay counters seen, per upstream, so scrapes add only the difference.
-    last_pins: Mutex<Vec<(String, [u64; 3])>>,
+    last_pins: Mutex<Vec<(String, [u64; 6])>>,
 }
 
 /// Handles for one backend.
@@ -44,6 +103,10 @@ pub struct BackendMetrics {
     pub connect_failures: IntCounter,
     /// 1 while the backend serves (healthy and not drained), else 0.
     pub up: IntGauge,
+    /// Failover decisions away from this backend.
+    pub failovers: IntCounter,
+    /// Upstream connections used: `[new, reused]`.
+    connections: [IntCounter; 2],
 }
 
 /// Handles for one upstream.
@@ -59,6 +122,12 @@ pub struct UpstreamMetrics {
     pub retry_connect: IntCounter,
     pub retry_idempotent: IntCounter,
     health_transitions: IntCounterVec,
+    /// `[reason]`.
+    duration: Vec<Histogram>,
+    /// `[outcome]`.
+    affinity: [IntCounter; 4],
+    /// For failovers away from a backend no longer in the table (resolved on the spot).
+    failovers: IntCounterVec,
 }
 
 impl BackendMetrics {
@@ -69,6 +138,11 @@ impl BackendMetrics {
             _ => 5,
         };
         self.requests[reason.index()][class].inc();
+    }
+
+    /// Count one upstream connection handed to a request.
+    pub fn connected(&self, reused: bool) {
+        self.connections[usize::from(reused)].inc();
     }
 }
 
@@ -81,11 +155,35 @@ impl UpstreamMetrics {
             .inc();
     }
 
+    /// Observe a routed request's duration (from its request header to its last byte sent).
+    pub fn duration(&self, reason: Reason, elapsed: std::time::Duration) {
+        self.duration[reason.index()].observe(elapsed.as_secs_f64());
+    }
+
+    /// Count one affinity outcome.
+    pub fn affinity(&self, outcome: Outcome) {
+        self.affinity[outcome as usize].inc();
+    }
+
+    /// Count a failover away from `backend`, a backend that is no longer in the routing table
+    /// (rare: resolved on the spot).
+    pub fn failover_from(&self, upstream: &str, backend: &str) {
+        self.failovers.with_label_values(&[upstream, backend]).inc();
+    }
+
     /// The counter for plugin `plugin` rejecting a key for `why`.
     pub fn invalid(&self, plugin: usize, why: Invalid) -> &IntCounter {
         let i = Invalid::ALL.iter().position(|w| *w == why).unwrap_or(0);
         &self.invalid[plugin][i]
     }
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .expect("metric names and labels are static and valid");
+    r.register(Box::new(g.clone()))
+        .expect("each metric is registered once");
+    g
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -143,7 +241,57 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(admin_denied.clone()))
             .expect("registered once");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "berth_request_duration_seconds",
+                "Time from a routed request's header to the last byte of its response, by routing reason.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["upstream", "reason"],
+        )
+        .expect("static metric");
+        r.register(Box::new(duration.clone()))
+            .expect("registered once");
+        let access_log_dropped = counter_vec(
+            r,
+            "berth_access_log_dropped_total",
+            "Access-log lines not written: queue full (the writer fell behind) or write error.",
+            &["why"],
+        );
         Metrics {
+            access_log_full: access_log_dropped.with_label_values(&["queue_full"]),
+            access_log_write_error: access_log_dropped.with_label_values(&["write_error"]),
+            duration,
+            affinity: counter_vec(
+                r,
+                "berth_affinity_total",
+                "Affinity outcomes of routed requests: hit (pin held), miss (new session), reassigned (moved to another backend), invalid_token (key rejected, routed as new).",
+                &["upstream", "outcome"],
+            ),
+            failovers: counter_vec(
+                r,
+                "berth_failovers_total",
+                "Failover decisions, by the backend failed away from (pinned backend unusable, or a connect/idempotent retry on another backend).",
+                &["upstream", "backend"],
+            ),
+            drain_remaining: gauge_vec(
+                r,
+                "berth_drain_remaining_sessions",
+                "Sessions still pinned to a draining or drained backend (0 for active backends).",
+                &["upstream", "backend"],
+            ),
+            registry_ops: counter_vec(
+                r,
+                "berth_registry_operations_total",
+                "Session registry operations: get (lookups), pin (writes), remove. The memory registry is the in-process overlay.",
+                &["upstream", "registry", "op"],
+            ),
+            connections: counter_vec(
+                r,
+                "berth_upstream_connections_total",
+                "Upstream connections handed to requests: newly opened (reused=false) or from the keep-alive pool (reused=true).",
+                &["upstream", "backend", "reused"],
+            ),
             admin_denied,
             backend_up,
             health_transitions: counter_vec(
@@ -220,6 +368,11 @@ impl Metrics {
                 .connect_failures
                 .with_label_values(&[upstream, backend]),
             up: self.backend_up.with_label_values(&[upstream, backend]),
+            failovers: self.failovers.with_label_values(&[upstream, backend]),
+            connections: ["false", "true"].map(|reused| {
+                self.connections
+                    .with_label_values(&[upstream, backend, reused])
+            }),
         }
     }
 
@@ -243,6 +396,13 @@ impl Metrics {
             retry_connect: self.retries.with_label_values(&[upstream, "connect"]),
             retry_idempotent: self.retries.with_label_values(&[upstream, "idempotent"]),
             health_transitions: self.health_transitions.clone(),
+            duration: Reason::ALL
+                .iter()
+                .map(|r| self.duration.with_label_values(&[upstream, r.as_str()]))
+                .collect(),
+            affinity: Outcome::ALL
+                .map(|o| self.affinity.with_label_values(&[upstream, o.as_str()])),
+            failovers: self.failovers.clone(),
         }
     }
 
@@ -258,7 +418,15 @@ impl Metrics {
 
     fn refresh(&self, gw: &Gateway) {
         let mut last = self.last_pins.lock();
+        // Rebuilt whole, so backends removed since the last scrape disappear.
+        self.drain_remaining.reset();
         for up in &gw.upstreams {
+            for b in up.views() {
+                let left = if b.state == "active" { 0 } else { b.sessions };
+                self.drain_remaining
+                    .with_label_values(&[up.name.as_str(), &b.id])
+                    .set(i64::try_from(left).unwrap_or(i64::MAX));
+            }
             let table = up.table.load();
             for idx in 0..table.router.len() {
                 let labels = [up.name.as_str(), table.router.name(idx)];
@@ -269,20 +437,26 @@ impl Metrics {
                     .with_label_values(&labels)
                     .set(i64::from(active));
             }
-            let s = up.overlay.stats();
-            let now = [s.created, s.expired, s.evicted];
+            let now = overlay_counters(&up.overlay.stats());
             let pos = match last.iter().position(|(n, _)| *n == up.name) {
                 Some(p) => p,
                 None => {
-                    last.push((up.name.clone(), [0; 3]));
+                    last.push((up.name.clone(), [0; 6]));
                     last.len() - 1
                 }
             };
-            for (i, event) in ["created", "expired", "evicted"].iter().enumerate() {
-                let delta = now[i].saturating_sub(last[pos].1[i]);
+            let delta: Vec<u64> = (0..6)
+                .map(|i| now[i].saturating_sub(last[pos].1[i]))
+                .collect();
+            for (event, d) in OVERLAY_EVENTS.iter().zip(&delta[..3]) {
                 self.pins
                     .with_label_values(&[up.name.as_str(), event])
-                    .inc_by(delta);
+                    .inc_by(*d);
+            }
+            for (op, d) in REGISTRY_OPS.iter().zip(&delta[3..]) {
+                self.registry_ops
+                    .with_label_values(&[up.name.as_str(), "memory", op])
+                    .inc_by(*d);
             }
             last[pos].1 = now;
         }

@@ -13,6 +13,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Berth's proxy.
 pub struct Proxy {
@@ -25,6 +26,8 @@ pub struct Ctx {
     upstream: Option<Arc<Upstream>>,
     table: Option<Arc<Table>>,
     routing: Routing,
+    /// When `request_filter` began (the request header had been read).
+    start: Option<Instant>,
 }
 
 impl Ctx {
@@ -47,6 +50,8 @@ impl ProxyHttp for Proxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let start = Instant::now();
+        ctx.start = Some(start);
         let req = session.req_header();
         let Some(upstream) = self.gw.route(headers::host(req), req.uri.path()) else {
             self.gw.metrics.no_route.inc();
@@ -54,14 +59,14 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         };
         let table = upstream.table.load_full();
-        let now = self.gw.clock.now();
+        let now = self.gw.clock.at(start);
         ctx.routing = upstream.decide(&table, &ReqView(session), now);
+        ctx.upstream = Some(upstream.clone());
         if let Some(why) = ctx.routing.refused {
             let (retry_after, body) = upstream.refusal(why);
             headers::respond(session, 503, Some(retry_after), body).await?;
             return Ok(true);
         }
-        ctx.upstream = Some(upstream.clone());
         ctx.table = Some(table);
         Ok(false)
     }
@@ -72,6 +77,7 @@ impl ProxyHttp for Proxy {
             upstream: Some(upstream),
             table: Some(table),
             routing,
+            ..
         } = ctx
         else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
@@ -101,13 +107,14 @@ impl ProxyHttp for Proxy {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         _digest: Option<&Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some((upstream, table, backend)) = ctx.parts() {
+            table.backends[backend].metrics.connected(reused);
             upstream.connected(table, backend);
         }
         Ok(())
@@ -240,10 +247,20 @@ impl ProxyHttp for Proxy {
         if let Some(upstream) = &ctx.upstream {
             upstream.finish(&ctx.routing, self.gw.clock.now());
         }
-        let (Some(table), Some(d)) = (&ctx.table, ctx.routing.decision) else {
-            return;
-        };
         let status = session.response_written().map(|r| r.status.as_u16());
-        table.backends[d.backend].metrics.request(d.reason, status);
+        let elapsed = ctx.start.map(|t| t.elapsed());
+        if let (Some(upstream), Some(table)) = (&ctx.upstream, &ctx.table) {
+            upstream.finished(table, &ctx.routing, status, elapsed);
+        }
+        if let Some(log) = &self.gw.access_log {
+            let done = crate::access_log::Done {
+                upstream: ctx.upstream.take(),
+                table: ctx.table.take(),
+                decision: ctx.routing.decision,
+                status,
+                elapsed,
+            };
+            log.record(session, done);
+        }
     }
 }

@@ -47,6 +47,9 @@ impl Reloader {
     /// Apply the file's backend lists; returns false when the file was refused.
     pub fn reload(&self) -> bool {
         log::info!("SIGHUP: reloading {}", self.conf_path);
+        if let Some(access_log) = &self.gw.access_log {
+            access_log.reopen();
+        }
         let cfg = match config::load_file(&self.conf_path, &self.registry) {
             Ok(c) => c,
             Err(errors) => {

@@ -22,6 +22,8 @@ pub struct Gateway {
     pub routes: Vec<Route>,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
+    /// The access log, when configured (see [`crate::access_log`]).
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 impl Gateway {
@@ -37,6 +39,7 @@ impl Gateway {
             routes: config.routes,
             clock: Clock::new(),
             metrics,
+            access_log: None,
         }
     }
 
@@ -87,7 +90,11 @@ impl Clock {
         }
     }
     pub fn now(&self) -> Millis {
-        self.start.elapsed().as_millis() as Millis
+        self.at(Instant::now())
+    }
+    /// `t` as a routing-core time (for a caller that also needs the `Instant`).
+    pub fn at(&self, t: Instant) -> Millis {
+        t.saturating_duration_since(self.start).as_millis() as Millis
     }
 }
 
@@ -165,8 +172,10 @@ impl Upstream {
         let mut r = Routing {
             decided_by: found.decided_by,
             key_expires: found.key_expires(),
+            invalid: found.invalid.is_some(),
             ..Routing::default()
         };
+        let mut named = None;
         let chosen = match found.affinity {
             Some(Affinity::Session(key)) => {
                 r.point = key.ring_point();
@@ -174,6 +183,7 @@ impl Upstream {
                 table.router.select(key, now)
             }
             Some(Affinity::Backend { name, key, .. }) => {
+                named = Some(name);
                 r.point = key.ring_point();
                 r.key = Some(key);
                 table.router.select_named(name, key, now)
@@ -193,6 +203,9 @@ impl Upstream {
                 }
             }
             Err(why) => r.refused = Some(why),
+        }
+        if let Some(d) = r.decision.filter(|d| d.reason == Reason::Failover) {
+            self.count_failover(table, &d, named);
         }
         r
     }
@@ -234,6 +247,7 @@ impl Upstream {
         let d = table
             .router
             .failover(r.point, r.key, r.failed.as_slice(), now)?;
+        table.backends[failed].metrics.failovers.inc();
         r.decision = Some(d);
         Some(d)
     }
@@ -313,6 +327,8 @@ pub struct Routing {
     pub retrying: bool,
     /// Set when a failed request was not retried because it is not idempotent.
     pub not_retried: bool,
+    /// A plugin rejected the key the request presented (forged, expired ...).
+    pub invalid: bool,
     /// A migration moved this session here; its first request says so.
     pub moved_from: Option<BackendId>,
     /// Why no backend was chosen (the request is answered with a 503).

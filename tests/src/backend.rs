@@ -112,6 +112,11 @@ impl Backend {
         self.ask_count("/__count")
     }
 
+    /// Connections that carried at least one request counted by [`Backend::count`].
+    pub fn connections(&self) -> u64 {
+        self.ask_count("/__count?connections")
+    }
+
     /// Of [`Backend::count`], the requests with `method` (e.g. `POST`); dropped ones included.
     pub fn count_method(&self, method: &str) -> u64 {
         self.ask_count(&format!("/__count?method={method}"))

@@ -87,6 +87,80 @@ pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The `promtool` binary: on `PATH`, else installed with `apt-get install prometheus`
+/// (Debian's package ships it; needs root, as in CI). Panics when it still cannot be found:
+/// a test that needs it fails rather than skips.
+pub fn promtool() -> std::path::PathBuf {
+    use std::sync::OnceLock;
+    static FOUND: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        if let Some(p) = find_promtool() {
+            return Ok(p);
+        }
+        eprintln!("promtool not found: installing Debian's prometheus package");
+        let sudo = if is_root() { "" } else { "sudo " };
+        let script = format!(
+            "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq \
+             --no-install-recommends prometheus"
+        );
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .map_err(|e| format!("cannot run `{script}`: {e}"))?;
+        find_promtool().ok_or_else(|| {
+            format!("promtool still missing after `{script}` ({status}); run `make deps`")
+        })
+    });
+    found.clone().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn find_promtool() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("promtool"))
+        .find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// `promtool check metrics` on `text` (the exposition read from stdin): `Err` with its output
+/// when it reports any problem or exits non-zero.
+pub fn promtool_check(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run promtool: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin for promtool")?;
+    stdin
+        .write_all(text.as_bytes())
+        .map_err(|e| format!("writing to promtool: {e}"))?;
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("promtool: {e}"))?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("promtool check metrics: {}\n{said}", out.status))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

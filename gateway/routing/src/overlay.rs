@@ -104,7 +104,8 @@ pub struct PinInfo {
     pub frequency: u32,
 }
 
-/// Monotonic counters since start.
+/// Monotonic counters since start. Each is a plain integer kept under its shard's lock, which
+/// the operation holds anyway: counting costs no atomic operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OverlayStats {
     /// Pins created (new sessions, including re-creation after expiry).
@@ -113,6 +114,12 @@ pub struct OverlayStats {
     pub expired: u64,
     /// Live pins dropped to make room (the overlay was full).
     pub evicted: u64,
+    /// Lookups: [`Overlay::get`] and [`Overlay::get_or_pin`] calls.
+    pub gets: u64,
+    /// Pins written: [`Overlay::pin`] calls and [`Overlay::get_or_pin`] calls that placed one.
+    pub pins: u64,
+    /// [`Overlay::remove`] calls.
+    pub removes: u64,
 }
 
 /// A shard on its own cache lines, so neighbouring locks do not false-share.
@@ -253,7 +260,7 @@ impl Overlay {
     }
 
     /// Drops the pin of `key` (expired or not); returns the backend it was pinned to.
-    /// Not counted in [`OverlayStats`].
+    /// Counted in [`OverlayStats::removes`], not as expired or evicted.
     pub fn remove(&self, key: SessionKey) -> Option<BackendId> {
         self.shard(key).lock().remove(key.0)
     }
@@ -339,6 +346,9 @@ impl Overlay {
             total.created += st.created;
             total.expired += st.expired;
             total.evicted += st.evicted;
+            total.gets += st.gets;
+            total.pins += st.pins;
+            total.removes += st.removes;
         }
         total
     }

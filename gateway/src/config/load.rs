@@ -44,6 +44,7 @@ fn read_config(doc: &Value, registry: &Registry, errors: &mut Errors) -> Option<
     let server = top.raw("server").map(|v| read_server(v, top.errors()));
     let listeners = read_listeners(&mut top);
     let admin = read_admin(&mut top);
+    let access_log = crate::access_log::read_conf(&mut top);
     let mut upstreams = Vec::new();
     let before = top.errors().len();
     top.map("upstreams", |name, v, path, errors| {
@@ -73,6 +74,7 @@ fn read_config(doc: &Value, registry: &Registry, errors: &mut Errors) -> Option<
         admin,
         routes,
         upstreams,
+        access_log,
     })
 }
 

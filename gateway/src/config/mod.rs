@@ -24,6 +24,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Upstreams in file order (`upstreams:`).
     pub upstreams: Vec<UpstreamConf>,
+    /// The access log (`access_log:`); `None` = off.
+    pub access_log: Option<crate::access_log::AccessLogConf>,
 }
 
 /// One client-facing listener.

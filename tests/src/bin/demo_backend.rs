@@ -13,7 +13,8 @@
 //! Special paths (answered here, for tests and health checkers):
 //! * `GET /__count` — requests received so far, not counting the special paths below;
 //!   `GET /__count?method=POST` — of those, the ones with that method;
-//!   `GET /__count?path=/x` — requests received for path `/x` (any path, `/__health` too).
+//!   `GET /__count?path=/x` — requests received for path `/x` (any path, `/__health` too);
+//!   `GET /__count?connections` — connections that carried at least one counted request.
 //! * `GET /__health` — `200 ok` while healthy, `503 failing` after `POST /__health/fail`;
 //!   `POST /__health/slow` makes it answer 200 only after 1 s; `POST /__health/ok` makes it
 //!   healthy and prompt again (the toggles answer `204`).
@@ -33,6 +34,8 @@ struct State {
     name: String,
     /// Requests counted by plain `/__count`.
     requests: AtomicU64,
+    /// Connections that carried at least one of those.
+    connections: AtomicU64,
     /// Of those, per method (upper case).
     by_method: Mutex<HashMap<String, u64>>,
     /// Every request except `/__count` and the health toggles, per path (no query).
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
     let state = Arc::new(State {
         name: args[1].clone(),
         requests: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
         by_method: Mutex::new(HashMap::new()),
         by_path: Mutex::new(HashMap::new()),
         healthy: AtomicBool::new(true),
@@ -106,6 +110,7 @@ fn serve(stream: TcpStream, state: &State) -> io::Result<()> {
     let peer = stream.peer_addr()?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = BufWriter::new(stream);
+    let conn_counted = std::cell::Cell::new(false);
     loop {
         let Some(head) = http::read_head(&mut reader)? else {
             return Ok(());
@@ -133,6 +138,7 @@ fn serve(stream: TcpStream, state: &State) -> io::Result<()> {
             body_len: body.len(),
             peer,
             keep_alive,
+            conn_counted: &conn_counted,
         };
         match respond(state, &req) {
             Some(response) => {
@@ -165,6 +171,8 @@ struct Req<'a> {
     body_len: usize,
     peer: SocketAddr,
     keep_alive: bool,
+    /// Set once this connection carried a counted request.
+    conn_counted: &'a std::cell::Cell<bool>,
 }
 
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
@@ -199,6 +207,8 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
                 get(&state.by_method, &m.to_ascii_uppercase())
             } else if let Some(p) = query_param(query, "path") {
                 get(&state.by_path, p)
+            } else if query == "connections" {
+                state.connections.load(Ordering::SeqCst)
             } else {
                 state.requests.load(Ordering::SeqCst)
             };
@@ -227,6 +237,9 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
         _ => {}
     }
     state.requests.fetch_add(1, Ordering::SeqCst);
+    if !req.conn_counted.replace(true) {
+        state.connections.fetch_add(1, Ordering::SeqCst);
+    }
     bump(&state.by_method, &method);
     bump(&state.by_path, path);
     let drop_listed = req.head.header("x-demo-drop").is_some_and(|v| {

@@ -180,6 +180,7 @@ impl Shard {
 
     #[inline]
     pub(super) fn get(&mut self, key: u128, now_s: u32, ttl_s: u32, acquire: bool) -> Option<Pin> {
+        self.stats.gets += 1;
         let pos = self.table.find(key).ok()?;
         if is_expired(self.table.slot(pos), now_s, ttl_s) {
             self.remove_at(pos);
@@ -199,6 +200,7 @@ impl Shard {
         acquire: bool,
         place: impl FnOnce() -> Option<Pin>,
     ) -> Lookup {
+        self.stats.gets += 1;
         match self.table.find(key) {
             Ok(pos) if !is_expired(self.table.slot(pos), now_s, ttl_s) => {
                 Lookup::Found(self.touch(pos, now_s, acquire))
@@ -207,6 +209,7 @@ impl Shard {
                 self.stats.expired += 1;
                 match place() {
                     Some(to) => {
+                        self.stats.pins += 1;
                         self.reuse_expired(pos, to, now_s, acquire);
                         Lookup::Pinned(to)
                     }
@@ -218,6 +221,7 @@ impl Shard {
             }
             Err(vacant) => match place() {
                 Some(to) => {
+                    self.stats.pins += 1;
                     self.insert(key, to, now_s, ttl_s, vacant, acquire);
                     Lookup::Pinned(to)
                 }
@@ -244,6 +248,7 @@ impl Shard {
     }
 
     pub(super) fn pin(&mut self, key: u128, to: Pin, now_s: u32, ttl_s: u32) -> PinOutcome {
+        self.stats.pins += 1;
         let pos = match self.table.find(key) {
             Ok(pos) => pos,
             Err(vacant) => {
@@ -342,6 +347,7 @@ impl Shard {
     }
 
     pub(super) fn remove(&mut self, key: u128) -> Option<BackendId> {
+        self.stats.removes += 1;
         let pos = self.table.find(key).ok()?;
         Some(BackendId(self.remove_at(pos).id()))
     }

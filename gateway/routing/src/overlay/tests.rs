@@ -98,6 +98,26 @@ fn pin_over_expired_entry_is_a_new_session() {
 }
 
 #[test]
+fn operations_are_counted() {
+    let o = overlay(1000, 0);
+    o.pin(key(1), A, None, 0);
+    o.get(key(1), 0);
+    o.get(key(2), 0);
+    assert_eq!(o.get_or_pin(key(3), 0, false, || None), Lookup::Unplaced);
+    let pin = Pin {
+        backend: B,
+        backup: None,
+    };
+    assert_eq!(o.get_or_pin(key(3), 0, false, || Some(pin)), Lookup::Pinned(pin));
+    assert_eq!(o.get_or_pin(key(3), 0, false, || None), Lookup::Found(pin));
+    o.remove(key(1));
+    o.remove(key(9));
+    let st = o.stats();
+    assert_eq!((st.gets, st.pins, st.removes), (5, 2, 2));
+    assert_eq!(st.created, 2);
+}
+
+#[test]
 fn sweep_removes_only_expired() {
     let o = overlay(10_000, 2000);
     for i in 0..1000 {

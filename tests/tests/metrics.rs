@@ -1,0 +1,331 @@
+//! Issue #5, must-show 3: `/metrics` after scripted scenarios with real backends — each metric
+//! with its exact value — and `promtool check metrics` clean on every real scrape.
+use berth_tests::config::{self, COOKIE_NAME, UPSTREAM};
+use berth_tests::metrics::{promtool_check, sum};
+use berth_tests::{sessions, tally, Backend, ClosedPort, Gateway, Request};
+use std::time::Duration;
+
+/// Scrape `/metrics` and require `promtool check metrics` to pass on it.
+fn scrape(gw: &Gateway) -> String {
+    let text = gw.metrics();
+    if let Err(e) = promtool_check(&text) {
+        panic!("{e}\n--- scrape ---\n{text}");
+    }
+    text
+}
+
+/// `(metric, labels it must have, expected sum)`.
+type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+/// Assert that each `(metric, labels, value)` holds in `text`.
+fn expect(text: &str, want: &[Want<'_>]) {
+    let wrong: Vec<String> = want
+        .iter()
+        .filter_map(|(name, labels, v)| {
+            let got = sum(text, name, labels);
+            (got != *v).then(|| format!("{name}{labels:?} = {got}, want {v}"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "wrong values:\n  {}\n--- scrape ---\n{text}",
+        wrong.join("\n  ")
+    );
+}
+
+#[test]
+fn promtool_rejects_a_bad_exposition() {
+    // The check the tests rely on is a real one: a counter without `_total` fails it.
+    let bad = "# HELP berth_x Things.\n# TYPE berth_x counter\nberth_x 1\n";
+    assert!(promtool_check(bad).is_err(), "promtool accepted {bad:?}");
+}
+
+/// Ten sessions whose ring node is a dead backend fail over once each: 10 failovers, exactly.
+/// Every other request metric follows from the script.
+#[test]
+fn ten_failovers_from_a_dead_backend_and_every_request_counted() {
+    let backends = Backend::start_many(2);
+    let dead = ClosedPort::new();
+    let mut specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    specs.push(("b3".into(), dead.addr));
+    // Passive marking off: b3 stays "up", so every session placed on it fails over.
+    let gw = Gateway::start(&config::header_app(
+        &specs,
+        &[("upstreams.app.passive", "{fall: 0}")],
+    ));
+    let mut client = gw.client();
+    let mut opened = Vec::new();
+    let mut failed_over = 0;
+    let mut i = 0;
+    while failed_over < 10 {
+        assert!(
+            i < 500,
+            "only {failed_over} of {i} sessions were placed on b3"
+        );
+        let id = sessions::id(i);
+        let r = client.send(&sessions::request(&id, "/first"));
+        assert_eq!(r.status, 200, "{id}: {}", r.summary());
+        match (r.affinity(), r.previous()) {
+            ("new", "-") => {}
+            ("reassigned", "b3") => failed_over += 1,
+            _ => panic!("{id}: expected new, or reassigned from b3: {}", r.summary()),
+        }
+        opened.push((id, r.backend().to_string()));
+        i += 1;
+    }
+    let k = opened.len() as f64;
+    for (id, home) in &opened {
+        let r = client.send(&sessions::request(id, "/again"));
+        assert!(
+            r.status == 200 && r.backend() == home && r.affinity() == "sticky",
+            "{id} not sticky on {home}: {}",
+            r.summary()
+        );
+    }
+    let requests = 2.0 * k;
+    gw.wait_metric("berth_request_duration_seconds_count", &[], |v| {
+        v >= requests
+    });
+    let text = scrape(&gw);
+    let app = ("upstream", UPSTREAM);
+    expect(
+        &text,
+        &[
+            ("berth_failovers_total", &[], 10.0),
+            ("berth_failovers_total", &[app, ("backend", "b3")], 10.0),
+            ("berth_retries_total", &[("why", "connect")], 10.0),
+            (
+                "berth_upstream_connect_failures_total",
+                &[("backend", "b3")],
+                10.0,
+            ),
+            ("berth_requests_total", &[], requests),
+            ("berth_requests_total", &[("class", "2xx")], requests),
+            ("berth_requests_total", &[("reason", "failover")], 10.0),
+            ("berth_requests_total", &[("reason", "new")], k - 10.0),
+            ("berth_requests_total", &[("reason", "sticky")], k),
+            ("berth_requests_total", &[("backend", "b3")], 0.0),
+            ("berth_request_duration_seconds_count", &[app], requests),
+            (
+                "berth_request_duration_seconds_count",
+                &[("reason", "failover")],
+                10.0,
+            ),
+            (
+                "berth_request_duration_seconds_count",
+                &[("reason", "sticky")],
+                k,
+            ),
+            (
+                "berth_request_duration_seconds_bucket",
+                &[("le", "+Inf")],
+                requests,
+            ),
+            ("berth_affinity_total", &[app, ("outcome", "hit")], k),
+            ("berth_affinity_total", &[("outcome", "miss")], k - 10.0),
+            ("berth_affinity_total", &[("outcome", "reassigned")], 10.0),
+            ("berth_affinity_total", &[("outcome", "invalid_token")], 0.0),
+            ("berth_pins_total", &[app, ("event", "created")], k),
+            ("berth_pins_total", &[("event", "expired")], 0.0),
+            ("berth_pins_total", &[("event", "evicted")], 0.0),
+            ("berth_sessions", &[app], k),
+            // One lookup per request, plus one per failover (its stored backup); one pin per
+            // new session, plus the re-pin of each failover.
+            (
+                "berth_registry_operations_total",
+                &[("op", "get")],
+                requests + 10.0,
+            ),
+            (
+                "berth_registry_operations_total",
+                &[("op", "pin")],
+                k + 10.0,
+            ),
+            ("berth_registry_operations_total", &[("op", "remove")], 0.0),
+            ("berth_upstream_connections_total", &[], requests),
+            ("berth_drain_remaining_sessions", &[], 0.0),
+            ("berth_health_transitions_total", &[], 0.0),
+        ],
+    );
+    // The duration histogram is cumulative and its sum is the time spent.
+    let secs = sum(&text, "berth_request_duration_seconds_sum", &[]);
+    assert!(secs > 0.0, "duration sum {secs}");
+    // New connections are exactly the connections the backends saw.
+    for b in &backends {
+        let new = sum(
+            &text,
+            "berth_upstream_connections_total",
+            &[("backend", &b.name), ("reused", "false")],
+        );
+        assert_eq!(new, b.connections() as f64, "new connections to {}", b.name);
+        assert!(new >= 1.0, "{} got no connection", b.name);
+    }
+    assert!(
+        sum(
+            &text,
+            "berth_upstream_connections_total",
+            &[("reused", "true")]
+        ) >= 1.0,
+        "one keep-alive client, {requests} requests, and no pooled connection was reused"
+    );
+}
+
+/// Forged cookies are counted as `invalid_token` (and only there); real sessions as miss then
+/// hit.
+#[test]
+fn invalid_tokens_and_cookie_sessions() {
+    let backends = Backend::start_many(2);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let gw = Gateway::start(&config::app_config(&[config::cookie_plugin()], &specs));
+    let forged = [
+        "v1.k1.b1.9999999999.AAAAAAAAAAAAAAAAAAAAAA.not-a-mac",
+        "garbage",
+        "v1..",
+    ];
+    for (i, value) in forged.iter().cycle().take(7).enumerate() {
+        let r = gw
+            .client()
+            .send(&Request::get("/").header("Cookie", &format!("{COOKIE_NAME}={value}")));
+        assert!(
+            r.status == 200 && r.affinity() == "new" && r.set_cookie(COOKIE_NAME).is_some(),
+            "forged cookie {i}: routed as new with a fresh cookie: {}",
+            r.summary()
+        );
+    }
+    for i in 0..5 {
+        let mut user = gw.user();
+        let first = user.get("/").expect("first request");
+        let second = user.get("/").expect("second request");
+        assert_eq!(
+            (first.affinity(), second.affinity()),
+            ("new", "sticky"),
+            "user {i}"
+        );
+    }
+    gw.wait_metric("berth_requests_total", &[], |v| v >= 17.0);
+    let text = scrape(&gw);
+    expect(
+        &text,
+        &[
+            ("berth_affinity_total", &[("outcome", "invalid_token")], 7.0),
+            ("berth_affinity_invalid_total", &[], 7.0),
+            ("berth_affinity_total", &[("outcome", "miss")], 5.0),
+            ("berth_affinity_total", &[("outcome", "hit")], 5.0),
+            ("berth_affinity_total", &[("outcome", "reassigned")], 0.0),
+            ("berth_requests_total", &[("reason", "new")], 12.0),
+            ("berth_failovers_total", &[], 0.0),
+        ],
+    );
+}
+
+/// Draining a backend shows its sessions as remaining; migrating them brings it to 0.
+#[test]
+fn drain_remaining_falls_to_zero_after_migrate() {
+    let backends = Backend::start_many(3);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let gw = Gateway::start_with_admin(&config::header_app(&specs, &[]));
+    let placed = sessions::open(&gw, &sessions::ids(0, 90), 4);
+    let (x, n) = tally(placed.iter().map(|p| p.home.as_str()))
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .expect("sessions were placed");
+    let text = scrape(&gw);
+    expect(&text, &[("berth_drain_remaining_sessions", &[], 0.0)]);
+
+    let r = gw.admin("POST", &format!("/admin/backends/{x}/drain"), None);
+    assert_eq!(r.status, 200, "drain {x}: {}", r.summary());
+    let text = scrape(&gw);
+    let on_x = [("upstream", UPSTREAM), ("backend", x.as_str())];
+    expect(
+        &text,
+        &[
+            ("berth_drain_remaining_sessions", &on_x, n as f64),
+            ("berth_drain_remaining_sessions", &[], n as f64),
+            ("berth_sessions", &on_x, n as f64),
+        ],
+    );
+
+    let body = r#"{"rate":10000}"#;
+    let r = gw.admin("POST", &format!("/admin/backends/{x}/migrate"), Some(body));
+    assert_eq!(r.status, 202, "migrate {x}: {}", r.summary());
+    let left = gw.wait_metric("berth_drain_remaining_sessions", &on_x, |v| v == 0.0);
+    assert_eq!(left, 0.0, "sessions left on {x} after the migration");
+    let text = scrape(&gw);
+    expect(
+        &text,
+        &[
+            ("berth_drain_remaining_sessions", &[], 0.0),
+            ("berth_sessions_migrated_total", &[], n as f64),
+            ("berth_sessions", &[], 90.0),
+        ],
+    );
+}
+
+/// Active checks mark a backend down then up: one transition each way.
+#[test]
+fn health_transitions_are_counted() {
+    let backends = Backend::start_many(2);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let health = "{type: http, path: /__health, interval: 100ms, timeout: 1s, rise: 1, fall: 1}";
+    let gw = Gateway::start(&config::header_app(
+        &specs,
+        &[("upstreams.app.health", health)],
+    ));
+    let b1 = [("backend", "b1")];
+    backends[0].set_healthy(false);
+    let down = gw.wait_metric(
+        "berth_health_transitions_total",
+        &[b1[0], ("to", "down")],
+        |v| v >= 1.0,
+    );
+    assert_eq!(down, 1.0);
+    expect(&scrape(&gw), &[("berth_backend_up", &b1, 0.0)]);
+    backends[0].set_healthy(true);
+    let up = gw.wait_metric(
+        "berth_health_transitions_total",
+        &[b1[0], ("to", "up")],
+        |v| v >= 1.0,
+    );
+    assert_eq!(up, 1.0);
+    let text = scrape(&gw);
+    expect(
+        &text,
+        &[
+            ("berth_health_transitions_total", &[], 2.0),
+            ("berth_backend_up", &b1, 1.0),
+        ],
+    );
+}
+
+/// A table of 5 pins: 8 sessions evict 3; after the idle TTL the sweeper expires the other 5.
+#[test]
+fn pins_created_evicted_and_expired() {
+    let backends = Backend::start_many(2);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let gw = Gateway::start(&config::header_app(
+        &specs,
+        &[("upstreams.app.sessions", "{max: 5, idle_ttl: 1s}")],
+    ));
+    sessions::open(&gw, &sessions::ids(0, 8), 1);
+    let text = scrape(&gw);
+    expect(
+        &text,
+        &[
+            ("berth_pins_total", &[("event", "created")], 8.0),
+            ("berth_pins_total", &[("event", "evicted")], 3.0),
+            ("berth_sessions", &[], 5.0),
+        ],
+    );
+    let expired = gw.wait_metric("berth_pins_total", &[("event", "expired")], |v| v >= 5.0);
+    assert_eq!(expired, 5.0);
+    std::thread::sleep(Duration::from_millis(100));
+    let text = scrape(&gw);
+    expect(
+        &text,
+        &[
+            ("berth_pins_total", &[("event", "created")], 8.0),
+            ("berth_pins_total", &[("event", "evicted")], 3.0),
+            ("berth_sessions", &[], 0.0),
+        ],
+    );
+}

@@ -77,6 +77,9 @@ pub struct BackendView {
     pub health: &'static str,
     pub state: &'static str,
     pub sessions: u64,
+    /// Fraction of the hash space this backend owns on the ring (Ketama arcs; modulo: its
+    /// weight share). Static: a down or draining backend keeps its share, the walk skips it.
+    pub ring_share: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_deadline_ms: Option<u64>,
 }
@@ -146,7 +149,12 @@ impl Upstream {
     /// Every backend as the admin API shows it.
     pub fn views(&self) -> Vec<BackendView> {
         let m = self.members.lock();
-        m.list.iter().map(|b| self.view(b)).collect()
+        let shares = self.table.load().router.ring().shares();
+        m.list
+            .iter()
+            .enumerate()
+            .map(|(i, b)| self.view_with(b, shares.get(i).copied().unwrap_or(0.0)))
+            .collect()
     }
 
     /// One backend, by id.
@@ -158,7 +166,18 @@ impl Upstream {
             .map(|b| self.view(b))
     }
 
+    /// Backend `b` (a member of the current table) with its ring share.
     fn view(&self, b: &Member) -> BackendView {
+        let table = self.table.load();
+        let share = table
+            .router
+            .index_of(&b.conf.id)
+            .and_then(|i| table.router.ring().shares().get(i).copied())
+            .unwrap_or(0.0);
+        self.view_with(b, share)
+    }
+
+    fn view_with(&self, b: &Member, ring_share: f64) -> BackendView {
         let sessions = self
             .names
             .get(&b.conf.id)
@@ -171,6 +190,7 @@ impl Upstream {
             health: if b.health.is_up() { "up" } else { "down" },
             state: b.state.as_str(),
             sessions,
+            ring_share,
             drain_deadline_ms: match b.state {
                 AdminState::Draining { deadline } => deadline,
                 _ => None,

@@ -18,7 +18,7 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// W3C WebDriver's key for element references in JSON.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecc";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Install `chromium` and `chromium-driver` with apt-get when either binary is missing.
 /// Panics (with apt's output) when that fails.
@@ -196,10 +196,15 @@ impl Browser {
             if let Some(e) = self.find(selector) {
                 return e;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no element {selector:?} within {timeout:?}"
-            );
+            if Instant::now() > deadline {
+                let url = self.session_call("GET", "/url", None);
+                let html = self.execute("return document.documentElement.outerHTML", json!([]));
+                let html = html.as_str().unwrap_or_default();
+                panic!(
+                    "no element {selector:?} within {timeout:?} on {url}; the page starts: {}",
+                    &html[..html.len().min(2000)]
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

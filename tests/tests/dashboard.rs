@@ -40,11 +40,19 @@ fn expected_rows(api: &Value) -> (BTreeMap<String, Value>, u64) {
     let mut rows = BTreeMap::new();
     let mut total = 0;
     for b in api["backends"].as_array().expect("backends array") {
-        let s = |k: &str| b[k].as_str().unwrap_or_else(|| panic!("{k} in {b}")).to_string();
+        let s = |k: &str| {
+            b[k].as_str()
+                .unwrap_or_else(|| panic!("{k} in {b}"))
+                .to_string()
+        };
         let n = |k: &str| b[k].as_u64().unwrap_or_else(|| panic!("{k} in {b}"));
         let share = b["ring_share"].as_f64().expect("ring_share");
         total += n("sessions");
-        let button = if s("state") == "active" { "Drain" } else { "Undrain" };
+        let button = if s("state") == "active" {
+            "Drain"
+        } else {
+            "Undrain"
+        };
         rows.insert(
             format!("{}/{}", s("upstream"), s("id")),
             json!({
@@ -119,7 +127,10 @@ fn dashboard_shows_the_backends_and_drains_one() {
         (page["login"] == json!(true) && page["message"].as_str()?.contains("refused"))
             .then_some(page)
     });
-    assert!(refused.is_some(), "a wrong token was not refused on the page");
+    assert!(
+        refused.is_some(),
+        "a wrong token was not refused on the page"
+    );
 
     // The right token: the table appears and matches the API.
     let input = browser.wait_find("#token", PAGE_TIMEOUT);
@@ -151,7 +162,9 @@ fn dashboard_shows_the_backends_and_drains_one() {
         PAGE_TIMEOUT,
     );
     browser.click(&button);
-    gw.wait_backend(&busiest, "draining", PAGE_TIMEOUT, |b| b.state == "draining");
+    gw.wait_backend(&busiest, "draining", PAGE_TIMEOUT, |b| {
+        b.state == "draining"
+    });
     let (page, _) = wait_page_matches_api(&mut browser, &gw, "after drain");
     assert_eq!(row(&page, &busiest)["state"], json!("draining"), "{page}");
     assert_eq!(row(&page, &busiest)["button"], json!("Undrain"), "{page}");

@@ -22,13 +22,16 @@ help:
 	@sed -n '3,11p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
-## redis-server for the Redis tests, prometheus for promtool in the metrics tests). Runs
-## apt-get only when something is missing.
+## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
+## chromium + chromium-driver for the dashboard test). Runs apt-get only when something is
+## missing.
 deps:
 	@missing=""; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	command -v cc >/dev/null || missing="$$missing build-essential"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -77,4 +80,4 @@ fmt:
 	$(CARGO) fmt --all
 
 check-conf: build
-	@for f in conf/*.yaml conf/examples/*.yaml; do $(TARGET_DIR)/debug/berth -t -c $$f || exit 1; done
+	@for f in conf/*.yaml conf/examples/*.yaml deploy/docker/berth.yaml; do $(TARGET_DIR)/debug/berth -t -c $$f || exit 1; done

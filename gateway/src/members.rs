@@ -88,6 +88,9 @@ pub struct BackendView {
     /// sessions).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bound: Option<u64>,
+    /// Fraction of the hash space this backend owns on the ring (Ketama arcs; modulo: its
+    /// weight share). Static: a down or draining backend keeps its share, the walk skips it.
+    pub ring_share: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_deadline_ms: Option<u64>,
 }
@@ -157,7 +160,12 @@ impl Upstream {
     /// Every backend as the admin API shows it.
     pub fn views(&self) -> Vec<BackendView> {
         let m = self.members.lock();
-        m.list.iter().map(|b| self.view(b)).collect()
+        let shares = self.table.load().router.ring().shares();
+        m.list
+            .iter()
+            .enumerate()
+            .map(|(i, b)| self.view_with(b, shares.get(i).copied().unwrap_or(0.0)))
+            .collect()
     }
 
     /// One backend, by id.
@@ -169,7 +177,18 @@ impl Upstream {
             .map(|b| self.view(b))
     }
 
+    /// Backend `b` (a member of the current table) with its ring share.
     fn view(&self, b: &Member) -> BackendView {
+        let table = self.table.load();
+        let share = table
+            .router
+            .index_of(&b.conf.id)
+            .and_then(|i| table.router.ring().shares().get(i).copied())
+            .unwrap_or(0.0);
+        self.view_with(b, share)
+    }
+
+    fn view_with(&self, b: &Member, ring_share: f64) -> BackendView {
         let id = self.names.get(&b.conf.id);
         let sessions = id.map_or(0, |id| self.overlay.count(id));
         let active_sessions = id.map_or(0, |id| u64::from(self.overlay.active(id)));
@@ -189,6 +208,7 @@ impl Upstream {
             active_sessions,
             max_sessions: b.conf.max_sessions,
             bound,
+            ring_share,
             drain_deadline_ms: match b.state {
                 AdminState::Draining { deadline } => deadline,
                 _ => None,

@@ -7,6 +7,7 @@
 //!   `/healthz` answers; its log is printed when a test panics;
 //! * [`Client`], [`User`], [`CookieJar`] — a small blocking HTTP/1.1 client (keep-alive, chunked,
 //!   source address 127.0.0.X) and a simulated browser;
+//! * [`browser::Browser`] — headless Chromium over WebDriver (installed on demand);
 //! * [`config`] — configs for one upstream `app`; [`token`] — craft signed cookie tokens;
 //!   [`metrics`] — read `/metrics`.
 //!
@@ -27,6 +28,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod config;
 pub mod gateway;
@@ -136,6 +138,18 @@ pub fn berth_bin() -> PathBuf {
 /// The demo backend binary: `$BERTH_DEMO_BACKEND_BIN`, else `<target>/debug/berth-demo-backend`.
 pub fn demo_backend_bin() -> PathBuf {
     binary("BERTH_DEMO_BACKEND_BIN", "berth-demo-backend")
+}
+
+/// `<target>/test-output/<test>`: where a test saves files worth looking at (screenshots),
+/// created if missing.
+pub fn test_output_dir(test: &str) -> PathBuf {
+    let dir = debug_dir()
+        .parent()
+        .map_or_else(|| workspace_root().join("target"), Path::to_path_buf)
+        .join("test-output")
+        .join(test);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
 }
 
 /// `f(0..n)` on `threads` threads; results in index order.

@@ -115,6 +115,66 @@ impl Ring {
         self.backends
     }
 
+    /// Which hashing the ring was built with.
+    pub fn hashing(&self) -> Hashing {
+        if self.ketama {
+            Hashing::Ketama
+        } else {
+            Hashing::Modulo
+        }
+    }
+
+    /// Points (Ketama) or slots (modulo) owned by each backend, indexed like the slice the
+    /// ring was built from.
+    pub fn node_counts(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.backends];
+        for n in &self.nodes {
+            counts[n.owner as usize] += 1;
+        }
+        counts
+    }
+
+    /// Fraction of the key space each backend owns, indexed like the slice the ring was built
+    /// from: the share of uniformly spread new keys whose walk starts at that backend.
+    ///
+    /// Ketama: a key at point `p` goes to the first point `>= p` (wrapping), so a point owns
+    /// the arc `(previous point, point]`; a backend's share is the total length of its arcs
+    /// over 2^32. Modulo: slots are equally likely, so a share is slots / total slots (the
+    /// weight share, up to [`MAX_POINTS_PER_BACKEND`]). Weight-0 backends own 0; an empty ring
+    /// owns nothing (all 0). The shares of a non-empty ring sum to 1 (up to rounding).
+    /// O(points); meant for diagnostics, not the request path.
+    pub fn shares(&self) -> Vec<f64> {
+        let mut shares = vec![0f64; self.backends];
+        let total = self.nodes.len();
+        if total == 0 {
+            return shares;
+        }
+        if !self.ketama {
+            for (s, n) in shares.iter_mut().zip(self.node_counts()) {
+                *s = f64::from(n) / total as f64;
+            }
+            return shares;
+        }
+        let mut arcs = vec![0u64; self.backends];
+        let last = u64::from(self.nodes[total - 1].point);
+        let mut prev: Option<u64> = None;
+        for n in &self.nodes {
+            let point = u64::from(n.point);
+            let arc = match prev {
+                // Equal points: the first in sort order is found by the search, the rest own 0.
+                Some(p) => point - p,
+                // The first point also owns the wrap-around: (last, 2^32) ∪ [0, first].
+                None => point + (1u64 << 32) - last,
+            };
+            arcs[n.owner as usize] += arc;
+            prev = Some(point);
+        }
+        for (s, a) in shares.iter_mut().zip(arcs) {
+            *s = a as f64 / (1u64 << 32) as f64;
+        }
+        shares
+    }
+
     /// Index into `nodes` where a walk from `point` starts. Only meaningful when non-empty.
     fn start(&self, point: u32) -> usize {
         if !self.ketama || self.nodes.is_empty() {
@@ -419,6 +479,99 @@ mod tests {
                 let i = points.partition_point(|&x| x < p) % points.len();
                 assert_eq!(r.start(p), i, "n={n} p={p}");
             }
+        }
+    }
+
+    /// Share of each backend counted by brute force: the primary of every `step`-th point.
+    fn sampled_shares(r: &Ring, step: usize) -> Vec<f64> {
+        let mut hits = vec![0u64; r.backends()];
+        let mut n = 0u64;
+        for p in (0..=u32::MAX).step_by(step) {
+            if let Some(b) = r.primary(p) {
+                hits[b] += 1;
+            }
+            n += 1;
+        }
+        hits.iter().map(|&h| h as f64 / n as f64).collect()
+    }
+
+    #[test]
+    fn ketama_shares_are_the_arcs_each_backend_owns() {
+        let r = Ring::new(Hashing::Ketama, 3, &[("a", 1), ("b", 2), ("c", 1)]);
+        let shares = r.shares();
+        assert!(
+            (shares.iter().sum::<f64>() - 1.0).abs() < 1e-12,
+            "{shares:?}"
+        );
+        // Exact: recompute every arc from the sorted points by hand.
+        let (points, owners) = (r.points(), r.owners());
+        let mut arcs = [0i64; 3];
+        for i in 0..points.len() {
+            let hi = i64::from(points[i]);
+            let lo = match i {
+                0 => i64::from(points[points.len() - 1]) - (1i64 << 32),
+                _ => i64::from(points[i - 1]),
+            };
+            arcs[owners[i] as usize] += hi - lo;
+        }
+        for (s, a) in shares.iter().zip(arcs) {
+            assert_eq!(*s, a as f64 / 4_294_967_296.0);
+        }
+        // And by sampling which backend a key lands on: 4,096 evenly spaced probes; each arc's
+        // count is off by under one probe, so a backend with k points is off by < k/4096.
+        for (s, m) in shares.iter().zip(sampled_shares(&r, 1 << 20)) {
+            assert!((s - m).abs() < 0.002, "arcs {shares:?} vs sampled {m}");
+        }
+    }
+
+    #[test]
+    fn ketama_shares_follow_weight_with_many_points() {
+        let r = Ring::new(
+            Hashing::Ketama,
+            160,
+            &[("a", 1), ("b", 1), ("c", 2), ("z", 0)],
+        );
+        let s = r.shares();
+        assert_eq!(s[3], 0.0, "weight 0 owns nothing");
+        for (got, want) in s.iter().zip([0.25, 0.25, 0.5]) {
+            assert!((got - want).abs() < 0.06, "{s:?}");
+        }
+        assert_eq!(r.node_counts(), vec![160, 160, 320, 0]);
+    }
+
+    #[test]
+    fn modulo_shares_are_weight_shares() {
+        let r = Ring::new(
+            Hashing::Modulo,
+            160,
+            &[("a", 2), ("b", 1), ("c", 0), ("d", 1)],
+        );
+        assert_eq!(r.shares(), vec![0.5, 0.25, 0.0, 0.25]);
+        assert_eq!(r.hashing(), Hashing::Modulo);
+    }
+
+    #[test]
+    fn empty_rings_own_nothing() {
+        for h in [Hashing::Ketama, Hashing::Modulo] {
+            assert_eq!(
+                Ring::new(h, 160, &[("a", 0), ("b", 0)]).shares(),
+                vec![0.0, 0.0]
+            );
+            assert!(Ring::new(h, 160, &[]).shares().is_empty());
+        }
+        assert_eq!(
+            Ring::new(Hashing::Ketama, 0, &[("a", 1)]).shares(),
+            vec![0.0]
+        );
+    }
+
+    #[test]
+    fn a_single_backend_owns_everything() {
+        for h in [Hashing::Ketama, Hashing::Modulo] {
+            assert_eq!(
+                Ring::new(h, 5, &[("a", 0), ("b", 3)]).shares(),
+                vec![0.0, 1.0]
+            );
         }
     }
 

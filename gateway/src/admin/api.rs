@@ -59,7 +59,10 @@ pub(crate) fn handle(gw: &Gateway, req: &Req) -> Resp {
         }),
         ["backends", id, "migrate"] if *m == Method::POST => migrate(gw, id, upstream, req),
         ["sessions", value] if *m == Method::GET => session(gw, value, upstream.as_deref()),
-        ["backends"] | ["backends", _] | ["sessions", _] => error(405, "method not allowed"),
+        ["ring"] if *m == Method::GET => super::status::ring(gw, upstream.as_deref()),
+        ["backends"] | ["backends", _] | ["sessions", _] | ["ring"] => {
+            error(405, "method not allowed")
+        }
         ["backends", _, "drain" | "undrain" | "migrate"] => error(405, "method not allowed"),
         _ => error(404, "not found"),
     }

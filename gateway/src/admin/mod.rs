@@ -1,11 +1,14 @@
 //! The admin listener (bound to 127.0.0.1 by default, `admin.listen`):
-//! `/healthz`, `/metrics` (Prometheus text format) — open — and the `/admin/*` API, which needs
+//! `/healthz` (the process serves), `/readyz` (every upstream has a backend that takes new
+//! sessions), `/metrics` (Prometheus text format) and `/` (the dashboard page, which asks for
+//! the token in the browser) — open — and the `/admin/*` API, which needs
 //! `Authorization: Bearer <token>` with the token from the environment variable named by
 //! `admin.token_env`. Without that variable the API answers 403 and changes nothing.
 // The admin API is a cold path; returning ready-made error responses keeps handlers short.
 #![allow(clippy::result_large_err)]
 
 mod api;
+mod status;
 
 use crate::upstreams::Gateway;
 use async_trait::async_trait;
@@ -14,6 +17,14 @@ use http::{Method, Response};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use std::sync::Arc;
+
+/// The dashboard: one self-contained page (no external resources), polling `/admin/backends`.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The dashboard may run its own inline script and style and talk to this listener only.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -121,11 +132,15 @@ impl ServeHttp for AdminApp {
         let get = req.method == Method::GET || req.method == Method::HEAD;
         match (get, req.uri.path()) {
             (true, "/healthz") => return reply(200, "text/plain", b"ok\n".to_vec()),
+            (true, "/readyz") => return status::readiness(&self.gw),
+            (true, "/") => return dashboard(),
             (true, "/metrics") => {
                 let text = self.gw.metrics.render(&self.gw);
                 return reply(200, "text/plain; version=0.0.4", text);
             }
-            (false, "/healthz" | "/metrics") => return error(405, "method not allowed"),
+            (false, "/healthz" | "/readyz" | "/metrics" | "/") => {
+                return error(405, "method not allowed")
+            }
             (_, p) if p == "/admin" || p.starts_with("/admin/") => {}
             _ => return error(404, "not found"),
         }
@@ -137,6 +152,28 @@ impl ServeHttp for AdminApp {
             Err(resp) => resp,
         }
     }
+}
+
+fn dashboard() -> Response<Vec<u8>> {
+    let mut r = reply(
+        200,
+        "text/html; charset=utf-8",
+        DASHBOARD.as_bytes().to_vec(),
+    );
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(DASHBOARD_CSP),
+    );
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        http::header::REFERRER_POLICY,
+        http::HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! Berth with three demo backends (weights 1, 1, 2) and 90 sticky header sessions. The test
 //! loads `/` on the admin listener, is refused with a wrong token, enters the right one, and
-//! checks every number the page shows (health, state, weight, sessions, ring share, total)
+//! checks every number the page shows (health, state, weight, sessions, active sessions, cap,
+//! ring share, total)
 //! against `GET /admin/backends`. It clicks "Drain" on the busiest backend and sees the state
 //! change both in the page and in the API; then "Undrain". A screenshot of the drained view is
 //! saved under `target/test-output/dashboard/` (the path is printed).
@@ -25,7 +26,8 @@ for (const tr of document.querySelectorAll("tr[data-backend]")) {
   const button = tr.querySelector("button");
   rows[tr.dataset.upstream + "/" + tr.dataset.backend] = {
     health: cell("health"), state: cell("state"), weight: cell("weight"),
-    sessions: cell("sessions"), share: cell("share"), button: button ? button.textContent : "",
+    sessions: cell("sessions"), active: cell("active"), cap: cell("cap"), share: cell("share"),
+    button: button ? button.textContent : "",
   };
 }
 const total = document.querySelector('[data-field="total-sessions"]');
@@ -57,7 +59,10 @@ fn expected_rows(api: &Value) -> (BTreeMap<String, Value>, u64) {
             format!("{}/{}", s("upstream"), s("id")),
             json!({
                 "health": s("health"), "state": s("state"), "weight": n("weight").to_string(),
-                "sessions": n("sessions").to_string(), "share": format!("{:.1}%", share * 100.0),
+                "sessions": n("sessions").to_string(),
+                "active": n("active_sessions").to_string(),
+                "cap": b["max_sessions"].as_u64().map_or("–".to_string(), |c| c.to_string()),
+                "share": format!("{:.1}%", share * 100.0),
                 "button": button,
             }),
         );
@@ -96,7 +101,10 @@ fn dashboard_shows_the_backends_and_drains_one() {
     let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
     let gw = Gateway::start_with_admin(&config::header_app(
         &specs,
-        &[("upstreams.app.backends.2.weight", "2")],
+        &[
+            ("upstreams.app.backends.2.weight", "2"),
+            ("upstreams.app.backends.0.max_sessions", "500"),
+        ],
     ));
     let placed = sessions::open(&gw, &sessions::ids(0, 90), 4);
     let counts = tally(placed.iter().map(|p| p.home.as_str()));

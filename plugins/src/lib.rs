@@ -174,8 +174,9 @@ pub struct DecisionView<'a> {
     /// decided (`decided_by_me`); others see `None`. `None` with `decided_by_me` means
     /// "unknown": the cookie plugin then re-issues its token.
     pub key_expires: Option<u64>,
-    /// The session key the request was routed with, shown (like `key_expires`) only to the
-    /// plugin that produced it, so a re-issued token keeps its session id.
+    /// The overlay session key the request was routed with (whichever plugin produced it), so
+    /// a re-issued token keeps its session id, and a token issued for a session another plugin
+    /// found (e.g. a header) names that same session instead of starting a second one.
     pub session: Option<SessionKey>,
 }
 
@@ -291,7 +292,7 @@ impl Chain {
             let view = DecisionView {
                 decided_by_me: mine,
                 key_expires: if mine { d.key_expires } else { None },
-                session: if mine { d.session } else { None },
+                session: d.session,
                 ..*d
             };
             if let Some(k) = p.on_response(&view, resp) {

@@ -424,3 +424,48 @@ fn clients_cannot_fake_berths_signals_to_the_backend() {
         r.summary()
     );
 }
+
+/// A chain of cookie (insert) then header: a session first seen by its header gets a cookie
+/// naming the same session, so it is one session (counted once against caps and loads), and
+/// either handle alone reaches its backend.
+#[test]
+fn a_cookie_issued_to_a_header_session_is_the_same_session() {
+    let backends = Backend::start_many(3);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let gw = Gateway::start_with_admin(&config::app_config(
+        &[
+            config::cookie_plugin(),
+            config::header_plugin("X-Session-Id"),
+        ],
+        &specs,
+    ));
+    let mut issued = Vec::new();
+    for i in 0..30 {
+        let r = gw
+            .client()
+            .send(&berth_tests::Request::get("/").header("X-Session-Id", &format!("h{i}")));
+        assert_eq!((r.status, r.affinity()), (200, "new"), "{}", r.summary());
+        let c = r.set_cookie(COOKIE_NAME).expect("a cookie is issued");
+        issued.push((c.value, r.backend().to_string()));
+    }
+    let pinned: u64 = gw.backends().iter().map(|b| b.sessions).sum();
+    assert_eq!(pinned, 30, "one session per client, not one per handle");
+    for (i, (cookie, home)) in issued.iter().enumerate() {
+        let by_cookie = gw.client().send(
+            &berth_tests::Request::get("/").header("Cookie", &format!("{COOKIE_NAME}={cookie}")),
+        );
+        assert_eq!(
+            (by_cookie.backend(), by_cookie.affinity()),
+            (home.as_str(), "sticky")
+        );
+        let by_header = gw
+            .client()
+            .send(&berth_tests::Request::get("/").header("X-Session-Id", &format!("h{i}")));
+        assert_eq!(
+            (by_header.backend(), by_header.affinity()),
+            (home.as_str(), "sticky")
+        );
+    }
+    let pinned: u64 = gw.backends().iter().map(|b| b.sessions).sum();
+    assert_eq!(pinned, 30);
+}

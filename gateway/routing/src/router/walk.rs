@@ -47,12 +47,20 @@ impl Router {
             return Ok((first, if avail > 1 { it.next() } else { None }));
         }
         let totals = self.totals();
-        let first = match eligible().find(|&i| self.fits(i, totals)) {
-            Some(i) => i,
-            None => eligible()
-                .find(|&i| self.under_cap(i))
-                .ok_or(Refusal::Full)?,
-        };
+        // One walk finds the primary (the first node that fits) and the backup (the first
+        // other node taking new sessions: one passed over for load, or the next one after).
+        let mut passed = None;
+        let mut it = eligible();
+        for i in it.by_ref() {
+            if self.fits(i, totals) {
+                let backup = passed.or_else(|| if avail > 1 { it.next() } else { None });
+                return Ok((i, backup));
+            }
+            passed = passed.or(Some(i));
+        }
+        let first = eligible()
+            .find(|&i| self.under_cap(i))
+            .ok_or(Refusal::Full)?;
         Ok((first, self.backup_after(point, first, exclude)))
     }
 

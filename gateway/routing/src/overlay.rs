@@ -13,11 +13,13 @@ use parking_lot::Mutex;
 use std::hash::{BuildHasher, RandomState};
 
 mod shard;
+mod snapshot;
 mod table;
 #[cfg(test)]
 mod tests;
 
 use shard::Shard;
+pub use snapshot::{Change, Imported, PinRecord, Taken};
 
 /// Overlay limits.
 #[derive(Debug, Clone, Copy)]

@@ -1,18 +1,19 @@
 //! One shard of the overlay: an open-addressing table of inline slots (see `table.rs`) plus
 //! per-backend counts, guarded by the shard's mutex in [`super::Overlay`]. Every method here
 //! runs under that lock.
+use super::snapshot::Journal;
 use super::table::{Slot, Table, VACANT};
 use super::{Lookup, OverlayStats, Pin, PinInfo, PinOutcome};
 use crate::{BackendId, SessionKey};
 
 /// `backup` value meaning "no backup" (the same reserved id as a vacant slot's backend).
-const NO_BACKUP: u32 = VACANT;
+pub(super) const NO_BACKUP: u32 = VACANT;
 
 /// How many pins eviction looks at (Redis' default `maxmemory-samples`).
 const EVICTION_SAMPLES: usize = 5;
 
 impl Slot {
-    fn pin(&self) -> Pin {
+    pub(super) fn pin(&self) -> Pin {
         Pin {
             backend: BackendId(self.backend),
             backup: (self.backup != NO_BACKUP).then_some(BackendId(self.backup)),
@@ -27,12 +28,14 @@ pub(super) fn is_expired(last_seen_s: u32, now_s: u32, ttl_s: u32) -> bool {
 
 #[derive(Debug)]
 pub(super) struct Shard {
-    table: Table,
+    pub(super) table: Table,
     /// Sessions per `BackendId.0` in this shard, grown on demand.
     counts: Vec<u32>,
     /// Most pins this shard holds.
-    cap: usize,
+    pub(super) cap: usize,
     pub(super) stats: OverlayStats,
+    /// Keys whose pin changed, while a hand-over streams changes (see `snapshot.rs`).
+    pub(super) journal: Option<Journal>,
 }
 
 impl Shard {
@@ -43,6 +46,15 @@ impl Shard {
             counts: Vec::new(),
             cap: cap.max(1),
             stats: OverlayStats::default(),
+            journal: None,
+        }
+    }
+
+    /// Records that `key`'s pin changed, when a journal is on (only during a hand-over).
+    #[inline]
+    pub(super) fn note(&mut self, key: u128) {
+        if let Some(j) = self.journal.as_mut() {
+            j.note(key);
         }
     }
 
@@ -134,15 +146,19 @@ impl Shard {
     }
 
     /// Points the pin at `pos` to `to` (counts follow) and refreshes it.
-    fn set(&mut self, pos: usize, to: Pin, now_s: u32) {
-        let old = self.table.slot(pos).backend;
-        if old != to.backend.0 {
-            self.counts[old as usize] -= 1;
+    pub(super) fn set(&mut self, pos: usize, to: Pin, now_s: u32) {
+        let old = *self.table.slot(pos);
+        if old.backend != to.backend.0 {
+            self.counts[old.backend as usize] -= 1;
             self.count_up(to.backend.0);
+        }
+        let backup = to.backup.map_or(NO_BACKUP, |b| b.0);
+        if old.backend != to.backend.0 || old.backup != backup {
+            self.note(old.key);
         }
         let s = self.table.slot_mut(pos);
         s.backend = to.backend.0;
-        s.backup = to.backup.map_or(NO_BACKUP, |b| b.0);
+        s.backup = backup;
         s.last_seen_s = s.last_seen_s.max(now_s);
     }
 
@@ -151,7 +167,10 @@ impl Shard {
     fn reuse_expired(&mut self, pos: usize, to: Pin, now_s: u32) {
         self.stats.created += 1;
         self.set(pos, to, now_s);
-        self.table.slot_mut(pos).created_s = now_s;
+        let s = self.table.slot_mut(pos);
+        s.created_s = now_s;
+        let key = s.key;
+        self.note(key);
     }
 
     /// Pins the absent `key`; `vacant` is where `find` said it goes. A full shard first evicts
@@ -164,9 +183,16 @@ impl Shard {
             created_s: now_s,
             last_seen_s: now_s,
         };
+        self.insert_slot(slot, now_s, ttl_s, vacant);
+        self.stats.created += 1;
+    }
+
+    /// Stores `slot`, whose key is absent (`vacant` is where `find` said it goes), evicting
+    /// first when the shard is full. Not counted as created.
+    pub(super) fn insert_slot(&mut self, slot: Slot, now_s: u32, ttl_s: u32, vacant: usize) {
         debug_assert!(slot.backend != VACANT, "BackendId(u32::MAX) is reserved");
         let victim = if self.table.len() >= self.cap {
-            self.table.oldest_near(key, EVICTION_SAMPLES)
+            self.table.oldest_near(slot.key, EVICTION_SAMPLES)
         } else {
             None
         };
@@ -176,8 +202,8 @@ impl Shard {
                 self.table.insert(slot, Some(vacant));
             }
         }
-        self.count_up(to.backend.0);
-        self.stats.created += 1;
+        self.count_up(slot.backend);
+        self.note(slot.key);
     }
 
     /// Replaces the pin at `victim` by `slot` to make room, counting the dropped pin as
@@ -209,6 +235,7 @@ impl Shard {
 
     pub(super) fn remove(&mut self, key: u128) -> Option<BackendId> {
         let pos = self.table.find(key).ok()?;
+        self.note(key);
         Some(BackendId(self.remove_at(pos).backend))
     }
 
@@ -235,13 +262,18 @@ impl Shard {
         }
     }
 
-    /// Removes every pin matching `doomed`; returns how many.
-    fn remove_where(&mut self, doomed: impl FnMut(&Slot) -> bool) -> usize {
+    /// Removes every pin matching `doomed`; returns how many. Journaled when `journal` (an
+    /// explicit removal, not an expiry).
+    fn remove_where(&mut self, doomed: impl FnMut(&Slot) -> bool, journal: bool) -> usize {
         let mut removed = 0;
         let counts = &mut self.counts;
+        let mut notes = self.journal.as_mut().filter(|_| journal);
         self.table.remove_where(doomed, |s| {
             counts[s.backend as usize] -= 1;
             removed += 1;
+            if let Some(j) = notes.as_mut() {
+                j.note(s.key);
+            }
         });
         removed
     }
@@ -250,7 +282,7 @@ impl Shard {
         if ttl_s == 0 {
             return 0;
         }
-        let n = self.remove_where(|s| is_expired(s.last_seen_s, now_s, ttl_s));
+        let n = self.remove_where(|s| is_expired(s.last_seen_s, now_s, ttl_s), false);
         self.stats.expired += n as u64;
         n
     }
@@ -259,7 +291,7 @@ impl Shard {
         if self.count(backend) == 0 {
             return 0;
         }
-        self.remove_where(|s| s.backend == backend.0)
+        self.remove_where(|s| s.backend == backend.0, true)
     }
 
     pub(super) fn keys_on(&self, backend: BackendId, limit: usize, out: &mut Vec<SessionKey>) {

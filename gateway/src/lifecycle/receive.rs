@@ -32,9 +32,14 @@ impl Predecessor {
             pid: std::process::id(),
             clock_ms: 0,
         };
-        write_frame(&mut &conn, &Frame::Hello(hello))?;
+        let sent = write_frame(&mut &conn, &Frame::Hello(hello));
         let mut reader = BufReader::with_capacity(256 * 1024, conn);
-        let hello = match read_frame(&mut reader)? {
+        // A refusal may be there to read even when sending failed.
+        let answer = read_frame(&mut reader);
+        if answer.is_err() {
+            sent?;
+        }
+        let hello = match answer? {
             Frame::Hello(h) => h,
             Frame::Refused(why) => return Err(WireError::Refused(why)),
             other => {

@@ -75,7 +75,11 @@ pub(super) fn accept_loop(listener: UnixListener, gw: Arc<Gateway>, exit: Arc<Ex
         };
         if busy.swap(true, Ordering::AcqRel) {
             let why = "another new process is already taking over from this Berth";
-            let _ = conn.set_write_timeout(Some(IO_TIMEOUT));
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+            // Read its HELLO first: closing with unread bytes would reset the connection
+            // before it reads why.
+            let _ = read_frame(&mut &conn);
             let _ = write_frame(&mut &conn, &Frame::Refused(why.into()));
             continue;
         }

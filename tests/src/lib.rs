@@ -8,7 +8,9 @@
 //! * [`Client`], [`User`], [`CookieJar`] — a small blocking HTTP/1.1 client (keep-alive, chunked,
 //!   source address 127.0.0.X) and a simulated browser;
 //! * [`config`] — configs for one upstream `app`; [`token`] — craft signed cookie tokens;
-//!   [`metrics`] — read `/metrics`.
+//!   [`metrics`] — read `/metrics`;
+//! * [`upgrade`] — `berth -u` (also as a daemon with a pid file): the gateway becomes the new
+//!   process, the old one is a [`upgrade::Retired`] to watch exit; [`process`] — pids, signals.
 //!
 //! The binaries must be built first: `make test` does that (`cargo build -p berth
 //! -p berth-tests`, then `cargo test -p berth-tests`).
@@ -32,8 +34,10 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod process;
 pub mod sessions;
 pub mod token;
+pub mod upgrade;
 
 pub use backend::Backend;
 pub use client::{Client, CookieJar, Request, Response, SetCookie, User};

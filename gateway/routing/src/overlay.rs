@@ -19,7 +19,7 @@ mod table;
 mod tests;
 
 use shard::Shard;
-pub use snapshot::{Change, Imported, PinRecord, Taken};
+pub use snapshot::{Change, Imported, PinRecord, Taken, Wake};
 
 /// Overlay limits.
 #[derive(Debug, Clone, Copy)]

@@ -111,10 +111,12 @@ impl Predecessor {
         };
         let t = &self.applier.tally;
         let summary = format!(
-            "{} sessions changed, {} removed, {} dropped over {:?}",
+            "{} sessions changed, {} removed, {} dropped, {} ring picks not applied over a \
+             pin of this process, over {:?}",
             t.sessions - before.sessions,
             t.removed - before.removed,
             t.dropped_total() - before.dropped_total(),
+            t.kept - before.kept,
             started.elapsed()
         );
         match end {

@@ -106,6 +106,7 @@ impl<'u> Packer<'u> {
             backup,
             age_s: u32::try_from(r.age / 1000).unwrap_or(u32::MAX),
             idle_s: u32::try_from(r.idle / 1000).unwrap_or(u32::MAX),
+            placed: r.placed,
         });
         if self.records.len() >= wire::MAX_RECORDS || self.names.len() >= 60_000 {
             self.flush_pins(emit);
@@ -164,6 +165,9 @@ pub struct Tally {
     pub upstreams: usize,
     /// Removals applied.
     pub removed: u64,
+    /// Ring picks of the old process not applied over a session id pinned here explicitly
+    /// (both processes serve for a few seconds during an upgrade).
+    pub kept: u64,
 }
 
 impl Tally {
@@ -250,9 +254,11 @@ impl Applier {
                 },
                 age: Millis::from(r.age_s) * 1000,
                 idle: Millis::from(r.idle_s) * 1000,
+                placed: r.placed,
             };
             match up.overlay.import(&rec, now) {
                 Imported::Added | Imported::Updated => ok += 1,
+                Imported::Kept => self.tally.kept += 1,
                 Imported::Expired => expired += 1,
             }
         }

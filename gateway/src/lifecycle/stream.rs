@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often changes are looked for and sent.
-const TICK: Duration = Duration::from_millis(2);
+/// How often membership changes are looked for (pin changes ring a bell and leave at once).
+const TICK: Duration = Duration::from_millis(20);
 /// Something is sent at least this often, so a successor notices a hung old process.
 const BEAT: Duration = Duration::from_secs(1);
 /// How long a successor may take to say hello, and a write may block.
@@ -28,6 +28,8 @@ pub struct Exit {
 struct ExitState {
     requested: bool,
     streaming: bool,
+    /// An overlay journal has changes.
+    rung: bool,
 }
 
 impl Exit {
@@ -46,13 +48,23 @@ impl Exit {
         true
     }
 
-    /// Sleeps up to `d`; true once the exit was requested.
+    /// Sleeps up to `d` or until a journal rings; true once the exit was requested.
     fn wait(&self, d: Duration) -> bool {
         let mut s = self.state.lock();
-        if !s.requested {
+        if !s.requested && !s.rung {
             self.cv.wait_for(&mut s, d);
         }
+        s.rung = false;
         s.requested
+    }
+
+    /// A journal has changes (called under an overlay shard lock: quick).
+    fn ring(&self) {
+        let mut s = self.state.lock();
+        if !s.rung {
+            s.rung = true;
+            self.cv.notify_all();
+        }
     }
 
     fn set_streaming(&self, on: bool) {
@@ -119,10 +131,12 @@ struct Streaming<'a> {
 }
 
 impl<'a> Streaming<'a> {
-    fn start(gw: &'a Gateway, exit: &'a Exit) -> Streaming<'a> {
+    fn start(gw: &'a Gateway, exit: &'a Arc<Exit>) -> Streaming<'a> {
         exit.set_streaming(true);
         for up in &gw.upstreams {
-            up.overlay.journal_start();
+            let bell = exit.clone();
+            up.overlay
+                .journal_start(Some(Arc::new(move || bell.ring())));
         }
         Streaming { gw, exit }
     }
@@ -137,7 +151,7 @@ impl Drop for Streaming<'_> {
     }
 }
 
-fn stream_to(conn: &UnixStream, gw: &Gateway, exit: &Exit) -> Result<Streamed, WireError> {
+fn stream_to(conn: &UnixStream, gw: &Gateway, exit: &Arc<Exit>) -> Result<Streamed, WireError> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let pid = match read_frame(&mut &*conn)? {

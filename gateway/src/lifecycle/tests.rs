@@ -120,6 +120,26 @@ fn snapshot_then_changes_then_bye() {
         assert_eq!(home(&new, key(i)), home(&old, key(i)), "session {i}");
     }
 
+    // A session id the new process learned, which the old one (not knowing it) places by its
+    // ring elsewhere: the ring pick does not override the learned pin.
+    // (a is drained and c draining: the old process can only place it on b.)
+    let learned = key(6_000);
+    let new_table = new.upstreams[0].table.load_full();
+    let c = new_table.router.index_of("c").expect("c");
+    new_table.router.pin(learned, c, new.clock.now());
+    let placed = table
+        .router
+        .select(learned, old.clock.now())
+        .expect("placed");
+    assert_eq!(placed.backend, b);
+    table.router.pin(key(6_001), b, old.clock.now()); // a marker sent after it
+    wait_until("the marker arrived", || home(&new, key(6_001)).is_some());
+    assert_eq!(
+        home(&new, learned).as_deref(),
+        Some("c"),
+        "the ring pick was not applied"
+    );
+
     // The old process exits: its last change still arrives, then the follower stops.
     table.router.pin(key(9), b, old.clock.now());
     assert!(exit.finish(Duration::from_secs(5)), "BYE sent");

@@ -9,7 +9,8 @@
 //!             backend = id:str addr:str weight:u32 drain:u8; state 0 active 1 draining 2 drained;
 //!             remaining_ms u64::MAX = no deadline
 //! PINS     3  upstream:str n:u16 name:str*n record_size:u16 n:u32 record*n
-//!             record = key:u128 backend:u16 backup:u16 (0xffff none) age_s:u32 idle_s:u32 [more]
+//!             record = key:u128 backend:u16 backup:u16 (0xffff none) age_s:u32 idle_s:u32
+//!                      flags:u8 (bit 0: placed by a missed lookup, not pinned explicitly) [more]
 //! REMOVED  4  upstream:str n:u32 key:u128*n
 //! END      5  pins:u64                     (end of the snapshot; changes follow)
 //! BEAT     6  (nothing)                    (keep-alive: the old process is still there)
@@ -31,7 +32,7 @@ pub const VERSION: u16 = 1;
 /// Largest frame (kind + payload), bytes.
 pub const MAX_FRAME: usize = 8 << 20;
 /// Bytes of one pin record as this version writes it.
-pub const RECORD_SIZE: u16 = 16 + 2 + 2 + 4 + 4;
+pub const RECORD_SIZE: u16 = 16 + 2 + 2 + 4 + 4 + 1;
 /// Most records in one PINS frame (keeps frames under [`MAX_FRAME`]).
 pub const MAX_RECORDS: usize = 1 << 16;
 /// `backup` value of a record without backup.
@@ -113,6 +114,8 @@ pub struct Record {
     pub backup: Option<u16>,
     pub age_s: u32,
     pub idle_s: u32,
+    /// Placed by a lookup that missed (a ring pick), not pinned explicitly.
+    pub placed: bool,
 }
 
 /// Pins of one upstream.
@@ -344,6 +347,7 @@ impl Frame {
                     o.u16(r.backup.unwrap_or(NO_BACKUP));
                     o.u32(r.age_s);
                     o.u32(r.idle_s);
+                    o.u8(u8::from(r.placed));
                 }
             }
             Frame::Removed(r) => {
@@ -519,6 +523,7 @@ fn decode_pins(i: &mut In<'_>) -> Result<Pins, WireError> {
             backup: Some(r.u16()?).filter(|b| *b != NO_BACKUP),
             age_s: r.u32()?,
             idle_s: r.u32()?,
+            placed: r.u8()? & 1 != 0,
         };
         let known = |b: u16| usize::from(b) < names.len();
         if !known(rec.backend) || rec.backup.is_some_and(|b| !known(b)) {

@@ -79,6 +79,7 @@ fn every_frame_survives_a_round_trip() {
                     backup: Some(0),
                     age_s: 60,
                     idle_s: 5,
+                    placed: true,
                 },
                 Record {
                     key: 7,
@@ -86,6 +87,7 @@ fn every_frame_survives_a_round_trip() {
                     backup: None,
                     age_s: 0,
                     idle_s: 0,
+                    placed: false,
                 },
             ],
         }),
@@ -179,6 +181,7 @@ fn records_naming_unknown_backends_are_invalid() {
             backup: Some(3),
             age_s: 0,
             idle_s: 0,
+            placed: false,
         }],
     });
     let err = read_frame(&mut encoded(&f).as_slice()).unwrap_err();
@@ -211,6 +214,7 @@ fn newer_senders_may_add_frame_kinds_and_fields() {
         o.u16(NO_BACKUP);
         o.u32(9);
         o.u32(3);
+        o.u8(1);
         o.u32(0xdead_beef); // a future field
     }
     let mut framed = (o.0.len() as u32).to_be_bytes().to_vec();

@@ -2,7 +2,7 @@
 //! per-backend counts, guarded by the shard's mutex in [`super::Overlay`]. Every method here
 //! runs under that lock.
 use super::snapshot::Journal;
-use super::table::{Slot, Table, VACANT};
+use super::table::{Slot, Table, PLACED, VACANT};
 use super::{Lookup, OverlayStats, Pin, PinInfo, PinOutcome};
 use crate::{BackendId, SessionKey};
 
@@ -101,7 +101,7 @@ impl Shard {
                 self.stats.expired += 1;
                 match place() {
                     Some(to) => {
-                        self.reuse_expired(pos, to, now_s);
+                        self.reuse_expired(pos, to, now_s, PLACED);
                         Lookup::Pinned(to)
                     }
                     None => {
@@ -112,7 +112,7 @@ impl Shard {
             }
             Err(vacant) => match place() {
                 Some(to) => {
-                    self.insert(key, to, now_s, ttl_s, vacant);
+                    self.insert(key, to, now_s, ttl_s, vacant, PLACED);
                     Lookup::Pinned(to)
                 }
                 None => Lookup::Unplaced,
@@ -124,7 +124,7 @@ impl Shard {
         let pos = match self.table.find(key) {
             Ok(pos) => pos,
             Err(vacant) => {
-                self.insert(key, to, now_s, ttl_s, vacant);
+                self.insert(key, to, now_s, ttl_s, vacant, 0);
                 return PinOutcome::Created;
             }
         };
@@ -132,10 +132,11 @@ impl Shard {
         if is_expired(slot.last_seen_s, now_s, ttl_s) {
             // The old pin expired: this is a new session, in the same slot.
             self.stats.expired += 1;
-            self.reuse_expired(pos, to, now_s);
+            self.reuse_expired(pos, to, now_s, 0);
             return PinOutcome::Created;
         }
         self.set(pos, to, now_s);
+        self.table.slot_mut(pos).created_s &= !PLACED;
         if slot.backend == to.backend.0 {
             PinOutcome::Unchanged
         } else {
@@ -163,24 +164,25 @@ impl Shard {
     }
 
     /// Re-creates the idle-expired pin at `pos` as a new session on `to` (the caller counted
-    /// the expiry).
-    fn reuse_expired(&mut self, pos: usize, to: Pin, now_s: u32) {
+    /// the expiry); `placed` is [`PLACED`] or 0.
+    fn reuse_expired(&mut self, pos: usize, to: Pin, now_s: u32, placed: u32) {
         self.stats.created += 1;
         self.set(pos, to, now_s);
         let s = self.table.slot_mut(pos);
-        s.created_s = now_s;
+        s.created_s = now_s | placed;
         let key = s.key;
         self.note(key);
     }
 
-    /// Pins the absent `key`; `vacant` is where `find` said it goes. A full shard first evicts
-    /// the least recently seen of the few pins at and after the key's home.
-    fn insert(&mut self, key: u128, to: Pin, now_s: u32, ttl_s: u32, vacant: usize) {
+    /// Pins the absent `key`; `vacant` is where `find` said it goes; `placed` is [`PLACED`]
+    /// or 0. A full shard first evicts the least recently seen of the few pins at and after
+    /// the key's home.
+    fn insert(&mut self, key: u128, to: Pin, now_s: u32, ttl_s: u32, vacant: usize, placed: u32) {
         let slot = Slot {
             key,
             backend: to.backend.0,
             backup: to.backup.map_or(NO_BACKUP, |b| b.0),
-            created_s: now_s,
+            created_s: now_s | placed,
             last_seen_s: now_s,
         };
         self.insert_slot(slot, now_s, ttl_s, vacant);
@@ -244,7 +246,7 @@ impl Shard {
         Some(PinInfo {
             backend: BackendId(s.backend),
             backup: s.pin().backup,
-            created: u64::from(s.created_s) * 1000,
+            created: u64::from(s.created()) * 1000,
             last_seen: u64::from(s.last_seen_s) * 1000,
         })
     }

@@ -7,7 +7,9 @@
 //! [`crate::Interner`]: the caller maps them to names and back (ids are per process).
 //!
 //! The journal records keys, not values: [`Overlay::journal_take`] reads each noted key's pin
-//! *now*, so a key changed ten times is sent once, as it is. What it notes: new pins (also
+//! *now*, so a key changed ten times is sent once, as it is. An optional [`Wake`] callback
+//! tells the reader that a journal has something (once per take), so changes can leave at once
+//! instead of at the next poll. What it notes: new pins (also
 //! imported ones, so a process can pass on what it is still receiving), re-pins (backend or
 //! backup changed) and explicit removals. Not noted: idle expiry and eviction (each process
 //! applies its own TTL and bound) and last-seen refreshes. A journal that outgrows its bound
@@ -19,7 +21,7 @@
 //! let old = Overlay::new(OverlayConfig::default());
 //! let key = SessionKey::new(b"header", b"s1");
 //! old.pin(key, BackendId(3), None, 10_000);
-//! old.journal_start();
+//! old.journal_start(None);
 //! let mut pins = Vec::new();
 //! old.export(70_000, &mut pins); // a minute later
 //! assert_eq!((pins[0].key, pins[0].idle), (key, 60_000));
@@ -36,9 +38,14 @@
 //! assert!(matches!(changes.as_slice(), [Change::Pinned(r)] if r.pin.backend == BackendId(4)));
 //! ```
 use super::shard::{is_expired, Shard};
-use super::table::Slot;
+use super::table::{Slot, PLACED};
 use super::{Overlay, Pin};
 use crate::{Millis, SessionKey};
+use std::sync::Arc;
+
+/// Called when a journal notes its first change since it was last taken. It runs under a
+/// shard lock on the request path: it must be quick and must not call into the overlay.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// One pin as exported: where `key` lives, how long ago it was pinned (`age`) and last used
 /// (`idle`), in milliseconds (whole seconds: the overlay's granularity).
@@ -48,6 +55,9 @@ pub struct PinRecord {
     pub pin: Pin,
     pub age: Millis,
     pub idle: Millis,
+    /// Made by a lookup that missed (a ring pick for a key the overlay did not know), not by an
+    /// explicit pin (learned id, failover, migration). See [`Overlay::import`].
+    pub placed: bool,
 }
 
 /// A change read from the journal.
@@ -66,6 +76,9 @@ pub enum Imported {
     Added,
     /// The key was pinned here: it now points where the record says.
     Updated,
+    /// The key is pinned here explicitly to another backend and the record is only a
+    /// placement: the pin here stays.
+    Kept,
     /// The record was idle for this overlay's TTL: ignored.
     Expired,
 }
@@ -78,11 +91,23 @@ pub struct Taken {
 }
 
 /// Keys noted in one shard while a journal is on.
-#[derive(Debug)]
 pub(super) struct Journal {
     keys: Vec<u128>,
     overflowed: bool,
     cap: usize,
+    wake: Option<Wake>,
+    /// `wake` was called since the last take.
+    woken: bool,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("keys", &self.keys.len())
+            .field("overflowed", &self.overflowed)
+            .field("cap", &self.cap)
+            .finish()
+    }
 }
 
 /// Fewest keys a shard's journal holds before it overflows.
@@ -91,16 +116,24 @@ const JOURNAL_MIN: usize = 1024;
 const JOURNAL_MAX: usize = 1 << 16;
 
 impl Journal {
-    fn new(shard_cap: usize) -> Journal {
+    fn new(shard_cap: usize, wake: Option<Wake>) -> Journal {
         Journal {
             keys: Vec::new(),
             overflowed: false,
             cap: shard_cap.clamp(JOURNAL_MIN, JOURNAL_MAX),
+            wake,
+            woken: false,
         }
     }
 
     #[inline]
     pub(super) fn note(&mut self, key: u128) {
+        if !self.woken {
+            self.woken = true;
+            if let Some(wake) = &self.wake {
+                wake();
+            }
+        }
         if self.overflowed {
             return;
         }
@@ -122,8 +155,9 @@ impl Shard {
         PinRecord {
             key: SessionKey(slot.key),
             pin: slot.pin(),
-            age: secs_to_millis(now_s.saturating_sub(slot.created_s)),
+            age: secs_to_millis(now_s.saturating_sub(slot.created())),
             idle: secs_to_millis(now_s.saturating_sub(slot.last_seen_s)),
+            placed: slot.placed(),
         }
     }
 
@@ -144,18 +178,27 @@ impl Shard {
         }
         let last_seen_s = now_s.saturating_sub(idle_s);
         let created_s = now_s.saturating_sub(age_s).min(last_seen_s);
+        let placed = if rec.placed { PLACED } else { 0 };
         match self.table.find(rec.key.0) {
             Ok(pos) => {
                 let before = *self.table.slot(pos);
+                let live = !is_expired(before.last_seen_s, now_s, ttl_s);
                 let moved = before.backend != rec.pin.backend.0;
+                if live && moved && rec.placed && !before.placed() {
+                    // Two processes placed the key differently at once (during an upgrade):
+                    // a ring pick does not override an explicit pin (e.g. a learned id).
+                    return Imported::Kept;
+                }
                 self.set(pos, rec.pin, last_seen_s);
                 let s = self.table.slot_mut(pos);
-                if moved || is_expired(before.last_seen_s, now_s, ttl_s) {
+                if moved || !live {
                     // Another session than the one held here: take its times.
-                    s.created_s = created_s;
+                    s.created_s = created_s | placed;
                     s.last_seen_s = last_seen_s;
                 } else {
-                    s.created_s = s.created_s.min(created_s);
+                    // The same session: explicit if either side pinned it explicitly.
+                    let flags = before.created_s & PLACED & placed;
+                    s.created_s = before.created().min(created_s) | flags;
                 }
                 Imported::Updated
             }
@@ -164,7 +207,7 @@ impl Shard {
                     key: rec.key.0,
                     backend: rec.pin.backend.0,
                     backup: rec.pin.backup.map_or(super::shard::NO_BACKUP, |b| b.0),
-                    created_s,
+                    created_s: created_s | placed,
                     last_seen_s,
                 };
                 self.insert_slot(slot, now_s, ttl_s, vacant);
@@ -177,6 +220,7 @@ impl Shard {
         let Some(j) = self.journal.as_mut() else {
             return false;
         };
+        j.woken = false;
         if std::mem::take(&mut j.overflowed) {
             let mut all = Vec::new();
             self.export(now_s, ttl_s, &mut all);
@@ -221,9 +265,12 @@ impl Overlay {
     }
 
     /// Pin `rec.key` as `rec` says, with its age and idle time counted back from `now`
-    /// (this overlay's clock). A key pinned here already is re-pointed (counts follow).
-    /// Imports are not counted as created; a full shard evicts as [`Overlay::pin`] does. A
-    /// record idle for this overlay's TTL is ignored.
+    /// (this overlay's clock). A key pinned here already is re-pointed (counts follow), unless
+    /// it is pinned here explicitly and the record is a placement ([`Imported::Kept`]: during
+    /// an upgrade both processes serve for a few seconds, and a session id learned by one must
+    /// not be overridden by the other's ring pick for it). Imports are not counted as created;
+    /// a full shard evicts as [`Overlay::pin`] does. A record idle for this overlay's TTL is
+    /// ignored.
     pub fn import(&self, rec: &PinRecord, now: Millis) -> Imported {
         self.shard(rec.key)
             .lock()
@@ -231,11 +278,12 @@ impl Overlay {
     }
 
     /// Start noting changed keys (a fresh, empty journal in every shard). Until
-    /// [`Overlay::journal_stop`], pins, re-pins, imports and removals note their key.
-    pub fn journal_start(&self) {
+    /// [`Overlay::journal_stop`], pins, re-pins, imports and removals note their key, and
+    /// `wake` (if any) is called at a shard's first change after each take.
+    pub fn journal_start(&self, wake: Option<Wake>) {
         for s in self.shards.iter() {
             let mut shard = s.0.lock();
-            shard.journal = Some(Journal::new(shard.cap));
+            shard.journal = Some(Journal::new(shard.cap, wake.clone()));
         }
     }
 

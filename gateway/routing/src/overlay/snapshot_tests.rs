@@ -93,6 +93,7 @@ fn import_over_an_existing_pin_moves_it_and_keeps_counts_exact() {
         pin: pin(B, Some(C)),
         age: 3_000,
         idle: 1_000,
+        placed: false,
     };
     assert_eq!(o.import(&rec, 20_000), Imported::Updated);
     assert_eq!((o.count(A), o.count(B)), (0, 1));
@@ -115,6 +116,7 @@ fn import_into_a_full_overlay_stays_bounded() {
             pin: pin(A, None),
             age: 0,
             idle: 0,
+            placed: false,
         };
         o.import(&rec, 1_000);
     }
@@ -132,7 +134,7 @@ fn the_journal_is_off_until_started_and_notes_only_changes() {
     assert_eq!(o.journal_take(0, &mut changes), Taken::default());
     assert!(changes.is_empty(), "no journal before journal_start");
 
-    o.journal_start();
+    o.journal_start(None);
     o.get(key(1), 1_000); // a hit: no change
     o.pin(key(1), A, None, 1_000); // same backend and backup: no change
     o.journal_take(1_000, &mut changes);
@@ -154,12 +156,14 @@ fn the_journal_is_off_until_started_and_notes_only_changes() {
             pin: pin(B, Some(A)),
             age: 3_000,
             idle: 1_000,
+            placed: false,
         }),
         Change::Pinned(PinRecord {
             key: key(2),
             pin: pin(B, None),
             age: 1_000,
             idle: 1_000,
+            placed: false,
         }),
         Change::Removed(key(3)),
     ];
@@ -181,12 +185,13 @@ fn the_journal_is_off_until_started_and_notes_only_changes() {
 #[test]
 fn imports_are_journaled_so_a_process_can_pass_them_on() {
     let middle = overlay(1_000, 0);
-    middle.journal_start();
+    middle.journal_start(None);
     let rec = PinRecord {
         key: key(5),
         pin: pin(C, None),
         age: 0,
         idle: 0,
+        placed: false,
     };
     middle.import(&rec, 1_000);
     let mut changes = Vec::new();
@@ -200,7 +205,7 @@ fn an_overflowing_journal_sends_its_shard_whole() {
     let o = overlay(100_000 / 256, 0);
     assert_eq!(o.shards(), 1);
     o.pin(key(0), A, None, 0);
-    o.journal_start();
+    o.journal_start(None);
     for i in 1..=(JOURNAL_MIN as u64 + 10) {
         let k = key(i % 200 + 1);
         o.pin(k, if (i / 200) % 2 == 0 { A } else { B }, None, 1_000);
@@ -232,4 +237,66 @@ fn export_shard_by_shard_covers_the_whole_overlay_once() {
     }
     let keys: std::collections::HashSet<_> = all.iter().map(|r| r.key).collect();
     assert_eq!((all.len(), keys.len()), (20_000, 20_000));
+}
+
+#[test]
+fn the_wake_callback_rings_once_per_take_and_shard() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let rung = Arc::new(AtomicUsize::new(0));
+    let o = overlay(100, 0); // one shard
+    let r = rung.clone();
+    o.journal_start(Some(Arc::new(move || {
+        r.fetch_add(1, Ordering::SeqCst);
+    })));
+    o.get(key(1), 0);
+    assert_eq!(
+        rung.load(Ordering::SeqCst),
+        0,
+        "a miss without pin is no change"
+    );
+    o.pin(key(1), A, None, 0);
+    o.pin(key(2), A, None, 0);
+    assert_eq!(rung.load(Ordering::SeqCst), 1);
+    o.journal_take(0, &mut Vec::new());
+    o.pin(key(3), B, None, 0);
+    assert_eq!(rung.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_placement_does_not_override_an_explicit_pin_but_the_reverse_does() {
+    let o = overlay(1_000, 0);
+    o.pin(key(1), A, None, 0); // explicit (e.g. a learned session id)
+    let placement = |b| PinRecord {
+        key: key(1),
+        pin: pin(b, None),
+        age: 0,
+        idle: 0,
+        placed: true,
+    };
+    assert_eq!(o.import(&placement(B), 1_000), Imported::Kept);
+    assert_eq!(o.info(key(1)).map(|i| i.backend), Some(A));
+    assert_eq!(
+        o.import(&placement(A), 1_000),
+        Imported::Updated,
+        "same backend: refresh"
+    );
+
+    // A placement here (a ring pick on a miss) yields to an explicit pin from elsewhere.
+    let router_miss = o.get_or_pin(key(2), 0, || Some(pin(B, None)));
+    assert!(matches!(router_miss, crate::Lookup::Pinned(_)));
+    let mut explicit = placement(C);
+    explicit.key = key(2);
+    explicit.placed = false;
+    assert_eq!(o.import(&explicit, 1_000), Imported::Updated);
+    assert_eq!(o.info(key(2)).map(|i| i.backend), Some(C));
+    // Exported with their kind, so the next process decides the same way.
+    let mut records = Vec::new();
+    o.export(1_000, &mut records);
+    let by = by_key(&records);
+    assert!(!by[&key(1)].placed && !by[&key(2)].placed);
+    let o2 = overlay(1_000, 0);
+    o2.get_or_pin(key(3), 0, || Some(pin(A, None)));
+    records.clear();
+    o2.export(0, &mut records);
+    assert!(records[0].placed);
 }

@@ -18,6 +18,13 @@
 //!
 //! Vacant slots have `backend == VACANT`.
 
+/// Bit of `created_s` set while a pin is a *placement*: made by a lookup that missed
+/// ([`super::Overlay::get_or_pin`]: a ring pick for an unknown key), not by an explicit pin
+/// (a learned session id, a failover, an import of one). When two processes disagree about a
+/// key during an upgrade, an explicit pin beats a placement. Creation times use the other 31
+/// bits (seconds: 68 years of clock).
+pub(super) const PLACED: u32 = 1 << 31;
+
 /// `backend` value of a vacant slot. `BackendId(u32::MAX)` is never handed out in practice (the
 /// interner would need 2^32 distinct names first).
 pub(super) const VACANT: u32 = u32::MAX;
@@ -43,6 +50,18 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    /// Creation time, seconds.
+    #[inline]
+    pub(super) fn created(&self) -> u32 {
+        self.created_s & !PLACED
+    }
+
+    /// Made by a missed lookup (see [`PLACED`]).
+    #[inline]
+    pub(super) fn placed(&self) -> bool {
+        self.created_s & PLACED != 0
+    }
+
     const EMPTY: Slot = Slot {
         key: 0,
         backend: VACANT,

@@ -3,8 +3,9 @@
 //! * [`Gateway::upgrade`] — `berth -u -c <same config>` in the foreground; once it listens on
 //!   Pingora's upgrade socket, SIGQUIT to the running process; done when the admin listener
 //!   answers from the new pid (`X-Berth-Pid`).
-//! * [`Gateway::upgrade_daemon`] — what `deploy/systemd/berth.service` does on reload:
-//!   `berth -u -d` (returns once forked), then SIGQUIT to the pid its pid file held.
+//! * [`Gateway::reload_like_systemd`] — run a unit's `ExecReload=` command lines (those of
+//!   `deploy/systemd/berth.service`: `berth -u -d`, then `kill -QUIT $MAINPID`) as systemd
+//!   does, then follow the pid file to the new daemon.
 //! * [`Gateway::try_upgrade`] — `berth -u -c <file>` expected to fail before touching anything.
 //!
 //! The replaced process comes back as a [`Retired`], to watch it finish and exit. Sockets, pid
@@ -131,17 +132,47 @@ impl Gateway {
                 read(&log)
             );
         }
-        self.hand_over(old, new, log)
+        self.hand_over(old, new, log, true)
     }
 
-    /// Upgrade as the systemd unit's reload does: `berth -u -d` (returns once forked: the
-    /// daemon then waits for the sockets), SIGQUIT to the pid the pid file held, and the new
-    /// daemon's pid read from the pid file.
-    pub fn upgrade_daemon(&mut self) -> Retired {
+    /// Reload as systemd does: each of `commands` (shell command lines) runs in order with
+    /// `MAINPID` = the current pid and this gateway's environment, and must succeed (systemd
+    /// stops a reload at the first failure); then the new daemon's pid comes from the pid
+    /// file. The commands are expected to start the new process and signal the old one.
+    pub fn reload_like_systemd(&mut self, commands: &[String]) -> Retired {
         let old = self.proc.take().expect("the gateway is running");
         let log = self.next_log();
-        let pid = self.launch_daemon(&["-u", "-d"], &log, Some(old.pid()));
-        self.hand_over(old, Proc::Daemon(pid), log)
+        self.launches += 1;
+        for cmd in commands {
+            let out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .expect("open the log");
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .env("MAINPID", old.pid().to_string())
+                .env_remove(crate::admin::TOKEN_ENV)
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdin(std::process::Stdio::null())
+                .stdout(out.try_clone().expect("dup"))
+                .stderr(out)
+                .spawn()
+                .expect("run sh");
+            let status = crate::wait_for(UPGRADE_TIMEOUT, POLL, || child.try_wait().ok().flatten());
+            if !status.is_some_and(|s| s.success()) {
+                let _ = child.kill();
+                self.proc = Some(old);
+                panic!("reload command `{cmd}` ended with {status:?}\n--- log ---\n{}", read(&log));
+            }
+        }
+        let pid_file = self.pid_file();
+        let pid = crate::wait_for(UPGRADE_TIMEOUT, POLL, || {
+            process::read_pid_file(&pid_file).filter(|p| *p != old.pid())
+        })
+        .unwrap_or_else(|| panic!("no new pid in {}\n--- log ---\n{}", pid_file.display(), read(&log)));
+        self.hand_over(old, Proc::Daemon(pid), log, false)
     }
 
     /// `berth -u -c <config>` expected to give up before touching the running process: its
@@ -217,11 +248,14 @@ impl Gateway {
         })
     }
 
-    /// SIGQUIT to `old`; wait until `new` answers the admin listener.
-    fn hand_over(&mut self, old: Proc, new: Proc, log: PathBuf) -> Retired {
+    /// SIGQUIT to `old` (unless it was sent already); wait until `new` answers the admin
+    /// listener.
+    fn hand_over(&mut self, old: Proc, new: Proc, log: PathBuf, quit: bool) -> Retired {
         let old_log = std::mem::replace(&mut self.log_path, log);
         let new_pid = new.pid();
-        old.signal("QUIT");
+        if quit {
+            old.signal("QUIT");
+        }
         let quit_at = Instant::now();
         self.proc = Some(new);
         let retired = Retired {

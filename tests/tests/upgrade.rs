@@ -541,45 +541,70 @@ fn an_upgrade_with_a_broken_config_exits_2_and_leaves_the_old_process_serving() 
     old.wait_exit(EXIT_TIMEOUT);
 }
 
+/// The unit's command lines (`Exec<what>=`), with the installed paths replaced by the test's.
+fn unit_commands(what: &str, config_path: &std::path::Path) -> Vec<String> {
+    let unit = berth_tests::workspace_root().join("deploy/systemd/berth.service");
+    let text = std::fs::read_to_string(&unit).expect("read the unit");
+    let berth = berth_tests::berth_bin();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&format!("Exec{what}=")))
+        .map(|cmd| {
+            cmd.replace("/usr/local/bin/berth", &berth.display().to_string())
+                .replace("/etc/berth/berth.yaml", &config_path.display().to_string())
+        })
+        .collect()
+}
+
 #[test]
-fn the_systemd_reload_way_daemon_pid_file_and_sigquit() {
+fn the_systemd_units_reload_is_an_upgrade_with_state() {
     let backends = Backend::start_many(3);
     let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
-    let yaml = config::header_app(&specs, &[]);
-    let mut gw = Gateway::start_daemon(
-        &yaml,
-        &[(berth_tests::admin::TOKEN_ENV, berth_tests::admin::TOKEN)],
+    let yaml = config::set(
+        &config::header_app(&specs, &[]),
+        "server.daemon_wait_for_ready",
+        "true",
+    );
+    let token = [(berth_tests::admin::TOKEN_ENV, berth_tests::admin::TOKEN)];
+    let mut gw = Gateway::start_daemon(&yaml, &token);
+    let start = unit_commands("Start", gw.config_path());
+    assert!(
+        start.len() == 1 && start[0].contains(" -d -c "),
+        "the unit starts a daemon: {start:?}"
     );
     let first = gw.pid().expect("daemon");
-    assert_eq!(
-        berth_tests::process::read_pid_file(&gw.pid_file()),
-        Some(first)
-    );
+    assert_eq!(berth_tests::process::read_pid_file(&gw.pid_file()), Some(first));
     let ids = berth_tests::sessions::ids(0, 40);
     let placed = berth_tests::sessions::open(&gw, &ids, 4);
     let r = gw.admin("POST", "/admin/backends/b1/drain", None);
     assert_eq!(r.status, 200, "{}", r.summary());
 
-    let mut old = gw.upgrade_daemon();
+    let reload = unit_commands("Reload", gw.config_path());
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    let mut old = gw.reload_like_systemd(&reload);
     let second = gw.pid().expect("daemon");
     assert_ne!(second, first);
-    assert_eq!(
-        berth_tests::process::read_pid_file(&gw.pid_file()),
-        Some(second)
-    );
+    assert_eq!(berth_tests::process::read_pid_file(&gw.pid_file()), Some(second));
     let after = berth_tests::sessions::visit(&gw, &ids, 4, "/after");
     for (p, r) in placed.iter().zip(&after) {
         berth_tests::sessions::check_sticky(r, &p.home).unwrap_or_else(|e| panic!("{}: {e}", p.id));
     }
-    let rows = gw
-        .admin_on(second, "GET", "/admin/backends", None)
-        .json()
-        .expect("JSON");
-    assert_eq!(
-        state_of(&rows, "app", "b1").as_deref(),
-        Some("draining"),
-        "{rows}"
-    );
+    let rows = gw.admin_on(second, "GET", "/admin/backends", None).json().expect("JSON");
+    assert_eq!(state_of(&rows, "app", "b1").as_deref(), Some("draining"), "{rows}");
     old.wait_exit(EXIT_TIMEOUT);
     assert!(!berth_tests::process::alive(first));
+
+    // A reload with a broken file fails at its first command and leaves the daemon serving.
+    std::fs::write(gw.config_path(), "upstreams: {}\n").expect("break the config");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&reload[0])
+        .env("MAINPID", second.to_string())
+        .output()
+        .expect("run the first ExecReload");
+    assert_eq!(status.status.code(), Some(2), "{status:?}");
+    assert!(gw.is_running());
+    let again = berth_tests::sessions::visit(&gw, &ids, 4, "/still");
+    for (p, r) in placed.iter().zip(&again) {
+        berth_tests::sessions::check_sticky(r, &p.home).unwrap_or_else(|e| panic!("{}: {e}", p.id));
+    }
 }

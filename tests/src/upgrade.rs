@@ -164,14 +164,23 @@ impl Gateway {
             if !status.is_some_and(|s| s.success()) {
                 let _ = child.kill();
                 self.proc = Some(old);
-                panic!("reload command `{cmd}` ended with {status:?}\n--- log ---\n{}", read(&log));
+                panic!(
+                    "reload command `{cmd}` ended with {status:?}\n--- log ---\n{}",
+                    read(&log)
+                );
             }
         }
         let pid_file = self.pid_file();
         let pid = crate::wait_for(UPGRADE_TIMEOUT, POLL, || {
             process::read_pid_file(&pid_file).filter(|p| *p != old.pid())
         })
-        .unwrap_or_else(|| panic!("no new pid in {}\n--- log ---\n{}", pid_file.display(), read(&log)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no new pid in {}\n--- log ---\n{}",
+                pid_file.display(),
+                read(&log)
+            )
+        });
         self.hand_over(old, Proc::Daemon(pid), log, false)
     }
 

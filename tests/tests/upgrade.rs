@@ -572,7 +572,10 @@ fn the_systemd_units_reload_is_an_upgrade_with_state() {
         "the unit starts a daemon: {start:?}"
     );
     let first = gw.pid().expect("daemon");
-    assert_eq!(berth_tests::process::read_pid_file(&gw.pid_file()), Some(first));
+    assert_eq!(
+        berth_tests::process::read_pid_file(&gw.pid_file()),
+        Some(first)
+    );
     let ids = berth_tests::sessions::ids(0, 40);
     let placed = berth_tests::sessions::open(&gw, &ids, 4);
     let r = gw.admin("POST", "/admin/backends/b1/drain", None);
@@ -583,13 +586,23 @@ fn the_systemd_units_reload_is_an_upgrade_with_state() {
     let mut old = gw.reload_like_systemd(&reload);
     let second = gw.pid().expect("daemon");
     assert_ne!(second, first);
-    assert_eq!(berth_tests::process::read_pid_file(&gw.pid_file()), Some(second));
+    assert_eq!(
+        berth_tests::process::read_pid_file(&gw.pid_file()),
+        Some(second)
+    );
     let after = berth_tests::sessions::visit(&gw, &ids, 4, "/after");
     for (p, r) in placed.iter().zip(&after) {
         berth_tests::sessions::check_sticky(r, &p.home).unwrap_or_else(|e| panic!("{}: {e}", p.id));
     }
-    let rows = gw.admin_on(second, "GET", "/admin/backends", None).json().expect("JSON");
-    assert_eq!(state_of(&rows, "app", "b1").as_deref(), Some("draining"), "{rows}");
+    let rows = gw
+        .admin_on(second, "GET", "/admin/backends", None)
+        .json()
+        .expect("JSON");
+    assert_eq!(
+        state_of(&rows, "app", "b1").as_deref(),
+        Some("draining"),
+        "{rows}"
+    );
     old.wait_exit(EXIT_TIMEOUT);
     assert!(!berth_tests::process::alive(first));
 

@@ -62,11 +62,18 @@ fn main() -> ExitCode {
                             Ok(r) if r.status == 200 && r.backend() == homes[i] => {}
                             Ok(r) if r.status == 200 => {
                                 counts.moved.fetch_add(1, Ordering::Relaxed);
-                                eprintln!("load: session {i} moved {} -> {}", homes[i], r.backend());
+                                eprintln!(
+                                    "load: session {i} moved {} -> {}",
+                                    homes[i],
+                                    r.backend()
+                                );
                             }
                             other => {
                                 counts.failed.fetch_add(1, Ordering::Relaxed);
-                                eprintln!("load: session {i} failed: {:?}", other.map(|r| r.status));
+                                eprintln!(
+                                    "load: session {i} failed: {:?}",
+                                    other.map(|r| r.status)
+                                );
                                 c.close();
                             }
                         }

@@ -113,7 +113,15 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     let mut gw = upstreams::Gateway::new(config, metrics);
     // Before anything serves: the running Berth's sessions, drains and admin changes.
     let predecessor = if cli.upgrade {
-        lifecycle::inherit(&state_sock, &mut gw)
+        match lifecycle::inherit(&state_sock, &mut gw) {
+            Ok(p) => p,
+            Err(why) => {
+                eprintln!(
+                    "berth: upgrade refused by the running Berth: {why}; try again once it is done"
+                );
+                return 1;
+            }
+        }
     } else {
         None
     };

@@ -53,19 +53,22 @@ pub fn state_sock_path(upgrade_sock: &str) -> PathBuf {
 }
 
 /// New process, before it serves: take the running Berth's state from `path` into `gw` (its
-/// clock continues the old one). `None`, logged, when there is nothing to take over from or
-/// the hand-over failed (whatever was applied before the failure stays).
-pub fn inherit(path: &Path, gw: &mut Gateway) -> Option<Predecessor> {
+/// clock continues the old one). `Ok(None)`, logged, when there is nothing to take over from
+/// or the hand-over failed (whatever was applied before the failure stays). `Err` when the
+/// running Berth refused (another upgrade is taking over from it): this process should not
+/// go on.
+pub fn inherit(path: &Path, gw: &mut Gateway) -> Result<Option<Predecessor>, String> {
     let started = Instant::now();
     let mut pred = match Predecessor::connect(path) {
         Ok(p) => p,
+        Err(wire::WireError::Refused(why)) => return Err(why),
         Err(e) => {
             log::warn!(
                 "upgrade: no state from a running Berth on {} ({e}); starting with the \
                  configuration only: sessions, drains and admin changes are not taken over",
                 path.display()
             );
-            return None;
+            return Ok(None);
         }
     };
     gw.clock = Clock::continuing(pred.hello.clock_ms);
@@ -85,13 +88,13 @@ pub fn inherit(path: &Path, gw: &mut Gateway) -> Option<Predecessor> {
                     dropped.join(", ")
                 }
             );
-            Some(pred)
+            Ok(Some(pred))
         }
         Err(e) => {
             log::error!(
                 "upgrade: the state from pid {pid} broke off ({e}); serving with what arrived"
             );
-            None
+            Ok(None)
         }
     }
 }

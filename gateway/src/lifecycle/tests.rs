@@ -75,7 +75,9 @@ fn snapshot_then_changes_then_bye() {
     }
 
     let mut new = gateway();
-    let pred = inherit(&sock.0, &mut new).expect("handed over");
+    let pred = inherit(&sock.0, &mut new)
+        .expect("not refused")
+        .expect("handed over");
     assert!(
         new.clock.now() >= now,
         "the new clock continues the old one"
@@ -157,7 +159,7 @@ fn snapshot_then_changes_then_bye() {
 fn without_a_running_berth_the_new_process_starts_from_its_configuration() {
     let sock = temp_sock("nobody");
     let mut new = gateway();
-    assert!(inherit(&sock.0, &mut new).is_none());
+    assert!(inherit(&sock.0, &mut new).expect("not refused").is_none());
     assert!(new.upstreams[0].overlay.is_empty());
 }
 

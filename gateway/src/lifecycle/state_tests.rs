@@ -71,6 +71,12 @@ fn membership_is_merged_like_a_reload_over_the_old_live_list() {
     )
     .expect("b exists");
     up.members.lock().list[0].health = HealthState::down();
+    let table = up.table.load();
+    let on_b = table.router.index_of("b").expect("b");
+    for i in 0..5 {
+        table.router.pin(key(i), on_b, 10_000);
+    }
+    assert_eq!(up.migrate("b", Some(3), Some(10), 10_000), Ok(3));
     let sent = members_of(up, 10_000);
 
     // New file: [a, b, x, d] — d is new in the file, x is unchanged in the file.
@@ -99,6 +105,14 @@ fn membership_is_merged_like_a_reload_over_the_old_live_list() {
     assert!(table.router.is_draining(idx("b")) && !table.router.takes_new(idx("b")));
     assert!(table.router.takes_new(idx("c")) && table.router.takes_new(idx("d")));
     assert_eq!(applier.tally.upstreams, 1);
+    let m = new.upstreams[0].members.lock();
+    let g = &m.migrations[..];
+    assert_eq!(g.len(), 1, "the migration in progress goes on");
+    assert_eq!((g[0].remaining, g[0].rate), (3, 10));
+    assert_eq!(
+        new.upstreams[0].names.name(g[0].backend).as_deref(),
+        Some("b")
+    );
 }
 
 #[test]

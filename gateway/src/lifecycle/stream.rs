@@ -101,8 +101,8 @@ pub(super) fn accept_loop(listener: UnixListener, gw: Arc<Gateway>, exit: Arc<Ex
             .spawn(move || {
                 match stream_to(&conn, &gw, &exit) {
                     Ok(s) => log::info!(
-                        "upgrade: successor pid {} followed to the end ({} changes, {} \
-                         membership updates after the snapshot)",
+                        "upgrade: the new process (pid {} when it connected) followed to the \
+                         end ({} changes, {} membership updates after the snapshot)",
                         s.pid,
                         s.changes,
                         s.member_updates
@@ -174,7 +174,8 @@ fn stream_to(conn: &UnixStream, gw: &Gateway, exit: &Arc<Exit>) -> Result<Stream
     let started = Instant::now();
     let pins = snapshot(gw, &mut w)?;
     log::info!(
-        "upgrade: sent {pins} sessions and the membership of {} upstream(s) to pid {pid} in {:?}",
+        "upgrade: sent {pins} sessions and the membership of {} upstream(s) to the new process \
+         (pid {pid} when it connected) in {:?}",
         gw.upstreams.len(),
         started.elapsed()
     );

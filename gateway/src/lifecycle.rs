@@ -13,8 +13,8 @@
 //!      ◄──────────── HELLO ─────────────────────  connects
 //!  HELLO (pid, clock) ──────────────────────────►  continues the old clock
 //!  journals on; MEMBERS, PINS…, END ────────────►  merges membership, imports pins: BEFORE serving
-//!  every 2 ms: changed pins, removals,          ─► applied as they come (own thread)
-//!    membership changes (or BEAT each second)      Pingora bootstrap: waits on upgrade_sock
+//!  changed pins, removals (as they happen),      ─► applied as they come (own thread)
+//!    membership changes (20 ms), BEAT each second  Pingora bootstrap: waits on upgrade_sock
 //!  SIGQUIT ─► sends listening fds ─────────────────► serves; listens on <upgrade_sock>.state
 //!  keeps serving 5 s, then grace period, then       (for the next upgrade)
 //!    drains runtimes; sends the last changes, BYE ─► stops following
@@ -22,9 +22,11 @@
 //! ```
 //! Membership is merged like a SIGHUP reload: the old live list, plus the differences between
 //! the file the old process loaded and the new file. Pins are imported where the backend still
-//! exists; the rest is dropped and counted (`berth_upgrade_sessions_dropped_total`). Without a
-//! reachable state socket (an older Berth, a crashed one) the new process starts without state
-//! and says so. One successor at a time: a second one is refused while the first is served.
+//! exists; the rest is dropped and counted (`berth_upgrade_sessions_dropped_total`). For the
+//! seconds both processes serve, a pin the old process *placed* by its ring (a key it did not
+//! know) never overrides one the new process pinned explicitly (a learned session id).
+//! Without a reachable state socket (an older Berth, a crashed one) the new process starts
+//! without state and says so. One successor at a time: a second one is refused (it exits 1).
 pub mod wire;
 
 mod receive;

@@ -21,14 +21,6 @@ export BERTH_ADMIN_TOKEN=${BERTH_ADMIN_TOKEN:-demo}
 dir=$(mktemp -d /tmp/berth-upgrade-demo.XXXXXX)
 pids=()
 
-cleanup() {
-  [ -f "$dir/berth.pid" ] && kill "$(cat "$dir/berth.pid")" 2>/dev/null || true
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  echo "logs: $dir"
-}
-trap cleanup EXIT
-
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { echo "+ $*"; "$@"; }
 admin() { curl -sS -H "Authorization: Bearer $BERTH_ADMIN_TOKEN" "$@"; }
@@ -46,6 +38,18 @@ gone() { ! alive "$1"; }
 answers() { [ -n "$(admin_pid)" ]; }
 serves() { [ "$(admin_pid)" = "$1" ]; }
 replaced() { local p; p=$(cat "$dir/berth.pid" 2>/dev/null || true); [ -n "$p" ] && [ "$p" != "$1" ]; }
+
+cleanup() { # SIGTERM to the daemon (it finishes within its grace period) and the rest
+  local b; b=$(cat "$dir/berth.pid" 2>/dev/null || true)
+  if [ -n "$b" ]; then
+    kill "$b" 2>/dev/null || true
+    for _ in $(seq 200); do gone "$b" && break; sleep 0.05; done
+  fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "logs: $dir"
+}
+trap cleanup EXIT
 
 step "three demo backends, Berth as a daemon (ExecStart=berth -d -c FILE)"
 for i in 1 2 3; do

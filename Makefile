@@ -7,6 +7,7 @@
 #   make lint    rustfmt check + clippy with warnings as errors
 #   make fmt     format the code
 #   make check-conf  validate every shipped config file with `berth -t`
+#   make upgrade-demo  upgrade Berth twice under load, as systemd reloads it (deploy/upgrade-demo.sh)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -16,10 +17,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run test bench bench-peers lint fmt check-conf deps build
+.PHONY: help run test bench bench-peers lint fmt check-conf deps build upgrade-demo
 
 help:
-	@sed -n '3,11p' Makefile
+	@sed -n '3,12p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -81,3 +82,11 @@ fmt:
 
 check-conf: build
 	@for f in conf/*.yaml conf/examples/*.yaml deploy/docker/berth.yaml; do $(TARGET_DIR)/debug/berth -t -c $$f || exit 1; done
+
+## upgrade-demo: three demo backends, `berth -d`, 200 sessions under load, an admin drain, then
+## two upgrades as deploy/systemd/berth.service reloads (berth -u -d; kill -QUIT old) and one
+## refused (broken config). Fails if a request failed or a session moved.
+upgrade-demo: build
+	@command -v curl >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq curl; }
+	BIN=$(TARGET_DIR)/debug ./deploy/upgrade-demo.sh

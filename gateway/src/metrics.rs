@@ -92,6 +92,10 @@ pub struct Metrics {
     pub no_route: IntCounter,
     /// Admin API requests refused for a missing or wrong token.
     pub admin_denied: IntCounter,
+    /// Pins taken over from the old process in an upgrade, by upstream.
+    pub upgrade_received: IntCounterVec,
+    /// Pins of the old process not taken over, by upstream and why.
+    pub upgrade_dropped: IntCounterVec,
     /// Last overlay counters seen, per upstream, so scrapes add only the difference.
     last_pins: Mutex<Vec<(String, [u64; 6])>>,
 }
@@ -293,6 +297,18 @@ impl Metrics {
                 &["upstream", "backend", "reused"],
             ),
             admin_denied,
+            upgrade_received: counter_vec(
+                r,
+                "berth_upgrade_sessions_received_total",
+                "Sessions (overlay pins) taken over from the previous process in an upgrade (berth -u).",
+                &["upstream"],
+            ),
+            upgrade_dropped: counter_vec(
+                r,
+                "berth_upgrade_sessions_dropped_total",
+                "Sessions of the previous process not taken over: backend_gone, upstream_gone or expired.",
+                &["upstream", "why"],
+            ),
             backend_up,
             health_transitions: counter_vec(
                 r,

@@ -319,6 +319,9 @@ mod tests {
         assert_eq!(after(true, true, &yes, 0, 2), SameBackend);
         assert_eq!(after(true, true, &no, 0, 2), NextBackend);
         assert_eq!(after(true, false, &undecided, 0, 2), NextBackend);
-        assert_eq!(after(true, false, &undecided, 2, 2), GiveUp { not_retried: false });
+        assert_eq!(
+            after(true, false, &undecided, 2, 2),
+            GiveUp { not_retried: false }
+        );
     }
 }

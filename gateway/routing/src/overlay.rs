@@ -15,12 +15,14 @@ use std::sync::Arc;
 
 mod loads;
 mod shard;
+mod snapshot;
 mod table;
 #[cfg(test)]
 mod tests;
 
 pub use loads::Loads;
 use shard::Shard;
+pub use snapshot::{Change, Imported, PinRecord, Taken, Wake};
 
 /// Overlay limits.
 #[derive(Debug, Clone, Copy)]

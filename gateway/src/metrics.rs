@@ -21,6 +21,15 @@ pub const DURATION_BUCKETS: [f64; 16] = [
     60.0,
 ];
 
+/// Upper bounds of `berth_registry_operation_duration_seconds`, 50 ns to 1 ms.
+pub const REGISTRY_BUCKETS: [f64; 10] = [
+    5e-8, 1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 1e-4, 1e-3,
+];
+
+/// One session selection in this many is timed for the registry latency histogram (a clock
+/// read costs about as much as the selection it would time).
+pub const REGISTRY_SAMPLE: u32 = 256;
+
 /// `berth_pins_total{event}` values: the first three of [`overlay_counters`].
 const OVERLAY_EVENTS: [&str; 3] = ["created", "expired", "evicted"];
 /// `berth_registry_operations_total{op}` values: the last three of [`overlay_counters`].
@@ -79,6 +88,7 @@ pub struct Metrics {
     migrated: IntCounterVec,
     retries: IntCounterVec,
     duration: HistogramVec,
+    registry_latency: HistogramVec,
     affinity: IntCounterVec,
     failovers: IntCounterVec,
     drain_remaining: IntGaugeVec,
@@ -128,6 +138,9 @@ pub struct UpstreamMetrics {
     health_transitions: IntCounterVec,
     /// `[reason]`.
     duration: Vec<Histogram>,
+    /// Sampled time of one session selection in the registry (lookup, and placement + pin on
+    /// a miss).
+    pub registry_latency: Histogram,
     /// `[outcome]`.
     affinity: [IntCounter; 4],
     /// For failovers away from a backend no longer in the table (resolved on the spot).
@@ -256,6 +269,17 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(duration.clone()))
             .expect("registered once");
+        let registry_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "berth_registry_operation_duration_seconds",
+                "Time of one session selection in the session registry (lookup; placement and pin on a miss), sampled: one selection in 256 is timed.",
+            )
+            .buckets(REGISTRY_BUCKETS.to_vec()),
+            &["upstream", "registry"],
+        )
+        .expect("static metric");
+        r.register(Box::new(registry_latency.clone()))
+            .expect("registered once");
         let access_log_dropped = counter_vec(
             r,
             "berth_access_log_dropped_total",
@@ -266,6 +290,7 @@ impl Metrics {
             access_log_full: access_log_dropped.with_label_values(&["queue_full"]),
             access_log_write_error: access_log_dropped.with_label_values(&["write_error"]),
             duration,
+            registry_latency,
             affinity: counter_vec(
                 r,
                 "berth_affinity_total",
@@ -416,6 +441,9 @@ impl Metrics {
                 .iter()
                 .map(|r| self.duration.with_label_values(&[upstream, r.as_str()]))
                 .collect(),
+            registry_latency: self
+                .registry_latency
+                .with_label_values(&[upstream, "memory"]),
             affinity: Outcome::ALL
                 .map(|o| self.affinity.with_label_values(&[upstream, o.as_str()])),
             failovers: self.failovers.clone(),

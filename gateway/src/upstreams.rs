@@ -106,6 +106,19 @@ impl Clock {
     }
 }
 
+/// True for one call in [`crate::metrics::REGISTRY_SAMPLE`] on this thread (no shared
+/// counter: no cache line bouncing between worker threads).
+fn sampled() -> bool {
+    thread_local! {
+        static N: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    N.with(|n| {
+        let v = n.get().wrapping_add(1);
+        n.set(v);
+        v % crate::metrics::REGISTRY_SAMPLE == 0
+    })
+}
+
 impl Default for Clock {
     fn default() -> Self {
         Self::new()
@@ -184,6 +197,8 @@ impl Upstream {
             ..Routing::default()
         };
         let mut named = None;
+        let timed = found.affinity.is_some() && sampled();
+        let t0 = timed.then(Instant::now);
         let chosen = match found.affinity {
             Some(Affinity::Session(key)) => {
                 r.point = key.ring_point();
@@ -201,6 +216,11 @@ impl Upstream {
                 table.router.select_unpinned(r.point, self.issues_sessions)
             }
         };
+        if let Some(t0) = t0 {
+            self.metrics
+                .registry_latency
+                .observe(t0.elapsed().as_secs_f64());
+        }
         match chosen {
             Ok(d) => {
                 r.decision = Some(d);

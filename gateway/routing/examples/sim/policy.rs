@@ -173,9 +173,15 @@ pub struct Outcome {
     pub replacements: u64,
     /// Placements onto a backend at or above `ceil((1+ε)(A+1)w/W)` measured just before.
     pub over_bound: u64,
+    /// Of `over_bound`: after warm-up (early on, with fewer active sessions than backends,
+    /// any backend holding one is at the bound).
+    pub over_bound_late: u64,
     pub first_over_bound: Option<String>,
     /// Load of the chosen backend right after a placement / mean, after warm-up.
     pub placed: Ratio,
+    /// The same with the mean over the table's backends only (the router's `A` also counts
+    /// active pins left on the failed backend until they move or leave the window).
+    pub placed_table: Ratio,
     /// Largest `load − (1+ε)·mean` of the chosen backend right after a placement, in sessions
     /// (below 1 when the bound held: the cap is a ceiling), after warm-up.
     pub placed_excess: f64,

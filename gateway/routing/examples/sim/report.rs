@@ -58,7 +58,7 @@ pub fn header(cfg: &TraceConfig, p: &SimParams, first: &Outcome) {
 pub fn table(p: &SimParams, rows: &[(Policy, Outcome)]) {
     let eps = f64::from(p.eps_milli) / 1000.0;
     println!(
-        "| policy | placements (+ re-placed) | placed at/above bound (ε={eps}) | placed/mean, max (excess over {}·mean, sessions) | \
+        "| policy | placements (+ re-placed) | placed at/above bound (ε={eps}): all (after warm-up) | placed/mean, max (excess over {}·mean, sessions) | \
          max/mean over time: max, avg | moved on scale-up (share of live; 1/(N+1) = {:.2}%) | \
          moved on failure (of them from the failed backend; on it at the failure) | \
          rebalanced (of them active) | placement ns (median of batches) | sticky hit ns | wall s |",
@@ -74,11 +74,12 @@ pub fn table(p: &SimParams, rows: &[(Policy, Outcome)]) {
             "–".into()
         };
         println!(
-            "| {} | {} (+ {}) | {} | {:.3} ({:+.2}) | {:.3}, {:.3} | {} ({}) | {} ({}; {}) | {} | {} | {} | {:.1} |",
+            "| {} | {} (+ {}) | {} ({}) | {:.3} ({:+.2}) | {:.3}, {:.3} | {} ({}) | {} ({}; {}) | {} | {} | {} | {:.1} |",
             policy.label(),
             thousands(o.placements),
             thousands(o.replacements),
             thousands(o.over_bound),
+            thousands(o.over_bound_late),
             o.placed.max,
             o.placed_excess,
             o.over_time.max,
@@ -160,6 +161,15 @@ pub fn checks(p: &SimParams, rows: &[(Policy, Outcome)]) -> bool {
             r.max_time.as_secs_f64() * 1e3
         );
     }
+    let table_means: Vec<String> = rows
+        .iter()
+        .map(|(policy, o)| format!("{} {:.3}", policy.letter(), o.placed_table.max))
+        .collect();
+    println!(
+        "- placed/mean, max, with the mean over the table's backends only (the router's mean \
+         also counts active pins still on the failed backend): {}",
+        table_means.join(", ")
+    );
     if ok {
         println!(
             "- checks passed: one trace for all policies; every load the router reported every \

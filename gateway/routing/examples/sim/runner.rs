@@ -147,6 +147,7 @@ impl<'a> Runner<'a> {
         let load = u64::from(self.shadow[b as usize]);
         if !below_bound(load, a, w, self.table.weight, self.p.eps_milli) {
             self.out.over_bound += 1;
+            self.out.over_bound_late += u64::from(late);
             if self.out.first_over_bound.is_none() {
                 let cap = crate::stats::bound_cap(a, w, self.table.weight, self.p.eps_milli);
                 self.out.first_over_bound = Some(format!(
@@ -168,6 +169,13 @@ impl<'a> Runner<'a> {
             self.out.placed.add(after as f64 / mean);
             let excess = after as f64 - (1.0 + f64::from(self.p.eps_milli) / 1000.0) * mean;
             self.out.placed_excess = self.out.placed_excess.max(excess);
+            // The failed backend is the only one that leaves the table.
+            let stale = self
+                .failed
+                .map_or(0, |f| u64::from(self.shadow[f as usize]));
+            let in_table = self.shadow_total - stale;
+            let mean = in_table as f64 * w as f64 / self.table.weight.max(1) as f64;
+            self.out.placed_table.add(after as f64 / mean);
         }
     }
 

@@ -147,8 +147,6 @@ pub struct EventMoves {
     pub moved: u64,
     /// Of `moved`: those that were on the failed backend.
     pub from_failed: u64,
-    /// Of `moved`: those that went to the added backend.
-    pub to_added: u64,
 }
 
 /// What rebalancing did (policy (d)).

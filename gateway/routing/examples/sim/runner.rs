@@ -456,7 +456,6 @@ impl<'a> Runner<'a> {
             if to != s.backend {
                 ev.moved += 1;
                 ev.from_failed += u64::from(Some(s.backend) == self.failed);
-                ev.to_added += u64::from(Some(to) == self.added);
                 self.set_backend(sid, to);
             }
         }

@@ -3,6 +3,7 @@
 #   make run     build and start Berth on conf/berth.yaml with three demo backends
 #   make test    run every test (unit, property, config golden files, end-to-end)
 #   make bench   criterion benchmarks of the routing core
+#   make sim     load-placement simulation of the routing core (SIM_ARGS=--quick, --large, --help)
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
 #   make lint    rustfmt check + clippy with warnings as errors
 #   make fmt     format the code
@@ -17,10 +18,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run test bench bench-peers lint fmt check-conf deps build upgrade-demo
+.PHONY: help run test bench sim bench-peers lint fmt check-conf deps build upgrade-demo
 
 help:
-	@sed -n '3,12p' Makefile
+	@sed -n '3,11p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -59,6 +60,13 @@ test: build
 
 bench: deps
 	$(CARGO) bench -p berth-routing
+
+## sim: one synthetic session trace replayed against Ketama alone, + overlay, + bounded load,
+## + idle rebalancing (gateway/routing/SIMULATION.md). Release build; a few minutes by default.
+SIM_ARGS ?=
+sim:
+	$(CARGO) build --release -p berth-routing --example sim
+	$(TARGET_DIR)/release/examples/sim $(SIM_ARGS)
 
 ## bench-peers: release build, then the shared peer harness twice (header affinity, then cookie
 ## insert), each with HAProxy, NGINX and direct-to-backend interleaved. Needs root (priorities).

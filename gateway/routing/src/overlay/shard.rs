@@ -485,11 +485,13 @@ impl Shard {
     }
 
     /// Up to `limit` keys pinned to `backend` with no request in flight and last seen before
-    /// `idle_before_s`, least recently seen first within this shard.
+    /// `idle_before_s` — with `counted_only`, only those still counted as active (seen within
+    /// the window of the last recount) — least recently seen first within this shard.
     pub(super) fn idle_keys_on(
         &self,
         backend: BackendId,
         idle_before_s: u32,
+        counted_only: bool,
         limit: usize,
         out: &mut Vec<SessionKey>,
     ) {
@@ -500,6 +502,7 @@ impl Shard {
             .table
             .iter()
             .filter(|s| s.id() == backend.0 && s.in_flight() == 0 && s.last_seen_s < idle_before_s)
+            .filter(|s| !counted_only || self.counted(s))
             .collect();
         idle.sort_unstable_by_key(|s| s.last_seen_s);
         let room = limit - out.len();

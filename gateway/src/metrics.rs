@@ -81,6 +81,7 @@ pub struct Metrics {
     connect_failures: IntCounterVec,
     sessions: IntGaugeVec,
     sessions_active: IntGaugeVec,
+    table_capacity: IntGaugeVec,
     rebalanced: IntCounterVec,
     pins: IntCounterVec,
     backend_up: IntGaugeVec,
@@ -235,6 +236,16 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(sessions_active.clone()))
             .expect("registered once");
+        let table_capacity = IntGaugeVec::new(
+            Opts::new(
+                "berth_session_table_capacity",
+                "Most sessions the upstream's overlay holds (sessions.max, rounded up to whole shards); beyond it the least recently used pins are evicted.",
+            ),
+            &["upstream"],
+        )
+        .expect("static metric");
+        r.register(Box::new(table_capacity.clone()))
+            .expect("registered once");
         let unrouted = counter_vec(
             r,
             "berth_requests_unrouted_total",
@@ -387,6 +398,7 @@ impl Metrics {
             ),
             sessions,
             sessions_active,
+            table_capacity,
             last_pins: Mutex::new(Vec::new()),
             registry,
         }
@@ -465,6 +477,9 @@ impl Metrics {
         // Rebuilt whole, so backends removed since the last scrape disappear.
         self.drain_remaining.reset();
         for up in &gw.upstreams {
+            self.table_capacity
+                .with_label_values(&[up.name.as_str()])
+                .set(i64::try_from(up.overlay.capacity()).unwrap_or(i64::MAX));
             for b in up.views() {
                 let left = if b.state == "active" { 0 } else { b.sessions };
                 self.drain_remaining

@@ -394,6 +394,13 @@ impl Overlay {
         self.idle_keys(backend, idle_for, now, true, limit)
     }
 
+    /// The second before which a pin's last use makes it idle for `idle_for` at `now`
+    /// (`idle_for` in whole seconds, rounded up).
+    fn idle_before(idle_for: Millis, now: Millis) -> u32 {
+        let idle_s = u32::try_from(idle_for.div_ceil(1000)).unwrap_or(u32::MAX);
+        Self::secs(now).saturating_add(1).saturating_sub(idle_s)
+    }
+
     fn idle_keys(
         &self,
         backend: BackendId,
@@ -402,8 +409,7 @@ impl Overlay {
         counted_only: bool,
         limit: usize,
     ) -> Vec<SessionKey> {
-        let idle_s = u32::try_from(idle_for.div_ceil(1000)).unwrap_or(u32::MAX);
-        let before = Self::secs(now).saturating_add(1).saturating_sub(idle_s);
+        let before = Self::idle_before(idle_for, now);
         let mut out = Vec::new();
         for s in self.shards.iter() {
             if out.len() >= limit {
@@ -426,8 +432,7 @@ impl Overlay {
         idle_for: Millis,
         now: Millis,
     ) -> bool {
-        let idle_s = u32::try_from(idle_for.div_ceil(1000)).unwrap_or(u32::MAX);
-        let before = Self::secs(now).saturating_add(1).saturating_sub(idle_s);
+        let before = Self::idle_before(idle_for, now);
         self.shard(key).lock().move_if_idle(key.0, from, to, before)
     }
 

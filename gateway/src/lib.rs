@@ -15,8 +15,10 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod guard;
 pub mod headers;
 pub mod health;
+pub mod limits;
 pub mod members;
 pub mod metrics;
 pub mod observe;
@@ -121,10 +123,11 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     gw.access_log = access_log;
     let gw = Arc::new(gw);
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        proxy::Proxy { gw: gw.clone() },
-        "berth proxy",
+    // Every client connection goes through the slow-client guard (see `guard`).
+    let app = pingora_proxy::http_proxy(&server.configuration, proxy::Proxy { gw: gw.clone() });
+    let mut proxy = Service::new(
+        "berth proxy".into(),
+        guard::Guarded::new(app, gw.limits.deadlines()),
     );
     for l in &listeners {
         proxy.add_tcp(&l.addr);

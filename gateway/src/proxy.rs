@@ -52,6 +52,12 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let start = Instant::now();
         ctx.start = Some(start);
+        let limits = &self.gw.limits;
+        limits.apply(session);
+        if let Some((status, body)) = limits.check(session) {
+            headers::respond(session, status, None, body).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let Some(upstream) = self.gw.route(headers::host(req), req.uri.path()) else {
             self.gw.metrics.no_route.inc();

@@ -24,6 +24,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// The access log, when configured (see [`crate::access_log`]).
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// Client-side limits (`limits:`).
+    pub limits: crate::limits::ClientLimits,
 }
 
 impl Gateway {
@@ -40,6 +42,7 @@ impl Gateway {
             clock: Clock::new(),
             metrics,
             access_log: None,
+            limits: config.limits,
         }
     }
 

@@ -45,6 +45,7 @@ fn read_config(doc: &Value, registry: &Registry, errors: &mut Errors) -> Option<
     let listeners = read_listeners(&mut top);
     let admin = read_admin(&mut top);
     let access_log = crate::access_log::read_conf(&mut top);
+    let limits = crate::limits::read_conf(&mut top);
     let mut upstreams = Vec::new();
     let before = top.errors().len();
     top.map("upstreams", |name, v, path, errors| {
@@ -75,6 +76,7 @@ fn read_config(doc: &Value, registry: &Registry, errors: &mut Errors) -> Option<
         routes,
         upstreams,
         access_log,
+        limits,
     })
 }
 

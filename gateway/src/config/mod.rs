@@ -26,6 +26,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConf>,
     /// The access log (`access_log:`); `None` = off.
     pub access_log: Option<crate::access_log::AccessLogConf>,
+    /// Client-side limits (`limits:`).
+    pub limits: crate::limits::ClientLimits,
 }
 
 /// One client-facing listener.

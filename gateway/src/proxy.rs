@@ -9,7 +9,7 @@ use berth_plugins::DecisionView;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
@@ -155,6 +155,12 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        if e.esource() == &ErrorSource::Downstream {
+            // The client's request is at fault (e.g. a protected header nominated by
+            // `Connection`): another backend would refuse it too.
+            e.set_retry(false);
+            return e;
+        }
         let retriable = headers::is_idempotent(session.req_header())
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();

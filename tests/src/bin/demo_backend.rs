@@ -22,6 +22,8 @@
 //!   backend>` (e.g. `b1,b3`): the request (and its body) is read and counted, then the
 //!   connection is closed without any response.
 //! * `/set-cookie?name=N&value=V` adds `Set-Cookie: N=V; Path=/`.
+//! * `/__echo` (counted like any request) answers with the request head exactly as received
+//!   (request line, then one `name: value` line per field, in order) as its body.
 use berth_tests::http::{self, Head};
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
@@ -250,8 +252,16 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
     if path == "/__drop" || drop_listed {
         return None;
     }
-    let body = format!("{}\n", state.name);
     let head = req.head;
+    let body = if path == "/__echo" {
+        let mut b = format!("{}\n", head.start_line);
+        for (n, v) in &head.headers {
+            b.push_str(&format!("{n}: {v}\n"));
+        }
+        b
+    } else {
+        format!("{}\n", state.name)
+    };
     let seen = |name: &str| head.header(name).unwrap_or("-").to_string();
     let mut out = format!(
         "HTTP/1.1 200 OK\r\nX-Backend: {}\r\nX-Seen-Affinity: {}\r\nX-Seen-Forwarded-For: {}\r\n\

@@ -15,6 +15,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod conn_limit;
 pub mod guard;
 pub mod headers;
 pub mod health;

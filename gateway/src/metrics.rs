@@ -116,6 +116,8 @@ pub struct UpstreamMetrics {
     pub no_backend: IntCounter,
     /// New sessions refused because every backend was at its cap (503).
     pub full: IntCounter,
+    /// Requests refused because their backend stayed at `max_connections` (503).
+    pub busy: IntCounter,
     pub migrated: IntCounter,
     /// Idle sessions moved by rebalancing.
     pub rebalanced: IntCounter,
@@ -221,7 +223,7 @@ impl Metrics {
         let unrouted = counter_vec(
             r,
             "berth_requests_unrouted_total",
-            "Requests answered by Berth itself: no route (404), no eligible backend (503, why=no_backend), every backend at its session cap (503, why=full).",
+            "Requests answered by Berth itself: no route (404), no eligible backend (503, why=no_backend), every backend at its session cap (503, why=full), the backend at its connection limit past queue_timeout (503, why=busy).",
             &["upstream", "why"],
         );
         let backend_up = IntGaugeVec::new(
@@ -391,6 +393,7 @@ impl Metrics {
             invalid,
             no_backend: self.unrouted.with_label_values(&[upstream, "no_backend"]),
             full: self.unrouted.with_label_values(&[upstream, "full"]),
+            busy: self.unrouted.with_label_values(&[upstream, "busy"]),
             migrated: self.migrated.with_label_values(&[upstream]),
             rebalanced: self.rebalanced.with_label_values(&[upstream]),
             retry_connect: self.retries.with_label_values(&[upstream, "connect"]),

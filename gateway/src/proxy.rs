@@ -28,6 +28,11 @@ pub struct Ctx {
     routing: Routing,
     /// When `request_filter` began (the request header had been read).
     start: Option<Instant>,
+    /// This request's connection slot on its backend (`max_connections`), held until the
+    /// context is dropped.
+    slot: Option<crate::conn_limit::Slot>,
+    /// Refused because the backend stayed at `max_connections`.
+    busy: bool,
 }
 
 impl Ctx {
@@ -83,11 +88,15 @@ impl ProxyHttp for Proxy {
             upstream: Some(upstream),
             table: Some(table),
             routing,
+            slot,
+            busy,
             ..
         } = ctx
         else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
+        // A retry goes elsewhere: the failed backend's slot is free again.
+        *slot = None;
         if routing.retrying {
             routing.retrying = false;
             let now = self.gw.clock.now();
@@ -102,6 +111,19 @@ impl ProxyHttp for Proxy {
         let Some(d) = routing.decision else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
+        if let Some(limit) = &table.backends[d.backend].conns {
+            match limit.acquire(upstream.settings.queue_timeout).await {
+                Some(s) => *slot = Some(s),
+                None => {
+                    upstream.metrics.busy.inc();
+                    *busy = true;
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(503),
+                        "backend at its connection limit",
+                    );
+                }
+            }
+        }
         let mut peer = Box::new(table.backends[d.backend].peer.clone());
         if let Some(key) = routing.key.filter(|_| upstream.settings.pool.per_session) {
             // Connections of their own per session: the pool key includes the session.
@@ -236,6 +258,9 @@ impl ProxyHttp for Proxy {
         let body = if ctx.routing.not_retried {
             "the backend failed before responding; the request was not retried on another \
              backend because it is not idempotent (send an Idempotency-Key header to allow it)\n"
+        } else if ctx.busy {
+            "the backend serving this session is at its connection limit (max_connections); \
+             retry shortly\n"
         } else if code == 503 {
             "no backend is available for this upstream; retry shortly\n"
         } else if code == 502 {

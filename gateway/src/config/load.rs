@@ -278,9 +278,17 @@ fn read_upstream(
     }
     let (bound_milli, spill_pinned, load) = read_load(&mut o, &sessions);
     let pool = read_pool(&mut o, name);
+    let max_connections = o.opt::<u32>("max_connections");
+    if max_connections == Some(0) {
+        o.error("max_connections", "must be at least 1 (omit it for no limit)");
+    }
+    let queue_timeout = o
+        .duration("queue_timeout")
+        .unwrap_or(defaults::QUEUE_TIMEOUT);
     let mut backends = read_backends(&mut o);
     for b in backends.iter_mut() {
         b.max_sessions = b.max_sessions.or(load.max_sessions);
+        b.max_connections = b.max_connections.or(max_connections);
     }
     o.finish();
     Some(UpstreamConf {
@@ -303,6 +311,8 @@ fn read_upstream(
             migrate_rate,
             load,
             pool,
+            max_connections,
+            queue_timeout,
         },
         backends,
     })
@@ -593,6 +603,10 @@ fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
             o.error("max_sessions", "must be at least 1 (omit it for no cap)");
         }
         let drain = o.flag("drain", false);
+        let max_connections = o.opt::<u32>("max_connections");
+        if max_connections == Some(0) {
+            o.error("max_connections", "must be at least 1 (omit it for no limit)");
+        }
         o.finish();
         if let (Some(id), Some(addr)) = (id, addr) {
             out.push(BackendConf {
@@ -601,6 +615,7 @@ fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
                 weight,
                 max_sessions,
                 drain,
+                max_connections,
             });
         }
     });

@@ -151,13 +151,14 @@ impl ProxyHttp for Proxy {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
         let Some((upstream, table, backend)) = ctx.parts() else {
             return e;
         };
+        headers::conceal_peer(&mut e, &peer._address, table.router.name(backend));
         table.backends[backend].metrics.connect_failures.inc();
         upstream.connect_failed(table, backend, self.gw.clock.now());
         // Nothing reached the backend: any request may go to the next node.
@@ -171,12 +172,15 @@ impl ProxyHttp for Proxy {
 
     fn error_while_proxy(
         &self,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         session: &mut Session,
         mut e: Box<Error>,
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        if let Some((_, table, backend)) = ctx.parts() {
+            headers::conceal_peer(&mut e, &peer._address, table.router.name(backend));
+        }
         if e.esource() == &ErrorSource::Downstream {
             // The client's request is at fault (e.g. a protected header nominated by
             // `Connection`): another backend would refuse it too.

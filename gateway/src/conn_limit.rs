@@ -121,7 +121,10 @@ mod tests {
         assert!(Arc::ptr_eq(a1, a2), "unchanged limit keeps its slots");
         assert_eq!(second[1].as_ref().unwrap().max(), 5);
         let third = limits.for_backends([("c", Some(5))]);
-        assert!(Arc::ptr_eq(second[1].as_ref().unwrap(), third[0].as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            second[1].as_ref().unwrap(),
+            third[0].as_ref().unwrap()
+        ));
         assert_eq!(limits.0.lock().len(), 1);
     }
 }

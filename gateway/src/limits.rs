@@ -124,7 +124,10 @@ impl ClientLimits {
         if req.headers.len() > self.max_headers {
             return Some((431, "too many request header fields\n"));
         }
-        let raw = session.as_downstream().as_http1().map(|h1| h1.get_headers_raw_bytes());
+        let raw = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
         let head_len = match &raw {
             Some(raw) => raw.len(),
             None => req
@@ -215,7 +218,13 @@ mod tests {
         let head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length : 5\r\n\r\n";
         assert!(has_field(head, b"content-length"));
         assert!(has_field(head, b"transfer-encoding"));
-        assert!(!has_field(b"GET /content-length: HTTP/1.1\r\nX: content-length:\r\n", b"content-length"));
-        assert!(!has_field(b"GET / HTTP/1.1\r\nContent-Lengthy: 1\r\n", b"content-length"));
+        assert!(!has_field(
+            b"GET /content-length: HTTP/1.1\r\nX: content-length:\r\n",
+            b"content-length"
+        ));
+        assert!(!has_field(
+            b"GET / HTTP/1.1\r\nContent-Lengthy: 1\r\n",
+            b"content-length"
+        ));
     }
 }

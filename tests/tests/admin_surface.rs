@@ -33,13 +33,23 @@ fn the_proxy_listener_does_not_serve_the_admin_api() {
     let b = Backend::start("b1");
     let gw = Gateway::start_with_admin(&config::app_config(&[], &[b.spec()]));
     for path in ["/admin/backends", "/metrics", "/readyz", "/admin/ring"] {
-        let r = gw.client().fresh_connections().send(
-            &Request::get(path).header("Authorization", &format!("Bearer {TOKEN}")),
-        );
+        let r = gw
+            .client()
+            .fresh_connections()
+            .send(&Request::get(path).header("Authorization", &format!("Bearer {TOKEN}")));
         // Proxied to the application like any path: the backend answers, not the admin API.
-        assert_eq!((r.status, r.backend()), (200, "b1"), "{path}: {}", r.summary());
+        assert_eq!(
+            (r.status, r.backend()),
+            (200, "b1"),
+            "{path}: {}",
+            r.summary()
+        );
         assert!(!r.text().contains("berth_"), "{path}: {}", r.text());
-        assert!(!r.text().contains(&b.addr.to_string()), "{path}: {}", r.text());
+        assert!(
+            !r.text().contains(&b.addr.to_string()),
+            "{path}: {}",
+            r.text()
+        );
     }
 }
 
@@ -66,5 +76,9 @@ fn failed_admin_attempts_are_counted_and_a_valid_token_is_not() {
     for _ in 0..3 {
         assert_eq!(gw.admin("GET", "/admin/backends", None).status, 200);
     }
-    assert_eq!(denied(&gw), wrong.len() as f64, "valid calls were counted as denied");
+    assert_eq!(
+        denied(&gw),
+        wrong.len() as f64,
+        "valid calls were counted as denied"
+    );
 }

@@ -204,7 +204,11 @@ fn berths_own_limits_answer_431_and_414_with_a_reason() {
         .map(|i| format!("Cookie: c{i}={}\r\n", "x".repeat(600)))
         .collect();
     assert_eq!(status(&get("/", &many_cookies)), Some(431));
-    assert_eq!(total_count(&backends), served, "a refused request reached a backend");
+    assert_eq!(
+        total_count(&backends),
+        served,
+        "a refused request reached a backend"
+    );
 }
 
 #[test]
@@ -220,7 +224,11 @@ fn hop_by_hop_headers_are_stripped_and_forwarding_headers_are_berths() {
     let raw = exchange(gw.addr, req);
     let text = String::from_utf8_lossy(&raw).into_owned();
     assert_eq!(status(&raw), Some(200), "{text}");
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_ascii_lowercase();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let seen = |name: &str| -> Vec<String> {
         body.lines()
             .filter_map(|l| l.strip_prefix(&format!("{name}: ")))
@@ -240,12 +248,18 @@ fn hop_by_hop_headers_are_stripped_and_forwarding_headers_are_berths() {
         assert!(seen(hop).is_empty(), "{hop} reached the backend:\n{body}");
     }
     assert!(
-        seen("connection").iter().all(|v| !v.contains("x-private-hop")),
+        seen("connection")
+            .iter()
+            .all(|v| !v.contains("x-private-hop")),
         "{body}"
     );
     assert_eq!(seen("x-end-to-end"), vec!["kept"], "{body}");
     // Appended: the client's value, then the address Berth saw.
-    assert_eq!(seen("x-forwarded-for"), vec!["6.6.6.6, 127.0.0.1"], "{body}");
+    assert_eq!(
+        seen("x-forwarded-for"),
+        vec!["6.6.6.6, 127.0.0.1"],
+        "{body}"
+    );
     assert_eq!(seen("x-forwarded-proto"), vec!["http"], "{body}");
     assert_eq!(seen("x-forwarded-host"), vec!["app.example"], "{body}");
     assert_eq!(seen("x-berth-affinity"), vec!["ring"], "{body}");
@@ -269,7 +283,8 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> Option<(Vec<u8>, Durati
     let start = Instant::now();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     while start.elapsed() < within {
         match s.read(&mut buf) {
             Ok(0) => return Some((out, start.elapsed())),
@@ -296,7 +311,9 @@ fn slow_clients_are_cut_by_the_header_body_and_idle_timeouts() {
     let trickle = std::thread::spawn(move || {
         for i in 0..100 {
             std::thread::sleep(Duration::from_millis(200));
-            if w.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes()).is_err() {
+            if w.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                .is_err()
+            {
                 return i;
             }
         }
@@ -304,7 +321,10 @@ fn slow_clients_are_cut_by_the_header_body_and_idle_timeouts() {
     });
     let cut = closed_within(&mut s, bound);
     let sent = trickle.join().unwrap();
-    assert!(cut.is_some(), "a trickled head was not cut within {bound:?}");
+    assert!(
+        cut.is_some(),
+        "a trickled head was not cut within {bound:?}"
+    );
     assert!(sent < 100, "the trickle was never refused");
 
     // A trickled body: the head, 10 of 100 bytes, then silence.
@@ -322,14 +342,23 @@ fn slow_clients_are_cut_by_the_header_body_and_idle_timeouts() {
         .unwrap();
     let (raw, took) = closed_within(&mut s, bound).expect("an idle keep-alive connection stayed");
     assert_eq!(status(&raw), Some(200), "{}", String::from_utf8_lossy(&raw));
-    assert!(took >= Duration::from_secs(1), "closed after {took:?}: too early");
+    assert!(
+        took >= Duration::from_secs(1),
+        "closed after {took:?}: too early"
+    );
 
     // A connection that never sends a byte.
     let mut s = TcpStream::connect(gw.addr).unwrap();
-    assert!(closed_within(&mut s, bound).is_some(), "a silent connection stayed");
+    assert!(
+        closed_within(&mut s, bound).is_some(),
+        "a silent connection stayed"
+    );
 
     // None of the slow heads reached a backend (the body and idle requests did).
     assert_eq!(backends.iter().map(|b| b.count_path("/")).sum::<u64>(), 0);
-    assert_eq!(backends.iter().map(|b| b.count_path("/idle")).sum::<u64>(), 1);
+    assert_eq!(
+        backends.iter().map(|b| b.count_path("/idle")).sum::<u64>(),
+        1
+    );
     still_serves(&gw);
 }

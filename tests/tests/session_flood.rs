@@ -28,18 +28,20 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Send ids `from..to` (one request each, distinct ids) over `conns` keep-alive connections.
-fn flood(gw: &Gateway, from: usize, to: usize, conns: usize, req: &(dyn Fn(usize) -> Request + Sync)) {
+fn flood(
+    gw: &Gateway,
+    from: usize,
+    to: usize,
+    conns: usize,
+    req: &(dyn Fn(usize) -> Request + Sync),
+) {
     let per = (to - from).div_ceil(conns);
     let failures: usize = par_map(conns, conns, |c| {
         let mut client = Client::new(gw.addr);
         let lo = from + c * per;
         let hi = (lo + per).min(to);
         (lo..hi)
-            .filter(|&i| {
-                !client
-                    .try_send(&req(i))
-                    .is_ok_and(|r| r.status == 200)
-            })
+            .filter(|&i| !client.try_send(&req(i)).is_ok_and(|r| r.status == 200))
             .count()
     })
     .into_iter()
@@ -84,8 +86,14 @@ fn flood_keeps_the_overlay_bounded(plugin: String, req: impl Fn(String) -> Reque
         (ids - max) as f64 / took.as_secs_f64()
     );
     // The overlay holds at most `max` (plus less than one per shard: 64).
-    assert!(sessions <= (max + 64) as f64, "{sessions} sessions with max {max}");
-    assert!(sessions >= (max / 2) as f64, "{sessions}: the flood did not fill the table");
+    assert!(
+        sessions <= (max + 64) as f64,
+        "{sessions} sessions with max {max}"
+    );
+    assert!(
+        sessions >= (max / 2) as f64,
+        "{sessions}: the flood did not fill the table"
+    );
     assert_eq!(created, ids as f64, "every id was pinned once");
     assert!(
         evicted >= (ids - max - 64) as f64,

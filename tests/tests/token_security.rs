@@ -28,7 +28,10 @@ fn an_edited_token_never_selects_a_backend() {
     let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
     let gw = Gateway::start_with_admin(&config::app_config(&[config::cookie_plugin()], &specs));
     // b3 drains, b4 is removed: neither takes new sessions.
-    assert_eq!(gw.admin("POST", "/admin/backends/b3/drain", None).status, 200);
+    assert_eq!(
+        gw.admin("POST", "/admin/backends/b3/drain", None).status,
+        200
+    );
     assert_eq!(gw.admin("DELETE", "/admin/backends/b4", None).status, 200);
 
     let first = gw.client().fresh_connections().send(&Request::get("/"));
@@ -39,12 +42,48 @@ fn an_edited_token_never_selects_a_backend() {
     let other_active = if home == "b1" { "b2" } else { "b1" };
     let far = token::now_unix() + 10 * 365 * 86_400;
     let cases = [
-        ("the draining backend", Token { backend: "b3".into(), ..tok.clone() }),
-        ("the removed backend", Token { backend: "b4".into(), ..tok.clone() }),
-        ("another active backend", Token { backend: other_active.into(), ..tok.clone() }),
-        ("a made-up backend", Token { backend: "admin".into(), ..tok.clone() }),
-        ("a later expiry", Token { expiry: far, ..tok.clone() }),
-        ("another key id", Token { kid: "k0".into(), ..tok.clone() }),
+        (
+            "the draining backend",
+            Token {
+                backend: "b3".into(),
+                ..tok.clone()
+            },
+        ),
+        (
+            "the removed backend",
+            Token {
+                backend: "b4".into(),
+                ..tok.clone()
+            },
+        ),
+        (
+            "another active backend",
+            Token {
+                backend: other_active.into(),
+                ..tok.clone()
+            },
+        ),
+        (
+            "a made-up backend",
+            Token {
+                backend: "admin".into(),
+                ..tok.clone()
+            },
+        ),
+        (
+            "a later expiry",
+            Token {
+                expiry: far,
+                ..tok.clone()
+            },
+        ),
+        (
+            "another key id",
+            Token {
+                kid: "k0".into(),
+                ..tok.clone()
+            },
+        ),
     ];
     for (what, edited) in &cases {
         for _ in 0..5 {
@@ -59,7 +98,10 @@ fn an_edited_token_never_selects_a_backend() {
             let fresh = issued(&r).unwrap_or_else(|| panic!("{what}: no new cookie"));
             let fresh = Token::parse(&fresh).expect("a v1 token");
             assert_eq!(fresh.backend, r.backend(), "{what}");
-            assert_ne!(fresh.sid, tok.sid, "{what}: the edited token's session was kept");
+            assert_ne!(
+                fresh.sid, tok.sid,
+                "{what}: the edited token's session was kept"
+            );
         }
     }
     let bad = gw.metric("berth_affinity_invalid_total", &[("why", "bad_signature")]);
@@ -101,7 +143,11 @@ fn a_token_of_one_upstream_selects_nothing_in_another() {
         let id = Token::parse(&tok).expect("a v1 token").backend;
         let r = with_cookie(&gw, "/b", &tok);
         assert_eq!(r.status, 200, "{}", r.summary());
-        assert_eq!(r.affinity(), "new", "a token of upstream a was honoured by b");
+        assert_eq!(
+            r.affinity(),
+            "new",
+            "a token of upstream a was honoured by b"
+        );
         let fresh = Token::parse(&issued(&r).expect("b issues its own")).expect("v1");
         assert_ne!(fresh.sid, Token::parse(&tok).unwrap().sid);
         // Its id in `a` (b1/b2) exists in `b` too; the token still decides nothing there.
@@ -123,7 +169,10 @@ fn keyed_plugin(keys: &[(&str, &str)]) -> String {
         .iter()
         .map(|(id, secret)| format!("{{id: {id}, secret: \"{secret}\"}}"))
         .collect();
-    format!("type: cookie\nttl: {COOKIE_TTL_SECS}s\nkeys: [{}]\n", keys.join(", "))
+    format!(
+        "type: cookie\nttl: {COOKIE_TTL_SECS}s\nkeys: [{}]\n",
+        keys.join(", ")
+    )
 }
 
 #[test]
@@ -193,7 +242,10 @@ fn no_response_cookie_error_page_or_log_line_reveals_a_backend_address() {
     ];
     let mut yaml = config::app_config(&[config::cookie_plugin()], &specs);
     yaml = config::set(&yaml, "upstreams.app.passive", "{fall: 1000}");
-    let gone = format!("{{connect_retries: 0, backends: [{{id: g1, addr: \"{}\"}}]}}", dead2.addr);
+    let gone = format!(
+        "{{connect_retries: 0, backends: [{{id: g1, addr: \"{}\"}}]}}",
+        dead2.addr
+    );
     yaml = config::set(&yaml, "upstreams.gone", &gone);
     yaml = config::set(
         &yaml,
@@ -206,7 +258,10 @@ fn no_response_cookie_error_page_or_log_line_reveals_a_backend_address() {
     // ones, forged cookies, a dead upstream (502), an unknown route is impossible here, an
     // oversized head (431), garbage (400), a drained-then-removed backend.
     for i in 0..30 {
-        seen += &raw(gw.addr, &format!("GET /s{i} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
+        seen += &raw(
+            gw.addr,
+            &format!("GET /s{i} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+        );
     }
     let first = with_cookie(&gw, "/", "x");
     let tok = issued(&first).expect("cookie");
@@ -216,28 +271,60 @@ fn no_response_cookie_error_page_or_log_line_reveals_a_backend_address() {
             &format!("GET / HTTP/1.1\r\nHost: t\r\nCookie: {COOKIE_NAME}={tok}\r\nConnection: close\r\n\r\n"),
         );
     }
-    let forged = Token { backend: "b3".into(), ..Token::parse(&tok).unwrap() }.encode();
+    let forged = Token {
+        backend: "b3".into(),
+        ..Token::parse(&tok).unwrap()
+    }
+    .encode();
     seen += &raw(
         gw.addr,
         &format!("GET / HTTP/1.1\r\nHost: t\r\nCookie: {COOKIE_NAME}={forged}\r\nConnection: close\r\n\r\n"),
     );
-    let dead_answer = raw(gw.addr, "GET /gone HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    assert!(dead_answer.starts_with("HTTP/1.1 502") || dead_answer.starts_with("HTTP/1.1 503"), "{dead_answer}");
+    let dead_answer = raw(
+        gw.addr,
+        "GET /gone HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        dead_answer.starts_with("HTTP/1.1 502") || dead_answer.starts_with("HTTP/1.1 503"),
+        "{dead_answer}"
+    );
     seen += &dead_answer;
-    seen += &raw(gw.addr, &format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "h".repeat(70_000)));
+    seen += &raw(
+        gw.addr,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+            "h".repeat(70_000)
+        ),
+    );
     seen += &raw(gw.addr, "BREW /\r\n\r\n");
-    assert_eq!(gw.admin("POST", "/admin/backends/b2/drain", None).status, 200);
+    assert_eq!(
+        gw.admin("POST", "/admin/backends/b2/drain", None).status,
+        200
+    );
     assert_eq!(gw.admin("DELETE", "/admin/backends/b2", None).status, 200);
     for _ in 0..3 {
-        seen += &raw(gw.addr, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        seen += &raw(
+            gw.addr,
+            "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
     }
-    assert!(gw.metric("berth_upstream_connect_failures_total", &[]) > 0.0, "no connect failure was exercised");
+    assert!(
+        gw.metric("berth_upstream_connect_failures_total", &[]) > 0.0,
+        "no connect failure was exercised"
+    );
     let log = gw.log();
     for addr in &addrs {
         for needle in [addr.to_string(), format!(":{}", addr.port())] {
-            assert!(!seen.contains(&needle), "a response shows {needle}:\n{seen}");
+            assert!(
+                !seen.contains(&needle),
+                "a response shows {needle}:\n{seen}"
+            );
             let lines: Vec<&str> = log.lines().filter(|l| l.contains(&needle)).collect();
-            assert!(lines.is_empty(), "the log shows backend address {needle}:\n{}", lines.join("\n"));
+            assert!(
+                lines.is_empty(),
+                "the log shows backend address {needle}:\n{}",
+                lines.join("\n")
+            );
         }
     }
 }

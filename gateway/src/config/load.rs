@@ -280,7 +280,10 @@ fn read_upstream(
     let pool = read_pool(&mut o, name);
     let max_connections = o.opt::<u32>("max_connections");
     if max_connections == Some(0) {
-        o.error("max_connections", "must be at least 1 (omit it for no limit)");
+        o.error(
+            "max_connections",
+            "must be at least 1 (omit it for no limit)",
+        );
     }
     let queue_timeout = o
         .duration("queue_timeout")
@@ -605,7 +608,10 @@ fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
         let drain = o.flag("drain", false);
         let max_connections = o.opt::<u32>("max_connections");
         if max_connections == Some(0) {
-            o.error("max_connections", "must be at least 1 (omit it for no limit)");
+            o.error(
+                "max_connections",
+                "must be at least 1 (omit it for no limit)",
+            );
         }
         o.finish();
         if let (Some(id), Some(addr)) = (id, addr) {

@@ -262,7 +262,9 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
         return None;
     }
     if path == "/__slow" {
-        let ms: u64 = query_param(query, "ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let ms: u64 = query_param(query, "ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_in_flight.fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));

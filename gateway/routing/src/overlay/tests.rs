@@ -108,7 +108,10 @@ fn operations_are_counted() {
         backend: B,
         backup: None,
     };
-    assert_eq!(o.get_or_pin(key(3), 0, false, || Some(pin)), Lookup::Pinned(pin));
+    assert_eq!(
+        o.get_or_pin(key(3), 0, false, || Some(pin)),
+        Lookup::Pinned(pin)
+    );
     assert_eq!(o.get_or_pin(key(3), 0, false, || None), Lookup::Found(pin));
     o.remove(key(1));
     o.remove(key(9));

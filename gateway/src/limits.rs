@@ -20,6 +20,47 @@ use berth_plugins::params::Obj;
 use pingora_proxy::Session;
 use std::time::Duration;
 
+/// Why a request was refused by [`ClientLimits::check`] (the `why` label of
+/// `berth_requests_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    UriTooLong,
+    TooManyHeaders,
+    HeadersTooLarge,
+    AmbiguousLength,
+}
+
+impl Refused {
+    pub const ALL: [Refused; 4] = [
+        Refused::UriTooLong,
+        Refused::TooManyHeaders,
+        Refused::HeadersTooLarge,
+        Refused::AmbiguousLength,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refused::UriTooLong => "uri_too_long",
+            Refused::TooManyHeaders => "too_many_headers",
+            Refused::HeadersTooLarge => "headers_too_large",
+            Refused::AmbiguousLength => "te_and_cl",
+        }
+    }
+
+    /// The status and body of the answer.
+    pub fn response(self) -> (u16, &'static str) {
+        match self {
+            Refused::UriTooLong => (414, "request target too long\n"),
+            Refused::TooManyHeaders => (431, "too many request header fields\n"),
+            Refused::HeadersTooLarge => (431, "request header fields too large\n"),
+            Refused::AmbiguousLength => (
+                400,
+                "a request may not carry both Transfer-Encoding and Content-Length\n",
+            ),
+        }
+    }
+}
+
 /// Checked `limits:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
@@ -115,14 +156,14 @@ impl ClientLimits {
         }
     }
 
-    /// Check a request head: `Some((status, body))` when it must be refused.
-    pub fn check(&self, session: &Session) -> Option<(u16, &'static str)> {
+    /// Check a request head: `Some(why)` when it must be refused.
+    pub fn check(&self, session: &Session) -> Option<Refused> {
         let req = session.req_header();
         if req.raw_path().len() > self.max_uri_bytes {
-            return Some((414, "request target too long\n"));
+            return Some(Refused::UriTooLong);
         }
         if req.headers.len() > self.max_headers {
-            return Some((431, "too many request header fields\n"));
+            return Some(Refused::TooManyHeaders);
         }
         let raw = session
             .as_downstream()
@@ -137,15 +178,12 @@ impl ClientLimits {
                 .sum(),
         };
         if head_len > self.max_header_bytes {
-            return Some((431, "request header fields too large\n"));
+            return Some(Refused::HeadersTooLarge);
         }
         if req.headers.contains_key(http::header::TRANSFER_ENCODING)
             && raw.is_some_and(|raw| has_field(&raw, b"content-length"))
         {
-            return Some((
-                400,
-                "a request may not carry both Transfer-Encoding and Content-Length\n",
-            ));
+            return Some(Refused::AmbiguousLength);
         }
         None
     }

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub no_route: IntCounter,
     /// Admin API requests refused for a missing or wrong token.
     pub admin_denied: IntCounter,
+    /// Requests refused by the client-side limits, by [`crate::limits::Refused`].
+    pub refused: [IntCounter; crate::limits::Refused::ALL.len()],
     /// Last overlay counters seen, per upstream, so scrapes add only the difference.
     last_pins: Mutex<Vec<(String, [u64; 6])>>,
 }
@@ -295,6 +297,15 @@ impl Metrics {
                 &["upstream", "backend", "reused"],
             ),
             admin_denied,
+            refused: {
+                let v = counter_vec(
+                    r,
+                    "berth_requests_refused_total",
+                    "Requests refused by the client-side limits before routing: request target too long (414), too many or too large header fields (431), both Transfer-Encoding and Content-Length (400).",
+                    &["why"],
+                );
+                crate::limits::Refused::ALL.map(|w| v.with_label_values(&[w.as_str()]))
+            },
             backend_up,
             health_transitions: counter_vec(
                 r,

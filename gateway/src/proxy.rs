@@ -59,7 +59,9 @@ impl ProxyHttp for Proxy {
         ctx.start = Some(start);
         let limits = &self.gw.limits;
         limits.apply(session);
-        if let Some((status, body)) = limits.check(session) {
+        if let Some(why) = limits.check(session) {
+            self.gw.metrics.refused[why as usize].inc();
+            let (status, body) = why.response();
             headers::respond(session, status, None, body).await?;
             return Ok(true);
         }

@@ -166,6 +166,11 @@ fn malformed_requests_get_a_4xx_and_never_reach_a_backend() {
         0,
         "a refused request reached a backend"
     );
+    let refused = |why: &str| gw.metric("berth_requests_refused_total", &[("why", why)]);
+    assert_eq!(refused("te_and_cl"), 2.0);
+    assert_eq!(refused("uri_too_long"), 1.0);
+    assert_eq!(refused("too_many_headers"), 1.0);
+    assert_eq!(refused("headers_too_large"), 1.0);
     still_serves(&gw);
     assert!(!gw.log().contains("panicked"), "{}", gw.log_tail(40));
 }
@@ -209,6 +214,10 @@ fn berths_own_limits_answer_431_and_414_with_a_reason() {
         served,
         "a refused request reached a backend"
     );
+    let refused = |why: &str| gw.metric("berth_requests_refused_total", &[("why", why)]);
+    assert_eq!(refused("uri_too_long"), 1.0);
+    assert_eq!(refused("too_many_headers"), 1.0);
+    assert_eq!(refused("headers_too_large"), 2.0);
 }
 
 #[test]

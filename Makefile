@@ -80,7 +80,7 @@ bench-peers: deps
 lint: deps lint-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) deny --offline check licenses bans sources
+	$(CARGO) deny --offline check --hide-inclusion-graph licenses bans sources
 	@$(MAKE) --no-print-directory advisories
 
 lint-tools:
@@ -89,7 +89,7 @@ lint-tools:
 
 advisories: lint-tools
 	@if out=$$($(CARGO) deny fetch db 2>&1); then \
-	  $(CARGO) deny check advisories && $(CARGO) audit; \
+	  $(CARGO) deny check --hide-inclusion-graph advisories && $(CARGO) audit; \
 	else \
 	  echo "advisories: BLOCKED: the RustSec advisory database could not be fetched:"; \
 	  echo "$$out" | tail -n 5; \

@@ -3,10 +3,12 @@
 #   make run     build and start Berth on conf/berth.yaml with three demo backends
 #   make test    run every test (unit, property, config golden files, end-to-end)
 #   make bench   criterion benchmarks of the routing core
+#   make sim     load-placement simulation of the routing core (SIM_ARGS=--quick, --large, --help)
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
 #   make lint    rustfmt check, clippy with warnings as errors, cargo-deny + cargo-audit
 #   make fmt     format the code
 #   make check-conf  validate every shipped config file with `berth -t`
+#   make upgrade-demo  upgrade Berth twice under load, as systemd reloads it (deploy/upgrade-demo.sh)
 #   make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)
 
 SHELL := /bin/bash
@@ -17,7 +19,7 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run test bench bench-peers lint lint-tools advisories fmt check-conf deps build fuzz
+.PHONY: help run test bench sim bench-peers lint lint-tools advisories fmt check-conf deps build upgrade-demo fuzz
 
 help:
 	@sed -n '3,12p' Makefile
@@ -59,6 +61,13 @@ test: build
 
 bench: deps
 	$(CARGO) bench -p berth-routing
+
+## sim: one synthetic session trace replayed against Ketama alone, + overlay, + bounded load,
+## + idle rebalancing (gateway/routing/SIMULATION.md). Release build; a few minutes by default.
+SIM_ARGS ?=
+sim:
+	$(CARGO) build --release -p berth-routing --example sim
+	$(TARGET_DIR)/release/examples/sim $(SIM_ARGS)
 
 ## bench-peers: release build, then the shared peer harness twice (header affinity, then cookie
 ## insert), each with HAProxy, NGINX and direct-to-backend interleaved. Needs root (priorities).
@@ -116,3 +125,11 @@ fmt:
 
 check-conf: build
 	@for f in conf/*.yaml conf/examples/*.yaml deploy/docker/berth.yaml; do $(TARGET_DIR)/debug/berth -t -c $$f || exit 1; done
+
+## upgrade-demo: three demo backends, `berth -d`, 200 sessions under load, an admin drain, then
+## two upgrades as deploy/systemd/berth.service reloads (berth -u -d; kill -QUIT old) and one
+## refused (broken config). Fails if a request failed or a session moved.
+upgrade-demo: build
+	@command -v curl >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq curl; }
+	BIN=$(TARGET_DIR)/debug ./deploy/upgrade-demo.sh

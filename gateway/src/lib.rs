@@ -19,6 +19,7 @@ pub mod conn_limit;
 pub mod guard;
 pub mod headers;
 pub mod health;
+pub mod lifecycle;
 pub mod limits;
 pub mod members;
 pub mod metrics;
@@ -32,7 +33,7 @@ pub mod views;
 use berth_plugins::Registry;
 use clap::Parser;
 use pingora_core::server::configuration::Opt;
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub fn main() -> i32 {
 pub fn main_with(registry: Registry) -> i32 {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Validation comes first: with -u, an invalid file must leave the running Berth alone
+    // (nothing is connected to, sent or taken before this point).
     let config = match config::load_file(&cli.conf, &registry) {
         Ok(c) => c,
         Err(errors) => {
@@ -83,6 +86,11 @@ pub fn main_with(registry: Registry) -> i32 {
                 errors.len(),
                 cli.conf
             );
+            if cli.upgrade {
+                eprintln!(
+                    "berth: upgrade refused; the running Berth was not touched and keeps serving"
+                );
+            }
             return EXIT_BAD_CONFIG;
         }
     };
@@ -104,8 +112,7 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     let listeners = std::mem::take(&mut config.listeners);
     let admin_conf = config.admin.clone();
     let admin_listen = admin_conf.listen.clone();
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
-    server.bootstrap();
+    let state_sock = lifecycle::state_sock_path(&server_conf.upgrade_sock);
 
     let metrics = Arc::new(metrics::Metrics::new());
     let access_log = match config
@@ -122,7 +129,25 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     };
     let mut gw = upstreams::Gateway::new(config, metrics);
     gw.access_log = access_log;
+    // Before anything serves: the running Berth's sessions, drains and admin changes.
+    let predecessor = if cli.upgrade {
+        match lifecycle::inherit(&state_sock, &mut gw) {
+            Ok(p) => p,
+            Err(why) => {
+                eprintln!(
+                    "berth: upgrade refused by the running Berth: {why}; try again once it is done"
+                );
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
     let gw = Arc::new(gw);
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    // Bootstrap (taking the listening sockets on -u) runs as a service, after a daemon fork:
+    // `berth -u -d` returns at once, then SIGQUIT to the old process hands the sockets over.
+    let bootstrap = server.bootstrap_as_a_service();
 
     // Every client connection goes through the slow-client guard (see `guard`).
     let app = pingora_proxy::http_proxy(&server.configuration, proxy::Proxy { gw: gw.clone() });
@@ -133,7 +158,7 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     for l in &listeners {
         proxy.add_tcp(&l.addr);
     }
-    server.add_service(proxy);
+    server.add_service(proxy).add_dependency(&bootstrap);
 
     let token = std::env::var(&admin_conf.token_env)
         .ok()
@@ -152,7 +177,8 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     let mut admin = Service::new("berth admin".into(), app);
     admin.threads = Some(1);
     admin.add_tcp(&admin_listen);
-    server.add_service(admin);
+    server.add_service(admin).add_dependency(&bootstrap);
+    let exit = lifecycle::install(&mut server, &gw, state_sock, predecessor, &bootstrap);
 
     let sweeper = sweeper::Sweeper {
         gw: gw.clone(),
@@ -183,5 +209,10 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
             .join(", "),
         admin_listen
     );
-    server.run_forever()
+    server.run(RunArgs::default());
+    // The runtimes have stopped: a successor gets the last changes before the process exits.
+    if !exit.finish(Duration::from_secs(2)) {
+        log::warn!("upgrade: the successor did not take the last changes in time");
+    }
+    0
 }

@@ -151,7 +151,7 @@ impl Upstream {
     }
 
     /// Build a new table from the member list, flag it and swap it in.
-    fn rebuild(&self, m: &Members) {
+    pub(crate) fn rebuild(&self, m: &Members) {
         let table = Table::new(self, &m.list);
         self.apply_flags(&table, m);
         self.table.store(std::sync::Arc::new(table));

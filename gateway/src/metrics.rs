@@ -21,6 +21,15 @@ pub const DURATION_BUCKETS: [f64; 16] = [
     60.0,
 ];
 
+/// Upper bounds of `berth_registry_operation_duration_seconds`, 50 ns to 1 ms.
+pub const REGISTRY_BUCKETS: [f64; 10] = [
+    5e-8, 1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 1e-4, 1e-3,
+];
+
+/// One session selection in this many is timed for the registry latency histogram (a clock
+/// read costs about as much as the selection it would time).
+pub const REGISTRY_SAMPLE: u32 = 256;
+
 /// `berth_pins_total{event}` values: the first three of [`overlay_counters`].
 const OVERLAY_EVENTS: [&str; 3] = ["created", "expired", "evicted"];
 /// `berth_registry_operations_total{op}` values: the last three of [`overlay_counters`].
@@ -72,6 +81,7 @@ pub struct Metrics {
     connect_failures: IntCounterVec,
     sessions: IntGaugeVec,
     sessions_active: IntGaugeVec,
+    table_capacity: IntGaugeVec,
     rebalanced: IntCounterVec,
     pins: IntCounterVec,
     backend_up: IntGaugeVec,
@@ -79,6 +89,7 @@ pub struct Metrics {
     migrated: IntCounterVec,
     retries: IntCounterVec,
     duration: HistogramVec,
+    registry_latency: HistogramVec,
     affinity: IntCounterVec,
     failovers: IntCounterVec,
     drain_remaining: IntGaugeVec,
@@ -94,6 +105,10 @@ pub struct Metrics {
     pub admin_denied: IntCounter,
     /// Requests refused by the client-side limits, by [`crate::limits::Refused`].
     pub refused: [IntCounter; crate::limits::Refused::ALL.len()],
+    /// Pins taken over from the old process in an upgrade, by upstream.
+    pub upgrade_received: IntCounterVec,
+    /// Pins of the old process not taken over, by upstream and why.
+    pub upgrade_dropped: IntCounterVec,
     /// Last overlay counters seen, per upstream, so scrapes add only the difference.
     last_pins: Mutex<Vec<(String, [u64; 6])>>,
 }
@@ -128,6 +143,9 @@ pub struct UpstreamMetrics {
     health_transitions: IntCounterVec,
     /// `[reason]`.
     duration: Vec<Histogram>,
+    /// Sampled time of one session selection in the registry (lookup, and placement + pin on
+    /// a miss).
+    pub registry_latency: Histogram,
     /// `[outcome]`.
     affinity: [IntCounter; 4],
     /// For failovers away from a backend no longer in the table (resolved on the spot).
@@ -222,6 +240,16 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(sessions_active.clone()))
             .expect("registered once");
+        let table_capacity = IntGaugeVec::new(
+            Opts::new(
+                "berth_session_table_capacity",
+                "Most sessions the upstream's overlay holds (sessions.max, rounded up to whole shards); beyond it the least recently used pins are evicted.",
+            ),
+            &["upstream"],
+        )
+        .expect("static metric");
+        r.register(Box::new(table_capacity.clone()))
+            .expect("registered once");
         let unrouted = counter_vec(
             r,
             "berth_requests_unrouted_total",
@@ -256,6 +284,17 @@ impl Metrics {
         .expect("static metric");
         r.register(Box::new(duration.clone()))
             .expect("registered once");
+        let registry_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "berth_registry_operation_duration_seconds",
+                "Time of one session selection in the session registry (lookup; placement and pin on a miss), sampled: one selection in 256 is timed.",
+            )
+            .buckets(REGISTRY_BUCKETS.to_vec()),
+            &["upstream", "registry"],
+        )
+        .expect("static metric");
+        r.register(Box::new(registry_latency.clone()))
+            .expect("registered once");
         let access_log_dropped = counter_vec(
             r,
             "berth_access_log_dropped_total",
@@ -266,6 +305,7 @@ impl Metrics {
             access_log_full: access_log_dropped.with_label_values(&["queue_full"]),
             access_log_write_error: access_log_dropped.with_label_values(&["write_error"]),
             duration,
+            registry_latency,
             affinity: counter_vec(
                 r,
                 "berth_affinity_total",
@@ -306,6 +346,18 @@ impl Metrics {
                 );
                 crate::limits::Refused::ALL.map(|w| v.with_label_values(&[w.as_str()]))
             },
+            upgrade_received: counter_vec(
+                r,
+                "berth_upgrade_sessions_received_total",
+                "Sessions (overlay pins) taken over from the previous process in an upgrade (berth -u).",
+                &["upstream"],
+            ),
+            upgrade_dropped: counter_vec(
+                r,
+                "berth_upgrade_sessions_dropped_total",
+                "Sessions of the previous process not taken over: backend_gone, upstream_gone or expired.",
+                &["upstream", "why"],
+            ),
             backend_up,
             health_transitions: counter_vec(
                 r,
@@ -359,6 +411,7 @@ impl Metrics {
             ),
             sessions,
             sessions_active,
+            table_capacity,
             last_pins: Mutex::new(Vec::new()),
             registry,
         }
@@ -414,6 +467,9 @@ impl Metrics {
                 .iter()
                 .map(|r| self.duration.with_label_values(&[upstream, r.as_str()]))
                 .collect(),
+            registry_latency: self
+                .registry_latency
+                .with_label_values(&[upstream, "memory"]),
             affinity: Outcome::ALL
                 .map(|o| self.affinity.with_label_values(&[upstream, o.as_str()])),
             failovers: self.failovers.clone(),
@@ -435,6 +491,9 @@ impl Metrics {
         // Rebuilt whole, so backends removed since the last scrape disappear.
         self.drain_remaining.reset();
         for up in &gw.upstreams {
+            self.table_capacity
+                .with_label_values(&[up.name.as_str()])
+                .set(i64::try_from(up.overlay.capacity()).unwrap_or(i64::MAX));
             for b in up.views() {
                 let left = if b.state == "active" { 0 } else { b.sessions };
                 self.drain_remaining

@@ -9,7 +9,7 @@ use berth_plugins::DecisionView;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
@@ -196,18 +196,24 @@ impl ProxyHttp for Proxy {
             e.set_retry(false);
             return e;
         };
-        if !retriable {
-            ctx.routing.not_retried = true;
-            e.set_retry(false);
-        } else if client_reused && e.retry() {
+        match after_proxy_error(
+            retriable,
+            client_reused,
+            &e.retry,
+            ctx.routing.failed.len(),
+            upstream.settings.connect_retries,
+        ) {
+            AfterError::GiveUp { not_retried } => {
+                ctx.routing.not_retried = not_retried;
+                e.set_retry(false);
+            }
             // A pooled connection the backend had already closed: same backend, new connection.
-            e.retry.decide_reuse(true);
-        } else if ctx.routing.failed.len() < upstream.settings.connect_retries {
-            upstream.metrics.retry_idempotent.inc();
-            ctx.routing.retrying = true;
-            e.set_retry(true);
-        } else {
-            e.set_retry(false);
+            AfterError::SameBackend => e.set_retry(true),
+            AfterError::NextBackend => {
+                upstream.metrics.retry_idempotent.inc();
+                ctx.routing.retrying = true;
+                e.set_retry(true);
+            }
         }
         e
     }
@@ -305,5 +311,60 @@ impl ProxyHttp for Proxy {
             };
             log.record(session, done);
         }
+    }
+}
+
+/// What to do after a request failed on its way to or from a backend.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterError {
+    /// Answer the client with the error; `not_retried` when only non-idempotency stopped a
+    /// retry (the 502 body says so).
+    GiveUp { not_retried: bool },
+    /// Retry on a new connection to the same backend (a stale pooled connection).
+    SameBackend,
+    /// Retry on the next backend.
+    NextBackend,
+}
+
+/// The retry rule: a non-idempotent (or already partly answered) request is never replayed; a
+/// failure on a pooled connection that Pingora marks retryable (`Decided(true)` or
+/// `ReusedOnly`) is retried once more on the same backend; otherwise the next backend, while
+/// `failed < retries`. Never calls `RetryType::retry()`, which panics on `ReusedOnly`.
+fn after_proxy_error(
+    retriable: bool,
+    upstream_reused: bool,
+    retry: &RetryType,
+    failed: usize,
+    retries: usize,
+) -> AfterError {
+    if !retriable {
+        AfterError::GiveUp { not_retried: true }
+    } else if upstream_reused && !matches!(retry, RetryType::Decided(false)) {
+        AfterError::SameBackend
+    } else if failed < retries {
+        AfterError::NextBackend
+    } else {
+        AfterError::GiveUp { not_retried: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{after_proxy_error as after, AfterError::*, RetryType};
+
+    #[test]
+    fn retry_rule_covers_every_retry_type_without_panicking() {
+        let undecided = RetryType::ReusedOnly;
+        let yes = RetryType::Decided(true);
+        let no = RetryType::Decided(false);
+        assert_eq!(after(false, true, &yes, 0, 2), GiveUp { not_retried: true });
+        assert_eq!(after(true, true, &undecided, 0, 2), SameBackend);
+        assert_eq!(after(true, true, &yes, 0, 2), SameBackend);
+        assert_eq!(after(true, true, &no, 0, 2), NextBackend);
+        assert_eq!(after(true, false, &undecided, 0, 2), NextBackend);
+        assert_eq!(
+            after(true, false, &undecided, 2, 2),
+            GiveUp { not_retried: false }
+        );
     }
 }

@@ -80,16 +80,24 @@ fn strip_port(host: &str) -> &str {
     })
 }
 
-/// Milliseconds since the gateway started: the `now` handed to the routing core.
+/// Milliseconds since the gateway started (or since the process it took over from started):
+/// the `now` handed to the routing core.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     start: Instant,
+    offset: Millis,
 }
 
 impl Clock {
     pub fn new() -> Self {
+        Clock::continuing(0)
+    }
+    /// A clock that reads `from` now: an upgraded process continues its predecessor's clock,
+    /// so handed-over times (drain deadlines, pin ages) keep their meaning.
+    pub fn continuing(from: Millis) -> Self {
         Clock {
             start: Instant::now(),
+            offset: from,
         }
     }
     pub fn now(&self) -> Millis {
@@ -97,8 +105,21 @@ impl Clock {
     }
     /// `t` as a routing-core time (for a caller that also needs the `Instant`).
     pub fn at(&self, t: Instant) -> Millis {
-        t.saturating_duration_since(self.start).as_millis() as Millis
+        self.offset + t.saturating_duration_since(self.start).as_millis() as Millis
     }
+}
+
+/// True for one call in [`crate::metrics::REGISTRY_SAMPLE`] on this thread (no shared
+/// counter: no cache line bouncing between worker threads).
+fn sampled() -> bool {
+    thread_local! {
+        static N: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    N.with(|n| {
+        let v = n.get().wrapping_add(1);
+        n.set(v);
+        v % crate::metrics::REGISTRY_SAMPLE == 0
+    })
 }
 
 impl Default for Clock {
@@ -184,6 +205,8 @@ impl Upstream {
             ..Routing::default()
         };
         let mut named = None;
+        let timed = found.affinity.is_some() && sampled();
+        let t0 = timed.then(Instant::now);
         let chosen = match found.affinity {
             Some(Affinity::Session(key)) => {
                 r.point = key.ring_point();
@@ -201,6 +224,11 @@ impl Upstream {
                 table.router.select_unpinned(r.point, self.issues_sessions)
             }
         };
+        if let Some(t0) = t0 {
+            self.metrics
+                .registry_latency
+                .observe(t0.elapsed().as_secs_f64());
+        }
         match chosen {
             Ok(d) => {
                 r.decision = Some(d);
@@ -285,11 +313,10 @@ impl Table {
             .collect();
         let router = Router::new(up.settings.router, &specs, up.overlay.clone(), &up.names);
         let s = &up.settings;
-        let limits = up.conn_limits.for_backends(
-            members
-                .iter()
-                .map(|b| (b.conf.id.as_str(), b.conf.max_connections)),
-        );
+        let limits = up.conn_limits.for_backends(members.iter().map(|b| {
+            let max = b.conf.max_connections.or(s.max_connections);
+            (b.conf.id.as_str(), max)
+        }));
         let backends = members
             .iter()
             .zip(limits)

@@ -1,6 +1,7 @@
 //! [`Gateway`]: the real `berth` binary on fresh ports, its config and log in a temp dir.
 use crate::admin::{self, BackendInfo, SessionInfo};
 use crate::client::{Client, Request, Response, User};
+use crate::process::Proc;
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,17 +14,22 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
 
 /// A running `berth -c <tempdir>/berth.yaml`. Killed (by PID) when dropped; when that happens
-/// during a panic, its log is printed to help debug the failure.
+/// during a panic, its log is printed to help debug the failure. After an upgrade
+/// ([`Gateway::upgrade`]) it is the new process.
 #[derive(Debug)]
 pub struct Gateway {
     /// The client-facing listener.
     pub addr: SocketAddr,
     /// The admin listener (`/healthz`, `/metrics`).
     pub admin_addr: SocketAddr,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    log_path: PathBuf,
+    pub(crate) proc: Option<Proc>,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) log_path: PathBuf,
     config_path: PathBuf,
+    /// The environment given to every `berth` started for this gateway.
+    pub(crate) env: Vec<(String, String)>,
+    /// `berth` processes started so far (names their logs).
+    pub(crate) launches: u32,
 }
 
 impl Gateway {
@@ -42,6 +48,16 @@ impl Gateway {
     /// [`Gateway::start`] with extra environment variables for the process (the test's own
     /// `BERTH_ADMIN_TOKEN` is never inherited).
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        let (mut gw, full) = Gateway::prepare(yaml, env);
+        let log_path = gw.log_path.clone();
+        let child = gw.launch(&[], &log_path);
+        gw.proc = Some(Proc::Child(child));
+        gw.ready_or_panic(&full)
+    }
+
+    /// A gateway not started yet: temp dir, ports, config file written. Also returns the
+    /// completed config.
+    pub(crate) fn prepare(yaml: &str, env: &[(&str, &str)]) -> (Gateway, String) {
         let dir = tempfile::Builder::new()
             .prefix("berth-e2e-")
             .tempdir()
@@ -52,42 +68,60 @@ impl Gateway {
         let full = crate::config::complete(yaml, addr, admin_addr, dir.path());
         std::fs::write(&config_path, &full).expect("write the gateway config");
         let log_path = dir.path().join("berth.log");
-        let log = File::create(&log_path).expect("create the gateway log");
-        let bin = crate::berth_bin();
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&config_path)
-            .env_remove(admin::TOKEN_ENV)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup the log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut gw = Gateway {
+        let gw = Gateway {
             addr,
             admin_addr,
-            child: Some(child),
+            proc: None,
             dir,
             log_path,
             config_path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            launches: 0,
         };
-        if let Err(why) = gw.wait_ready() {
-            let log = gw.log();
-            drop(gw); // not while panicking: the log is in the message below, once
+        (gw, full)
+    }
+
+    /// Wait until it serves, or panic with the config and the log.
+    pub(crate) fn ready_or_panic(mut self, full: &str) -> Gateway {
+        if let Err(why) = self.wait_ready() {
+            let log = self.log();
+            drop(self); // not while panicking: the log is in the message below, once
             panic!(
                 "berth did not come up: {why}\n--- config ---\n{full}\n--- berth log ---\n{log}"
             );
         }
-        gw
+        self
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
+    /// Start `berth <args> -c <config>` with this gateway's environment, output to `log`.
+    pub(crate) fn launch(&mut self, args: &[&str], log: &Path) -> Child {
+        self.launches += 1;
+        let file = File::create(log).expect("create a gateway log");
+        let bin = crate::berth_bin();
+        Command::new(&bin)
+            .args(args)
+            .arg("-c")
+            .arg(&self.config_path)
+            .env_remove(admin::TOKEN_ENV)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup the log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+    }
+
+    pub(crate) fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("berth exited with {status}"));
+            if let Some(proc) = self.proc.as_mut() {
+                match proc.exited() {
+                    Some(Some(status)) => return Err(format!("berth exited with {status}")),
+                    Some(None) => return Err("berth is gone".into()),
+                    None => {}
                 }
             }
             let health = Client::new(self.admin_addr)
@@ -134,7 +168,7 @@ impl Gateway {
 
     /// The process id (`None` once stopped).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.proc.as_ref().map(Proc::pid)
     }
 
     /// A keep-alive client of the proxy listener.
@@ -323,27 +357,21 @@ impl Gateway {
 
     /// Send SIGHUP (by PID, with `kill -HUP`).
     pub fn sighup(&self) {
-        let pid = self.pid().expect("the gateway is running");
-        let status = Command::new("kill")
-            .arg("-HUP")
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill -HUP");
-        assert!(status.success(), "kill -HUP {pid}: {status}");
+        self.proc
+            .as_ref()
+            .expect("the gateway is running")
+            .signal("HUP");
     }
 
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.proc.as_mut().is_some_and(Proc::is_running)
     }
 
     /// Kill the process (SIGKILL, by PID) and reap it. Idempotent.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill();
         }
     }
 }

@@ -9,7 +9,9 @@
 //!   source address 127.0.0.X) and a simulated browser;
 //! * [`browser::Browser`] — headless Chromium over WebDriver (installed on demand);
 //! * [`config`] — configs for one upstream `app`; [`token`] — craft signed cookie tokens;
-//!   [`metrics`] — read `/metrics`.
+//!   [`metrics`] — read `/metrics`;
+//! * [`upgrade`] — `berth -u` (also as a daemon with a pid file): the gateway becomes the new
+//!   process, the old one is a [`upgrade::Retired`] to watch exit; [`process`] — pids, signals.
 //!
 //! The binaries must be built first: `make test` does that (`cargo build -p berth
 //! -p berth-tests`, then `cargo test -p berth-tests`).
@@ -34,8 +36,10 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod process;
 pub mod sessions;
 pub mod token;
+pub mod upgrade;
 
 pub use backend::Backend;
 pub use client::{Client, CookieJar, Request, Response, SetCookie, User};

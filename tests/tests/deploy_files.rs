@@ -19,10 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Metrics the deploy files may name although this Berth does not export them yet. At most
-/// `berth_sessions_active`: the active-sessions gauge (labels upstream, backend) that Berth's
-/// load management adds; the HPA and prometheus-adapter rules scale on it.
-const NOT_YET_EXPORTED: &[&str] = &["berth_sessions_active"];
+/// Metrics the deploy files may name although this Berth does not export them yet (none: every
+/// name must be in a real scrape).
+const NOT_YET_EXPORTED: &[&str] = &[];
 
 /// Labels Prometheus attaches to every scraped series (target labels), plus `__name__`.
 const TARGET_LABELS: &[&str] = &["instance", "job", "namespace", "pod", "__name__"];

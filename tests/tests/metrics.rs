@@ -329,3 +329,36 @@ fn pins_created_evicted_and_expired() {
         ],
     );
 }
+
+#[test]
+fn registry_latency_is_sampled_from_real_selections() {
+    let backends = Backend::start_many(2);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let yaml = config::set(&config::header_app(&specs, &[]), "server.threads", "1");
+    let gw = Gateway::start(&yaml);
+    let count = |gw: &Gateway| {
+        sum(
+            &scrape(gw),
+            "berth_registry_operation_duration_seconds_count",
+            &[("upstream", UPSTREAM), ("registry", "memory")],
+        )
+    };
+    assert_eq!(count(&gw), 0.0);
+    // One worker thread: every 256th selection on it is timed.
+    let mut client = gw.client();
+    for i in 0..1024 {
+        let r = client.send(&Request::get("/").header(sessions::HEADER, &format!("s{}", i % 100)));
+        assert_eq!(r.status, 200);
+    }
+    // Requests without a session key select nothing in the registry and are not timed.
+    for _ in 0..512 {
+        assert_eq!(client.send(&Request::get("/")).status, 200);
+    }
+    assert_eq!(count(&gw), 4.0, "1,024 selections / 256");
+    let total = sum(
+        &scrape(&gw),
+        "berth_registry_operation_duration_seconds_sum",
+        &[("upstream", UPSTREAM)],
+    );
+    assert!(total > 0.0, "4 selections took {total} s");
+}

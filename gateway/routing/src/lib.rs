@@ -7,7 +7,8 @@
 //!   weight 0 = no points, no panic), or simple modulo hashing.
 //! * [`Overlay`] — the sticky overlay: `SessionKey → (BackendId, backup)` ([`Pin`]) with idle
 //!   TTL, a bound on entries (approximate-LRU eviction, counted) and exact per-backend session
-//!   counts; sharded, ~46 bytes per pin when full, one cache miss per hit.
+//!   counts; sharded, ~46 bytes per pin when full, one cache miss per hit. Exported and
+//!   imported whole, plus a journal of changes, for zero-downtime upgrades ([`PinRecord`]).
 //! * [`Router`] — one immutable routing table of an upstream (backends + ring + up/draining
 //!   flags) sharing an [`Overlay`] with older and newer tables; `select*` return a [`Decision`].
 //!
@@ -41,7 +42,10 @@ mod router;
 
 pub use health::{HealthState, Thresholds};
 pub use interner::Interner;
-pub use overlay::{Loads, Lookup, Overlay, OverlayConfig, OverlayStats, Pin, PinInfo, PinOutcome};
+pub use overlay::{
+    Change, Imported, Loads, Lookup, Overlay, OverlayConfig, OverlayStats, Pin, PinInfo,
+    PinOutcome, PinRecord, Taken, Wake,
+};
 pub use ring::{Hashing, Ring, MAX_POINTS_PER_BACKEND};
 pub use router::{BackendSpec, Move, Router, RouterConfig};
 

@@ -15,12 +15,14 @@ use std::sync::Arc;
 
 mod loads;
 mod shard;
+mod snapshot;
 mod table;
 #[cfg(test)]
 mod tests;
 
 pub use loads::Loads;
 use shard::Shard;
+pub use snapshot::{Change, Imported, PinRecord, Taken, Wake};
 
 /// Overlay limits.
 #[derive(Debug, Clone, Copy)]
@@ -376,6 +378,30 @@ impl Overlay {
         now: Millis,
         limit: usize,
     ) -> Vec<SessionKey> {
+        self.idle_keys(backend, idle_for, now, false, limit)
+    }
+
+    /// [`Overlay::idle_keys_on`] restricted to sessions that still count as active (used
+    /// within the active window as of the last [`Overlay::sweep`]): the idle sessions whose
+    /// move lowers `backend`'s active count, which is what rebalancing needs.
+    pub fn idle_active_keys_on(
+        &self,
+        backend: BackendId,
+        idle_for: Millis,
+        now: Millis,
+        limit: usize,
+    ) -> Vec<SessionKey> {
+        self.idle_keys(backend, idle_for, now, true, limit)
+    }
+
+    fn idle_keys(
+        &self,
+        backend: BackendId,
+        idle_for: Millis,
+        now: Millis,
+        counted_only: bool,
+        limit: usize,
+    ) -> Vec<SessionKey> {
         let idle_s = u32::try_from(idle_for.div_ceil(1000)).unwrap_or(u32::MAX);
         let before = Self::secs(now).saturating_add(1).saturating_sub(idle_s);
         let mut out = Vec::new();
@@ -383,7 +409,8 @@ impl Overlay {
             if out.len() >= limit {
                 break;
             }
-            s.0.lock().idle_keys_on(backend, before, limit, &mut out);
+            s.0.lock()
+                .idle_keys_on(backend, before, counted_only, limit, &mut out);
         }
         out
     }

@@ -49,6 +49,8 @@ pub(crate) struct Req {
 pub(crate) fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
+        // Which process answered (two serve the admin socket during an upgrade).
+        .header("x-berth-pid", std::process::id())
         .header(http::header::CONTENT_TYPE, content_type)
         .header(http::header::CONTENT_LENGTH, body.len())
         .header(http::header::CACHE_CONTROL, "no-store")

@@ -15,13 +15,14 @@
 //!   (`LFU_LOG_FACTOR` 10, one step of decay per idle minute): ~10 after 100 requests, ~18 after
 //!   1,000, 255 beyond ~1M; it tells a busy session from one that is merely recent.
 use super::loads::Loads;
-use super::table::{Slot, Table, ID_MASK, VACANT};
+use super::snapshot::Journal;
+use super::table::{Slot, Table, ID_MASK, PLACED, VACANT};
 use super::{Lookup, OverlayStats, Pin, PinInfo, PinOutcome};
 use crate::{BackendId, SessionKey};
 use std::sync::Arc;
 
 /// `backup` id meaning "no backup" (the same reserved id as a vacant slot's backend).
-const NO_BACKUP: u32 = VACANT;
+pub(super) const NO_BACKUP: u32 = VACANT;
 
 /// How many pins eviction looks at (Redis' default `maxmemory-samples`).
 const EVICTION_SAMPLES: usize = 5;
@@ -34,7 +35,7 @@ const LFU_LOG_FACTOR: u32 = 10;
 const LFU_DECAY_S: u32 = 60;
 
 impl Slot {
-    fn pin(&self) -> Pin {
+    pub(super) fn pin(&self) -> Pin {
         Pin {
             backend: BackendId(self.id()),
             backup: (self.backup_id() != NO_BACKUP).then_some(BackendId(self.backup_id())),
@@ -50,7 +51,7 @@ pub(super) fn is_expired(s: &Slot, now_s: u32, ttl_s: u32) -> bool {
 
 #[derive(Debug)]
 pub(super) struct Shard {
-    table: Table,
+    pub(super) table: Table,
     /// Sessions per `BackendId.0` in this shard, grown on demand.
     counts: Vec<u32>,
     /// Active sessions per `BackendId.0` in this shard (see the module docs).
@@ -59,10 +60,12 @@ pub(super) struct Shard {
     cutoff_s: u32,
     loads: Arc<Loads>,
     /// Most pins this shard holds.
-    cap: usize,
+    pub(super) cap: usize,
     /// xorshift64 state for the frequency counter's coin flips.
     rng: u64,
     pub(super) stats: OverlayStats,
+    /// Keys whose pin changed, while a hand-over streams changes (see `snapshot.rs`).
+    pub(super) journal: Option<Journal>,
 }
 
 fn bump(v: &mut Vec<u32>, id: u32, delta: i32) {
@@ -85,6 +88,15 @@ impl Shard {
             cap: cap.max(1),
             rng: mult | 1,
             stats: OverlayStats::default(),
+            journal: None,
+        }
+    }
+
+    /// Records that `key`'s pin changed, when a journal is on (only during a hand-over).
+    #[inline]
+    pub(super) fn note(&mut self, key: u128) {
+        if let Some(j) = self.journal.as_mut() {
+            j.note(key);
         }
     }
 
@@ -100,7 +112,7 @@ impl Shard {
     /// Follows a slot's change from `before` to `after` (either may be absent) in the
     /// per-backend counts and active counts.
     #[inline]
-    fn account(&mut self, before: Option<&Slot>, after: Option<&Slot>) {
+    pub(super) fn account(&mut self, before: Option<&Slot>, after: Option<&Slot>) {
         let (b, a) = (before.map(Slot::id), after.map(Slot::id));
         if b != a {
             if let Some(id) = b {
@@ -210,7 +222,7 @@ impl Shard {
                 match place() {
                     Some(to) => {
                         self.stats.pins += 1;
-                        self.reuse_expired(pos, to, now_s, acquire);
+                        self.reuse_expired(pos, to, now_s, acquire, PLACED);
                         Lookup::Pinned(to)
                     }
                     None => {
@@ -222,7 +234,7 @@ impl Shard {
             Err(vacant) => match place() {
                 Some(to) => {
                     self.stats.pins += 1;
-                    self.insert(key, to, now_s, ttl_s, vacant, acquire);
+                    self.insert(key, to, now_s, ttl_s, vacant, acquire, PLACED);
                     Lookup::Pinned(to)
                 }
                 None => Lookup::Unplaced,
@@ -252,7 +264,7 @@ impl Shard {
         let pos = match self.table.find(key) {
             Ok(pos) => pos,
             Err(vacant) => {
-                self.insert(key, to, now_s, ttl_s, vacant, false);
+                self.insert(key, to, now_s, ttl_s, vacant, false, 0);
                 return PinOutcome::Created;
             }
         };
@@ -260,10 +272,12 @@ impl Shard {
         if is_expired(&slot, now_s, ttl_s) {
             // The old pin expired: this is a new session, in the same slot.
             self.stats.expired += 1;
-            self.reuse_expired(pos, to, now_s, false);
+            self.reuse_expired(pos, to, now_s, false, 0);
             return PinOutcome::Created;
         }
         self.set(pos, to, now_s);
+        // An explicit pin: no longer a mere placement (see `PLACED`).
+        self.table.slot_mut(pos).created_s &= !PLACED;
         if slot.id() == to.backend.0 {
             PinOutcome::Unchanged
         } else {
@@ -275,7 +289,7 @@ impl Shard {
 
     /// Points the pin at `pos` to `to` (counts follow; in-flight and frequency stay) and
     /// refreshes it to `now_s` (0 leaves last-seen alone).
-    fn set(&mut self, pos: usize, to: Pin, now_s: u32) {
+    pub(super) fn set(&mut self, pos: usize, to: Pin, now_s: u32) {
         let before = *self.table.slot(pos);
         let s = self.table.slot_mut(pos);
         s.backend = to.backend.0 | (before.backend & !ID_MASK);
@@ -283,10 +297,13 @@ impl Shard {
         s.last_seen_s = s.last_seen_s.max(now_s);
         let after = *s;
         self.account(Some(&before), Some(&after));
+        if before.id() != after.id() || before.backup_id() != after.backup_id() {
+            self.note(before.key);
+        }
     }
 
     /// A fresh slot for `key` pinned to `to` at `now_s`.
-    fn fresh(key: u128, to: Pin, now_s: u32, acquire: bool) -> Slot {
+    pub(super) fn fresh(key: u128, to: Pin, now_s: u32, acquire: bool) -> Slot {
         let slot = Slot {
             key,
             backend: to.backend.0 | (u32::from(acquire) << 24),
@@ -299,21 +316,42 @@ impl Shard {
     }
 
     /// Re-creates the idle-expired pin at `pos` as a new session on `to` (the caller counted
-    /// the expiry).
-    fn reuse_expired(&mut self, pos: usize, to: Pin, now_s: u32, acquire: bool) {
+    /// the expiry); `placed` is [`PLACED`] or 0.
+    fn reuse_expired(&mut self, pos: usize, to: Pin, now_s: u32, acquire: bool, placed: u32) {
         self.stats.created += 1;
         let before = *self.table.slot(pos);
-        let after = Self::fresh(before.key, to, now_s, acquire);
+        let mut after = Self::fresh(before.key, to, now_s, acquire);
+        after.created_s |= placed;
         *self.table.slot_mut(pos) = after;
         self.account(Some(&before), Some(&after));
+        self.note(before.key);
     }
 
-    /// Pins the absent `key`; `vacant` is where `find` said it goes. A full shard first evicts
-    /// the least recently seen of the few pins at and after the key's home.
-    fn insert(&mut self, key: u128, to: Pin, now_s: u32, ttl_s: u32, vacant: usize, acquire: bool) {
-        let slot = Self::fresh(key, to, now_s, acquire);
+    /// Pins the absent `key`; `vacant` is where `find` said it goes; `placed` is [`PLACED`]
+    /// or 0. A full shard first evicts the least recently seen of the few pins at and after
+    /// the key's home.
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        key: u128,
+        to: Pin,
+        now_s: u32,
+        ttl_s: u32,
+        vacant: usize,
+        acquire: bool,
+        placed: u32,
+    ) {
+        let mut slot = Self::fresh(key, to, now_s, acquire);
+        slot.created_s |= placed;
+        self.insert_slot(slot, now_s, ttl_s, vacant);
+        self.stats.created += 1;
+    }
+
+    /// Stores `slot`, whose key is absent (`vacant` is where `find` said it goes), evicting
+    /// first when the shard is full. Not counted as created.
+    pub(super) fn insert_slot(&mut self, slot: Slot, now_s: u32, ttl_s: u32, vacant: usize) {
         let victim = if self.table.len() >= self.cap {
-            self.table.oldest_near(key, EVICTION_SAMPLES)
+            self.table.oldest_near(slot.key, EVICTION_SAMPLES)
         } else {
             None
         };
@@ -324,7 +362,7 @@ impl Shard {
             }
         }
         self.account(None, Some(&slot));
-        self.stats.created += 1;
+        self.note(slot.key);
     }
 
     /// Replaces the pin at `victim` by `slot` to make room, counting the dropped pin as
@@ -349,6 +387,7 @@ impl Shard {
     pub(super) fn remove(&mut self, key: u128) -> Option<BackendId> {
         self.stats.removes += 1;
         let pos = self.table.find(key).ok()?;
+        self.note(key);
         Some(BackendId(self.remove_at(pos).id()))
     }
 
@@ -357,7 +396,7 @@ impl Shard {
         Some(PinInfo {
             backend: BackendId(s.id()),
             backup: s.pin().backup,
-            created: u64::from(s.created_s) * 1000,
+            created: u64::from(s.created()) * 1000,
             last_seen: u64::from(s.last_seen_s) * 1000,
             in_flight: s.in_flight(),
             frequency: s.freq(),
@@ -378,12 +417,16 @@ impl Shard {
         }
     }
 
-    /// Removes every pin matching `doomed`; returns how many.
-    fn remove_where(&mut self, mut doomed: impl FnMut(&Slot) -> bool) -> usize {
+    /// Removes every pin matching `doomed`; returns how many. Journaled when `journal` (an
+    /// explicit removal, not an expiry).
+    fn remove_where(&mut self, mut doomed: impl FnMut(&Slot) -> bool, journal: bool) -> usize {
         let mut gone = Vec::new();
         self.table.remove_where(&mut doomed, |s| gone.push(*s));
         for s in &gone {
             self.account(Some(s), None);
+            if journal {
+                self.note(s.key);
+            }
         }
         gone.len()
     }
@@ -392,7 +435,7 @@ impl Shard {
         if ttl_s == 0 {
             return 0;
         }
-        let n = self.remove_where(|s| is_expired(s, now_s, ttl_s));
+        let n = self.remove_where(|s| is_expired(s, now_s, ttl_s), false);
         self.stats.expired += n as u64;
         n
     }
@@ -427,7 +470,7 @@ impl Shard {
         if self.count(backend) == 0 {
             return 0;
         }
-        self.remove_where(|s| s.id() == backend.0)
+        self.remove_where(|s| s.id() == backend.0, true)
     }
 
     pub(super) fn keys_on(&self, backend: BackendId, limit: usize, out: &mut Vec<SessionKey>) {
@@ -442,11 +485,13 @@ impl Shard {
     }
 
     /// Up to `limit` keys pinned to `backend` with no request in flight and last seen before
-    /// `idle_before_s`, least recently seen first within this shard.
+    /// `idle_before_s` — with `counted_only`, only those still counted as active (seen within
+    /// the window of the last recount) — least recently seen first within this shard.
     pub(super) fn idle_keys_on(
         &self,
         backend: BackendId,
         idle_before_s: u32,
+        counted_only: bool,
         limit: usize,
         out: &mut Vec<SessionKey>,
     ) {
@@ -457,6 +502,7 @@ impl Shard {
             .table
             .iter()
             .filter(|s| s.id() == backend.0 && s.in_flight() == 0 && s.last_seen_s < idle_before_s)
+            .filter(|s| !counted_only || self.counted(s))
             .collect();
         idle.sort_unstable_by_key(|s| s.last_seen_s);
         let room = limit - out.len();

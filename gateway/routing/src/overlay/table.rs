@@ -22,6 +22,13 @@
 //! byte of `backend` counts the session's requests in flight and the top byte of `backup` is its
 //! access frequency (see `shard.rs`). The [`crate::Interner`] never hands out ids that do not fit.
 
+/// Bit of `created_s` set while a pin is a *placement*: made by a lookup that missed
+/// ([`super::Overlay::get_or_pin`]: a ring pick for an unknown key), not by an explicit pin
+/// (a learned session id, a failover, an import of one). When two processes disagree about a
+/// key during an upgrade, an explicit pin beats a placement. Creation times use the other 31
+/// bits (seconds: 68 years of clock).
+pub(super) const PLACED: u32 = 1 << 31;
+
 /// Bits of a `backend`/`backup` word that hold the backend id.
 pub(super) const ID_MASK: u32 = 0x00FF_FFFF;
 /// Id bits of a vacant slot (and of "no backup"). [`crate::MAX_BACKEND_IDS`] keeps real ids below.
@@ -77,6 +84,18 @@ impl Slot {
     #[inline]
     pub(super) fn in_flight(&self) -> u32 {
         self.backend >> 24
+    }
+
+    /// Creation time, seconds.
+    #[inline]
+    pub(super) fn created(&self) -> u32 {
+        self.created_s & !PLACED
+    }
+
+    /// Made by a missed lookup (see [`PLACED`]).
+    #[inline]
+    pub(super) fn placed(&self) -> bool {
+        self.created_s & PLACED != 0
     }
 
     /// Access-frequency counter (0–255, logarithmic, decaying).

@@ -481,3 +481,20 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn idle_active_keys_are_idle_sessions_still_in_the_window() {
+    let o = windowed(1000, 0, 60_000);
+    o.pin(key(0), A, None, 0); // past the window at 100 s
+    o.pin(key(1), A, None, 70_000); // idle 30 s, still active
+    o.pin(key(2), A, None, 95_000); // used 5 s ago
+    o.pin(key(3), A, None, 10_000);
+    o.acquire(key(3), 10_000); // in flight since 10 s: active, never idle
+    o.pin(key(4), B, None, 70_000); // another backend
+    o.sweep(100_000);
+    assert_eq!(o.active(A), 3);
+    let all = o.idle_keys_on(A, 20_000, 100_000, 100);
+    assert_eq!(all.len(), 2, "key 0 and key 1");
+    assert_eq!(o.idle_active_keys_on(A, 20_000, 100_000, 100), vec![key(1)]);
+    assert!(o.idle_active_keys_on(A, 20_000, 100_000, 0).is_empty());
+}

@@ -120,10 +120,12 @@ impl Router {
     /// Moves idle sessions off backends above the load bound, at most `budget` of them: for
     /// each backend taking new sessions whose active sessions exceed `(1+ε)·A·w/W` (most
     /// loaded first), up to its excess of sessions with no request in flight and unused for
-    /// `idle_for` go to the first node from their ring point that stays at or below its own
-    /// `(1+ε)·A·w/W` (and under its cap) with them; each move is checked
-    /// and done under the session's shard lock, so a session in use never moves. Their
-    /// backups are recomputed. Nothing happens without a bound.
+    /// `idle_for`, but still counted as active (so each move lowers the excess: sessions past
+    /// the active window count nowhere and stay), go to the first node from their ring point
+    /// that stays at or below its own `(1+ε)·A·w/W` (and under its cap) with them; each move
+    /// is checked and done under the session's shard lock, so a session in use never moves.
+    /// Their backups are recomputed. Nothing happens without a bound. `idle_for` should be
+    /// shorter than the active window, or nothing qualifies.
     pub fn rebalance(&self, idle_for: Millis, now: Millis, budget: usize) -> Vec<Move> {
         let mut moves = Vec::new();
         let Some(e) = self.cfg.bound_milli else {
@@ -154,7 +156,7 @@ impl Router {
             }
             let from = self.id(i);
             let want = usize::try_from(excess).unwrap_or(usize::MAX).min(left);
-            for key in self.overlay.idle_keys_on(from, idle_for, now, want) {
+            for key in self.overlay.idle_active_keys_on(from, idle_for, now, want) {
                 let point = key.ring_point();
                 let target = self.ring.walk(point).find(|&to| {
                     to != i

@@ -255,3 +255,42 @@ fn rebalance_respects_its_budget_and_needs_a_bound() {
     );
     assert_eq!(r.rebalance(1_000, 100_000, 7).len(), 7);
 }
+
+/// Rebalancing exists to bring a backend's *active* sessions down to the bound, so it must
+/// move sessions that count in that load: idle for `idle_for` but still within the active
+/// window. Sessions past the window count nowhere; moving them leaves the donor above the
+/// bound (and piles them, uncounted, onto the first target).
+#[test]
+fn rebalance_moves_sessions_that_count_in_the_load() {
+    let o = Arc::new(Overlay::new(OverlayConfig {
+        max_entries: 10_000,
+        idle_ttl: 0,
+        active_window: 60_000,
+    }));
+    let r = router(&even(3), Some(250), &o);
+    // 100 sessions on b0 last used at t = 0 s: no longer active at t = 200 s.
+    for s in 0..100 {
+        r.pin(key(s), 0, 0);
+    }
+    // 100 more on b0 and 30 on each of b1, b2, used at t = 170 s: active, idle for 30 s.
+    for s in 100..260 {
+        let idx = match s {
+            100..=199 => 0,
+            200..=229 => 1,
+            _ => 2,
+        };
+        r.pin(key(s), idx, 170_000);
+    }
+    o.sweep(200_000);
+    assert_eq!(loads(&r), vec![100, 30, 30]);
+    // Bound: floor(1.25 × 160 / 3) = 66; b0 is 34 above it.
+    let moves = r.rebalance(20_000, 200_000, 1_000);
+    assert_eq!(moves.len(), 34, "exactly the excess");
+    assert_eq!(loads(&r)[0], 66, "each move lowered b0's active sessions");
+    assert!(moves.iter().all(|m| (100..200).any(|s| key(s) == m.key)));
+    assert!(loads(&r).iter().all(|&l| l <= 66), "{:?}", loads(&r));
+    assert_eq!(loads(&r).iter().sum::<u32>(), 160);
+    assert!(r.rebalance(20_000, 200_000, 1_000).is_empty(), "done");
+    // The sessions past the window stayed where they were.
+    assert!((0..100).all(|s| o.info(key(s)).map(|i| i.backend) == Some(r.id(0))));
+}

@@ -1,0 +1,105 @@
+//! [`Proc`]: a process the harness started, either its own child or a daemon it only knows by
+//! pid (`berth -d` forks and the launcher exits; the daemon's pid is in its pid file).
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// A started process.
+#[derive(Debug)]
+pub enum Proc {
+    /// A child of the test process (reaped by it).
+    Child(Child),
+    /// A daemon: known by pid only, reaped by someone else.
+    Daemon(u32),
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        match self {
+            Proc::Child(c) => c.id(),
+            Proc::Daemon(pid) => *pid,
+        }
+    }
+
+    /// `Some(status)` once a child exited; `Some(None)` once a daemon is gone; `None` while
+    /// running.
+    pub fn exited(&mut self) -> Option<Option<ExitStatus>> {
+        match self {
+            Proc::Child(c) => match c.try_wait() {
+                Ok(Some(s)) => Some(Some(s)),
+                Ok(None) => None,
+                Err(_) => Some(None),
+            },
+            Proc::Daemon(pid) => (!alive(*pid)).then_some(None),
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.exited().is_none()
+    }
+
+    /// Send a signal by name (`QUIT`, `HUP`, `KILL`, …) with `kill`.
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+
+    /// Kill (SIGKILL) and wait until it is gone. Idempotent.
+    pub fn kill(&mut self) {
+        match self {
+            Proc::Child(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Proc::Daemon(pid) => {
+                if alive(*pid) {
+                    let _ = Command::new("kill")
+                        .arg("-KILL")
+                        .arg(pid.to_string())
+                        .status();
+                    wait_gone(*pid, Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// `kill -<sig> <pid>`; panics when it fails.
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid}: {status}");
+}
+
+/// True while `pid` exists and is not a zombie (a daemon's zombie lingers until whoever
+/// adopted it reaps it).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// Wait until `pid` is gone; false after `timeout`.
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// The pid in a pid file, once it holds one of a live process.
+pub fn read_pid_file(path: &Path) -> Option<u32> {
+    let pid = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    alive(pid).then_some(pid)
+}

@@ -5,10 +5,11 @@
 #   make bench   criterion benchmarks of the routing core
 #   make sim     load-placement simulation of the routing core (SIM_ARGS=--quick, --large, --help)
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
-#   make lint    rustfmt check + clippy with warnings as errors
+#   make lint    rustfmt check, clippy with warnings as errors, cargo-deny + cargo-audit
 #   make fmt     format the code
 #   make check-conf  validate every shipped config file with `berth -t`
 #   make upgrade-demo  upgrade Berth twice under load, as systemd reloads it (deploy/upgrade-demo.sh)
+#   make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -18,10 +19,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run test bench sim bench-peers lint fmt check-conf deps build upgrade-demo
+.PHONY: help run test bench sim bench-peers lint lint-tools advisories fmt check-conf deps build upgrade-demo fuzz
 
 help:
-	@sed -n '3,11p' Makefile
+	@sed -n '3,12p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -81,9 +82,43 @@ bench-peers: deps
 	  GW_CMD='exec $(CURDIR)/conf/bench/peerbench.sh' GW_WAIT=60 $(PEERBENCH) || exit 1; \
 	done
 
-lint: deps
+## lint: formatting, clippy, then the dependency policy in deny.toml: licenses, bans and
+## sources (cargo-deny, no network needed), and the RustSec advisories (cargo-deny and
+## cargo-audit). The advisory database is fetched from GitHub; when it cannot be fetched the
+## advisory check prints BLOCKED with the error and the rest of lint still decides.
+lint: deps lint-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) deny --offline check --hide-inclusion-graph licenses bans sources
+	@$(MAKE) --no-print-directory advisories
+
+lint-tools:
+	@command -v cargo-deny >/dev/null || $(CARGO) install --locked cargo-deny
+	@command -v cargo-audit >/dev/null || $(CARGO) install --locked cargo-audit
+
+advisories: lint-tools
+	@if out=$$($(CARGO) deny fetch db 2>&1); then \
+	  $(CARGO) deny check --hide-inclusion-graph advisories && $(CARGO) audit; \
+	else \
+	  echo "advisories: BLOCKED: the RustSec advisory database could not be fetched:"; \
+	  echo "$$out" | tail -n 5; \
+	fi
+
+## fuzz: each target in fuzz/ (token, chain, xff, config) for FUZZ_SECONDS seconds with
+## cargo-fuzz (libFuzzer) on the stable toolchain: RUSTC_BOOTSTRAP=1 lets stable rustc take the
+## instrumentation flags cargo-fuzz passes; no sanitizer (Berth is safe Rust: the run looks for
+## panics, overflows, hangs and memory blow-ups). A crash stops the run and is saved in
+## fuzz/artifacts/<target>/; the corpus grows in fuzz/corpus/<target>/ (seeds: fuzz/seeds/).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= token chain xff config
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -s none $$t corpus/$$t seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	    || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all

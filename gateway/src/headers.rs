@@ -122,6 +122,30 @@ pub fn is_idempotent(req: &RequestHeader) -> bool {
     ) || req.headers.contains_key("idempotency-key")
 }
 
+/// Replace the backend's address in an upstream error (its context and cause chain) with the
+/// backend's id, so the error Pingora logs ("Fail to proxy: ...") names the backend without
+/// revealing where it is. Runs only on failed requests.
+pub fn conceal_peer(
+    e: &mut Error,
+    addr: &pingora_core::protocols::l4::socket::SocketAddr,
+    id: &str,
+) {
+    let ip = addr.as_inet().map(|a| a.ip().to_string());
+    let conceal = |s: &str| {
+        let s = s.replace(&addr.to_string(), id);
+        match &ip {
+            Some(ip) => s.replace(ip.as_str(), id),
+            None => s,
+        }
+    };
+    if let Some(c) = e.context.take() {
+        e.context = Some(conceal(c.as_str()).into());
+    }
+    if let Some(cause) = e.cause.take() {
+        e.cause = Some(conceal(&cause.to_string()).into());
+    }
+}
+
 /// The status a failed request is answered with (as Pingora's default `fail_to_proxy`).
 pub fn error_status(e: &Error) -> u16 {
     match e.etype() {
@@ -130,6 +154,8 @@ pub fn error_status(e: &Error) -> u16 {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                // The client paused longer than `limits.body_timeout` while sending a body.
+                ErrorType::ReadTimedout => 408,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,

@@ -15,9 +15,12 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod conn_limit;
+pub mod guard;
 pub mod headers;
 pub mod health;
 pub mod lifecycle;
+pub mod limits;
 pub mod members;
 pub mod metrics;
 pub mod observe;
@@ -146,10 +149,11 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     // `berth -u -d` returns at once, then SIGQUIT to the old process hands the sockets over.
     let bootstrap = server.bootstrap_as_a_service();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        proxy::Proxy { gw: gw.clone() },
-        "berth proxy",
+    // Every client connection goes through the slow-client guard (see `guard`).
+    let app = pingora_proxy::http_proxy(&server.configuration, proxy::Proxy { gw: gw.clone() });
+    let mut proxy = Service::new(
+        "berth proxy".into(),
+        guard::Guarded::new(app, gw.limits.deadlines()),
     );
     for l in &listeners {
         proxy.add_tcp(&l.addr);

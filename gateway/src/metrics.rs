@@ -103,6 +103,8 @@ pub struct Metrics {
     pub no_route: IntCounter,
     /// Admin API requests refused for a missing or wrong token.
     pub admin_denied: IntCounter,
+    /// Requests refused by the client-side limits, by [`crate::limits::Refused`].
+    pub refused: [IntCounter; crate::limits::Refused::ALL.len()],
     /// Pins taken over from the old process in an upgrade, by upstream.
     pub upgrade_received: IntCounterVec,
     /// Pins of the old process not taken over, by upstream and why.
@@ -131,6 +133,8 @@ pub struct UpstreamMetrics {
     pub no_backend: IntCounter,
     /// New sessions refused because every backend was at its cap (503).
     pub full: IntCounter,
+    /// Requests refused because their backend stayed at `max_connections` (503).
+    pub busy: IntCounter,
     pub migrated: IntCounter,
     /// Idle sessions moved by rebalancing.
     pub rebalanced: IntCounter,
@@ -249,7 +253,7 @@ impl Metrics {
         let unrouted = counter_vec(
             r,
             "berth_requests_unrouted_total",
-            "Requests answered by Berth itself: no route (404), no eligible backend (503, why=no_backend), every backend at its session cap (503, why=full).",
+            "Requests answered by Berth itself: no route (404), no eligible backend (503, why=no_backend), every backend at its session cap (503, why=full), the backend at its connection limit past queue_timeout (503, why=busy).",
             &["upstream", "why"],
         );
         let backend_up = IntGaugeVec::new(
@@ -333,6 +337,15 @@ impl Metrics {
                 &["upstream", "backend", "reused"],
             ),
             admin_denied,
+            refused: {
+                let v = counter_vec(
+                    r,
+                    "berth_requests_refused_total",
+                    "Requests refused by the client-side limits before routing: request target too long (414), too many or too large header fields (431), both Transfer-Encoding and Content-Length (400).",
+                    &["why"],
+                );
+                crate::limits::Refused::ALL.map(|w| v.with_label_values(&[w.as_str()]))
+            },
             upgrade_received: counter_vec(
                 r,
                 "berth_upgrade_sessions_received_total",
@@ -444,6 +457,7 @@ impl Metrics {
             invalid,
             no_backend: self.unrouted.with_label_values(&[upstream, "no_backend"]),
             full: self.unrouted.with_label_values(&[upstream, "full"]),
+            busy: self.unrouted.with_label_values(&[upstream, "busy"]),
             migrated: self.migrated.with_label_values(&[upstream]),
             rebalanced: self.rebalanced.with_label_values(&[upstream]),
             retry_connect: self.retries.with_label_values(&[upstream, "connect"]),

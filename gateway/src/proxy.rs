@@ -9,7 +9,7 @@ use berth_plugins::DecisionView;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result, RetryType};
+use pingora_error::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
@@ -28,6 +28,11 @@ pub struct Ctx {
     routing: Routing,
     /// When `request_filter` began (the request header had been read).
     start: Option<Instant>,
+    /// This request's connection slot on its backend (`max_connections`), held until the
+    /// context is dropped.
+    slot: Option<crate::conn_limit::Slot>,
+    /// Refused because the backend stayed at `max_connections`.
+    busy: bool,
 }
 
 impl Ctx {
@@ -52,6 +57,14 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let start = Instant::now();
         ctx.start = Some(start);
+        let limits = &self.gw.limits;
+        limits.apply(session);
+        if let Some(why) = limits.check(session) {
+            self.gw.metrics.refused[why as usize].inc();
+            let (status, body) = why.response();
+            headers::respond(session, status, None, body).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let Some(upstream) = self.gw.route(headers::host(req), req.uri.path()) else {
             self.gw.metrics.no_route.inc();
@@ -77,11 +90,15 @@ impl ProxyHttp for Proxy {
             upstream: Some(upstream),
             table: Some(table),
             routing,
+            slot,
+            busy,
             ..
         } = ctx
         else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
+        // A retry goes elsewhere: the failed backend's slot is free again.
+        *slot = None;
         if routing.retrying {
             routing.retrying = false;
             let now = self.gw.clock.now();
@@ -96,6 +113,19 @@ impl ProxyHttp for Proxy {
         let Some(d) = routing.decision else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
+        if let Some(limit) = &table.backends[d.backend].conns {
+            match limit.acquire(upstream.settings.queue_timeout).await {
+                Some(s) => *slot = Some(s),
+                None => {
+                    upstream.metrics.busy.inc();
+                    *busy = true;
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(503),
+                        "backend at its connection limit",
+                    );
+                }
+            }
+        }
         let mut peer = Box::new(table.backends[d.backend].peer.clone());
         if let Some(key) = routing.key.filter(|_| upstream.settings.pool.per_session) {
             // Connections of their own per session: the pool key includes the session.
@@ -123,13 +153,14 @@ impl ProxyHttp for Proxy {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
         let Some((upstream, table, backend)) = ctx.parts() else {
             return e;
         };
+        headers::conceal_peer(&mut e, &peer._address, table.router.name(backend));
         table.backends[backend].metrics.connect_failures.inc();
         upstream.connect_failed(table, backend, self.gw.clock.now());
         // Nothing reached the backend: any request may go to the next node.
@@ -143,12 +174,21 @@ impl ProxyHttp for Proxy {
 
     fn error_while_proxy(
         &self,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         session: &mut Session,
         mut e: Box<Error>,
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        if let Some((_, table, backend)) = ctx.parts() {
+            headers::conceal_peer(&mut e, &peer._address, table.router.name(backend));
+        }
+        if e.esource() == &ErrorSource::Downstream {
+            // The client's request is at fault (e.g. a protected header nominated by
+            // `Connection`): another backend would refuse it too.
+            e.set_retry(false);
+            return e;
+        }
         let retriable = headers::is_idempotent(session.req_header())
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
@@ -230,6 +270,9 @@ impl ProxyHttp for Proxy {
         let body = if ctx.routing.not_retried {
             "the backend failed before responding; the request was not retried on another \
              backend because it is not idempotent (send an Idempotency-Key header to allow it)\n"
+        } else if ctx.busy {
+            "the backend serving this session is at its connection limit (max_connections); \
+             retry shortly\n"
         } else if code == 503 {
             "no backend is available for this upstream; retry shortly\n"
         } else if code == 502 {

@@ -24,6 +24,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// The access log, when configured (see [`crate::access_log`]).
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// Client-side limits (`limits:`).
+    pub limits: crate::limits::ClientLimits,
 }
 
 impl Gateway {
@@ -40,6 +42,7 @@ impl Gateway {
             clock: Clock::new(),
             metrics,
             access_log: None,
+            limits: config.limits,
         }
     }
 
@@ -138,6 +141,8 @@ pub struct Upstream {
     pub(crate) members: Mutex<Members>,
     /// Sessions moved by a migration whose next request has not come yet (fast check).
     pub(crate) moved_pending: AtomicUsize,
+    /// Per-backend connection limits, kept across table rebuilds.
+    pub conn_limits: crate::conn_limit::ConnLimits,
     root_metrics: Arc<Metrics>,
     issues_sessions: bool,
 }
@@ -157,6 +162,8 @@ pub struct BackendRt {
     pub id_value: Option<HeaderValue>,
     /// Consecutive connect failures seen by requests (passive health).
     pub connect_failures: AtomicU32,
+    /// Its `max_connections` limit, if any.
+    pub conns: Option<Arc<crate::conn_limit::ConnLimit>>,
 }
 
 impl Upstream {
@@ -175,6 +182,7 @@ impl Upstream {
             table: ArcSwap::from_pointee(Table::empty()),
             members: Mutex::new(Members::default()),
             moved_pending: AtomicUsize::new(0),
+            conn_limits: Default::default(),
             root_metrics: metrics.clone(),
         };
         let table = Table::new(&up, &members.list);
@@ -305,13 +313,19 @@ impl Table {
             .collect();
         let router = Router::new(up.settings.router, &specs, up.overlay.clone(), &up.names);
         let s = &up.settings;
+        let limits = up.conn_limits.for_backends(members.iter().map(|b| {
+            let max = b.conf.max_connections.or(s.max_connections);
+            (b.conf.id.as_str(), max)
+        }));
         let backends = members
             .iter()
-            .map(|b| BackendRt {
+            .zip(limits)
+            .map(|(b, conns)| BackendRt {
                 peer: peer(b.conf.addr, s),
                 metrics: up.root_metrics.backend(&up.name, &b.conf.id),
                 id_value: HeaderValue::from_str(&b.conf.id).ok(),
                 connect_failures: AtomicU32::new(0),
+                conns,
             })
             .collect();
         Table { router, backends }

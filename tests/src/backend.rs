@@ -117,6 +117,11 @@ impl Backend {
         self.ask_count("/__count?connections")
     }
 
+    /// The most `/__slow` requests it was answering at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.ask_count("/__count?max_in_flight")
+    }
+
     /// Of [`Backend::count`], the requests with `method` (e.g. `POST`); dropped ones included.
     pub fn count_method(&self, method: &str) -> u64 {
         self.ask_count(&format!("/__count?method={method}"))

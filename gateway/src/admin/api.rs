@@ -164,6 +164,7 @@ fn add(gw: &Gateway, req: &Req) -> Resp {
         weight,
         max_sessions: body.max_sessions.or(up.settings.load.max_sessions),
         drain: body.drain.unwrap_or(false),
+        max_connections: up.settings.max_connections,
     };
     up.add_backend(conf).map_or_else(refused, |v| json(201, &v))
 }

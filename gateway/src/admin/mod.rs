@@ -71,12 +71,18 @@ pub(crate) fn error(status: u16, message: &str) -> Response<Vec<u8>> {
     r
 }
 
-/// Constant-time comparison (the time does not depend on where the inputs differ).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+/// Constant-time comparison of what a client sent with the token: the time depends only on
+/// the length of `given` (the client's own input), never on where it differs from `token` nor
+/// on the token's length.
+fn same(given: &[u8], token: &[u8]) -> bool {
+    if token.is_empty() {
         return false;
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let mut diff = u8::from(given.len() != token.len());
+    for (i, g) in given.iter().enumerate() {
+        diff |= g ^ token[i % token.len()];
+    }
+    diff == 0
 }
 
 impl AdminApp {
@@ -186,5 +192,10 @@ mod tests {
         assert!(!super::same(b"token", b"tokem"));
         assert!(!super::same(b"token", b"token2"));
         assert!(!super::same(b"", b"x"));
+        assert!(!super::same(b"x", b""));
+        assert!(!super::same(b"", b""));
+        // A prefix or a repetition of the token is not the token.
+        assert!(!super::same(b"tok", b"token"));
+        assert!(!super::same(b"tokentoken", b"token"));
     }
 }

@@ -45,6 +45,7 @@ fn read_config(doc: &Value, registry: &Registry, errors: &mut Errors) -> Option<
     let listeners = read_listeners(&mut top);
     let admin = read_admin(&mut top);
     let access_log = crate::access_log::read_conf(&mut top);
+    let limits = crate::limits::read_conf(&mut top);
     let mut upstreams = Vec::new();
     let before = top.errors().len();
     top.map("upstreams", |name, v, path, errors| {
@@ -75,6 +76,7 @@ fn read_config(doc: &Value, registry: &Registry, errors: &mut Errors) -> Option<
         routes,
         upstreams,
         access_log,
+        limits,
     })
 }
 
@@ -276,9 +278,20 @@ fn read_upstream(
     }
     let (bound_milli, spill_pinned, load) = read_load(&mut o, &sessions);
     let pool = read_pool(&mut o, name);
+    let max_connections = o.opt::<u32>("max_connections");
+    if max_connections == Some(0) {
+        o.error(
+            "max_connections",
+            "must be at least 1 (omit it for no limit)",
+        );
+    }
+    let queue_timeout = o
+        .duration("queue_timeout")
+        .unwrap_or(defaults::QUEUE_TIMEOUT);
     let mut backends = read_backends(&mut o);
     for b in backends.iter_mut() {
         b.max_sessions = b.max_sessions.or(load.max_sessions);
+        b.max_connections = b.max_connections.or(max_connections);
     }
     o.finish();
     Some(UpstreamConf {
@@ -301,6 +314,8 @@ fn read_upstream(
             migrate_rate,
             load,
             pool,
+            max_connections,
+            queue_timeout,
         },
         backends,
     })
@@ -591,6 +606,13 @@ fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
             o.error("max_sessions", "must be at least 1 (omit it for no cap)");
         }
         let drain = o.flag("drain", false);
+        let max_connections = o.opt::<u32>("max_connections");
+        if max_connections == Some(0) {
+            o.error(
+                "max_connections",
+                "must be at least 1 (omit it for no limit)",
+            );
+        }
         o.finish();
         if let (Some(id), Some(addr)) = (id, addr) {
             out.push(BackendConf {
@@ -599,6 +621,7 @@ fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
                 weight,
                 max_sessions,
                 drain,
+                max_connections,
             });
         }
     });

@@ -26,6 +26,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConf>,
     /// The access log (`access_log:`); `None` = off.
     pub access_log: Option<crate::access_log::AccessLogConf>,
+    /// Client-side limits (`limits:`).
+    pub limits: crate::limits::ClientLimits,
 }
 
 /// One client-facing listener.
@@ -81,6 +83,10 @@ pub struct UpstreamSettings {
     pub load: LoadConf,
     /// Upstream connection pooling (`pool:`).
     pub pool: PoolConf,
+    /// Default `max_connections` of its backends (also for backends added at run time).
+    pub max_connections: Option<u32>,
+    /// How long a request waits for a connection slot of a backend at `max_connections`.
+    pub queue_timeout: Duration,
 }
 
 /// `load:` of an upstream. The bound ε and `spill_pinned` live in [`RouterConfig`]; caps in
@@ -158,6 +164,8 @@ pub struct BackendConf {
     pub max_sessions: Option<u32>,
     /// Start (or, on reload, put) the backend in the draining state.
     pub drain: bool,
+    /// Requests in flight to it at once (`None` = no limit); see [`crate::conn_limit`].
+    pub max_connections: Option<u32>,
 }
 
 /// Defaults, in one place so the reader and the docs agree.
@@ -186,6 +194,7 @@ pub mod defaults {
     pub const REBALANCE_IDLE_AFTER: Duration = Duration::from_secs(60);
     pub const REBALANCE_RATE: u32 = 100;
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
     /// Longest backend id; ids appear in cookies and metric labels.
     pub const MAX_ID_LEN: usize = 64;
 }

@@ -23,6 +23,7 @@ fn conf(id: &str, port: u16) -> BackendConf {
         addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         weight: 1,
         max_sessions: None,
+        max_connections: None,
         drain: false,
     }
 }

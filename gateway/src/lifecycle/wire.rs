@@ -325,6 +325,9 @@ impl<'a> In<'a> {
             weight,
             max_sessions,
             drain,
+            // Not handed over: the upstream's default applies (`Table::new`), and backends of
+            // the new process's file get theirs from it.
+            max_connections: None,
         })
     }
 }

@@ -7,6 +7,7 @@ fn backend(id: &str, port: u16, weight: u32, drain: bool) -> BackendConf {
         weight,
         // Odd ports carry a cap, so the round trips cover both.
         max_sessions: (port % 2 == 1).then_some(u32::from(port)),
+        max_connections: None,
         drain,
     }
 }

@@ -14,7 +14,9 @@
 //! * `GET /__count` — requests received so far, not counting the special paths below;
 //!   `GET /__count?method=POST` — of those, the ones with that method;
 //!   `GET /__count?path=/x` — requests received for path `/x` (any path, `/__health` too);
-//!   `GET /__count?connections` — connections that carried at least one counted request.
+//!   `GET /__count?connections` — connections that carried at least one counted request;
+//!   `GET /__count?max_in_flight` — the most counted requests it was answering at once.
+//! * `/__slow?ms=N` (counted) answers after N milliseconds (at most 60 s).
 //! * `GET /__health` — `200 ok` while healthy, `503 failing` after `POST /__health/fail`;
 //!   `POST /__health/slow` makes it answer 200 only after 1 s; `POST /__health/ok` makes it
 //!   healthy and prompt again (the toggles answer `204`).
@@ -22,6 +24,8 @@
 //!   backend>` (e.g. `b1,b3`): the request (and its body) is read and counted, then the
 //!   connection is closed without any response.
 //! * `/set-cookie?name=N&value=V` adds `Set-Cookie: N=V; Path=/`.
+//! * `/__echo` (counted like any request) answers with the request head exactly as received
+//!   (request line, then one `name: value` line per field, in order) as its body.
 use berth_tests::http::{self, Head};
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
@@ -42,6 +46,9 @@ struct State {
     by_path: Mutex<HashMap<String, u64>>,
     healthy: AtomicBool,
     slow_health: AtomicBool,
+    /// Counted requests being answered now, and the most at once.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
 }
 
 fn bump(map: &Mutex<HashMap<String, u64>>, key: &str) {
@@ -92,6 +99,8 @@ fn main() -> ExitCode {
         by_path: Mutex::new(HashMap::new()),
         healthy: AtomicBool::new(true),
         slow_health: AtomicBool::new(false),
+        in_flight: AtomicU64::new(0),
+        max_in_flight: AtomicU64::new(0),
     });
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -209,6 +218,8 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
                 get(&state.by_path, p)
             } else if query == "connections" {
                 state.connections.load(Ordering::SeqCst)
+            } else if query == "max_in_flight" {
+                state.max_in_flight.load(Ordering::SeqCst)
             } else {
                 state.requests.load(Ordering::SeqCst)
             };
@@ -250,8 +261,25 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
     if path == "/__drop" || drop_listed {
         return None;
     }
-    let body = format!("{}\n", state.name);
+    if path == "/__slow" {
+        let ms: u64 = query_param(query, "ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
     let head = req.head;
+    let body = if path == "/__echo" {
+        let mut b = format!("{}\n", head.start_line);
+        for (n, v) in &head.headers {
+            b.push_str(&format!("{n}: {v}\n"));
+        }
+        b
+    } else {
+        format!("{}\n", state.name)
+    };
     let seen = |name: &str| head.header(name).unwrap_or("-").to_string();
     let mut out = format!(
         "HTTP/1.1 200 OK\r\nX-Backend: {}\r\nX-Seen-Affinity: {}\r\nX-Seen-Forwarded-For: {}\r\n\

@@ -1,0 +1,443 @@
+//! Slow-client protection below HTTP: every client connection's byte stream is wrapped so that
+//! a request head must arrive whole within `limits.header_timeout` of its first byte, and a
+//! new connection must send its first byte within `limits.keepalive_timeout`.
+//!
+//! Pingora's own read timeouts apply to each read, so a client trickling a head one byte at a
+//! time (slowloris) would hold its connection forever. The wrapper sees the bytes Pingora
+//! reads: it starts the head clock at the first byte of a request, stops it at the blank line
+//! that ends the head, and starts a new head at the first byte read after the response began.
+//! A `101 Switching Protocols` answer (WebSocket) turns the connection into a tunnel that is
+//! never timed here; a `1xx` interim answer (`100 Continue`) keeps waiting for the body.
+//! Bodies are timed by Pingora (`limits.body_timeout`, set per request in the proxy), idle
+//! keep-alive connections by Pingora's keep-alive timeout (set per request to
+//! `limits.keepalive_timeout`, whatever `Keep-Alive` the client asked for).
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::TlsRef;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::ShutdownWatch;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// The deadlines the wrapper enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// From the first byte of a request head to its end.
+    pub header: Duration,
+    /// From accepting a connection to its first byte.
+    pub first_byte: Duration,
+}
+
+/// A [`ServerApp`] whose connections are wrapped in [`HeadDeadline`].
+pub struct Guarded<A> {
+    inner: Arc<A>,
+    deadlines: Deadlines,
+}
+
+impl<A> Guarded<A> {
+    pub fn new(inner: A, deadlines: Deadlines) -> Self {
+        Guarded {
+            inner: Arc::new(inner),
+            deadlines,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let guarded: Stream = Box::new(HeadDeadline::new(stream, self.deadlines));
+        self.inner.process_new(guarded, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// Where a connection is in its request/response cycle, as far as its bytes tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for or reading a request head. `started`: a byte of it arrived; `newlines`:
+    /// consecutive line ends seen (CR ignored); two end the head.
+    Head { started: bool, newlines: u8 },
+    /// Head complete: body, then the response.
+    Body,
+    /// The response began; the next byte read starts a new request head.
+    Response,
+    /// After `101 Switching Protocols`: not HTTP any more, never timed.
+    Tunnel,
+}
+
+/// A client connection's stream with the head deadline applied (see the module docs).
+pub struct HeadDeadline {
+    inner: Stream,
+    deadlines: Deadlines,
+    phase: Phase,
+    /// Armed while a deadline runs (first byte of a new connection, or a head in progress).
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl std::fmt::Debug for HeadDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadDeadline")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl HeadDeadline {
+    pub fn new(inner: Stream, deadlines: Deadlines) -> Self {
+        HeadDeadline {
+            inner,
+            deadlines,
+            phase: Phase::Head {
+                started: false,
+                newlines: 0,
+            },
+            timer: Some(Box::pin(tokio::time::sleep(deadlines.first_byte))),
+        }
+    }
+
+    /// Track the bytes just read.
+    fn observe_read(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.phase == Phase::Response {
+            self.phase = Phase::Head {
+                started: false,
+                newlines: 0,
+            };
+        }
+        let Phase::Head {
+            mut started,
+            mut newlines,
+        } = self.phase
+        else {
+            return;
+        };
+        for &b in bytes {
+            if !started {
+                // Empty lines before a request line are allowed (RFC 9112 §2.2).
+                if b == b'\r' || b == b'\n' {
+                    continue;
+                }
+                started = true;
+                self.timer = Some(Box::pin(tokio::time::sleep(self.deadlines.header)));
+            }
+            match b {
+                b'\n' => {
+                    newlines += 1;
+                    if newlines == 2 {
+                        self.phase = Phase::Body;
+                        self.timer = None;
+                        return;
+                    }
+                }
+                b'\r' => {}
+                _ => newlines = 0,
+            }
+        }
+        self.phase = Phase::Head { started, newlines };
+    }
+
+    /// Track the bytes about to be written: the first write after a head is the response's
+    /// status line.
+    fn observe_write(&mut self, bytes: &[u8]) {
+        match self.phase {
+            Phase::Response | Phase::Tunnel => {}
+            Phase::Head { .. } | Phase::Body => {
+                let status = bytes
+                    .strip_prefix(b"HTTP/1.")
+                    .and_then(|rest| rest.get(2..5));
+                self.phase = match status {
+                    Some(b"101") => Phase::Tunnel,
+                    Some([b'1', _, _]) => Phase::Body,
+                    _ => Phase::Response,
+                };
+                self.timer = None;
+            }
+        }
+    }
+}
+
+impl AsyncRead for HeadDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let this = &mut *self;
+                this.observe_read(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let expired = self
+                    .timer
+                    .as_mut()
+                    .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                if expired {
+                    self.timer = None;
+                    let what = match self.phase {
+                        Phase::Head { started: true, .. } => "request head not complete",
+                        _ => "no request",
+                    };
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{what} within the client timeout"),
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for HeadDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.observe_write(buf);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+                let first: &[u8] = first;
+                self.observe_write(first);
+            }
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadDeadline {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeadDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, socket_digest: SocketDigest) {
+        self.inner.set_socket_digest(socket_digest)
+    }
+}
+
+#[async_trait]
+impl Peek for HeadDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const D: Deadlines = Deadlines {
+        header: Duration::from_millis(300),
+        first_byte: Duration::from_millis(300),
+    };
+    /// Comfortably past both deadlines.
+    const PAST: Duration = Duration::from_millis(900);
+
+    /// A guarded server side and its client, over real loopback TCP.
+    async fn pair() -> (HeadDeadline, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(server));
+        (HeadDeadline::new(stream, D), client)
+    }
+
+    /// Read until `n` bytes arrived, an error, or EOF.
+    async fn read_n(s: &mut HeadDeadline, n: usize) -> io::Result<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while got.len() < n {
+            let k = s.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..k]);
+        }
+        Ok(got)
+    }
+
+    /// A read that neither returns data nor fails for `PAST`.
+    async fn stays_open(s: &mut HeadDeadline) {
+        let mut buf = [0u8; 16];
+        let r = tokio::time::timeout(PAST, s.read(&mut buf)).await;
+        assert!(r.is_err(), "the read ended: {r:?}");
+    }
+
+    async fn times_out(s: &mut HeadDeadline) {
+        let mut buf = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .expect("the deadline fired");
+        let e = r.expect_err("a timeout error, not EOF");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_silent_new_connection_is_cut() {
+        let (mut s, _client) = pair().await;
+        times_out(&mut s).await;
+    }
+
+    #[tokio::test]
+    async fn a_trickled_head_is_cut() {
+        let (mut s, mut client) = pair().await;
+        let trickle = tokio::spawn(async move {
+            client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if client.write_all(b"X: 1\r\n").await.is_err() {
+                    break;
+                }
+            }
+        });
+        times_out(&mut s).await;
+        trickle.abort();
+    }
+
+    #[tokio::test]
+    async fn a_complete_head_stops_the_clock_and_the_response_restarts_it() {
+        let (mut s, mut client) = pair().await;
+        let head = b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        client.write_all(head).await.unwrap();
+        assert_eq!(read_n(&mut s, head.len()).await.unwrap(), head);
+        // Waiting for the body or the backend is not timed here.
+        stays_open(&mut s).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        // Idle between requests: Pingora's keep-alive timeout, not this one.
+        stays_open(&mut s).await;
+        // The next head, trickled, is timed from its first byte.
+        client.write_all(b"GET /2 HTTP/1.1\r\n").await.unwrap();
+        times_out(&mut s).await;
+    }
+
+    #[tokio::test]
+    async fn interim_responses_keep_waiting_for_the_body_and_101_is_a_tunnel() {
+        let (mut s, mut client) = pair().await;
+        let head = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\n";
+        client.write_all(head).await.unwrap();
+        read_n(&mut s, head.len()).await.unwrap();
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+        client.write_all(b"bo").await.unwrap();
+        assert_eq!(read_n(&mut s, 2).await.unwrap(), b"bo");
+        stays_open(&mut s).await;
+
+        let (mut s, mut client) = pair().await;
+        let head = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        client.write_all(head).await.unwrap();
+        read_n(&mut s, head.len()).await.unwrap();
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+            .await
+            .unwrap();
+        client.write_all(b"\x81\x05hello").await.unwrap();
+        assert_eq!(read_n(&mut s, 7).await.unwrap(), b"\x81\x05hello");
+        stays_open(&mut s).await;
+    }
+}

@@ -104,16 +104,16 @@ advisories: lint-tools
 	  echo "$$out" | tail -n 5; \
 	fi
 
-## fuzz: each target in fuzz/ (token, chain, xff, config) for FUZZ_SECONDS seconds with
+## fuzz: each target in tests/fuzz/ (token, chain, xff, config) for FUZZ_SECONDS seconds with
 ## cargo-fuzz (libFuzzer) on the stable toolchain: RUSTC_BOOTSTRAP=1 lets stable rustc take the
 ## instrumentation flags cargo-fuzz passes; no sanitizer (Berth is safe Rust: the run looks for
 ## panics, overflows, hangs and memory blow-ups). A crash stops the run and is saved in
-## fuzz/artifacts/<target>/; the corpus grows in fuzz/corpus/<target>/ (seeds: fuzz/seeds/).
+## tests/fuzz/artifacts/<target>/; the corpus grows in tests/fuzz/corpus/<target>/ (seeds: tests/fuzz/seeds/).
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= token chain xff config
 fuzz: deps
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
-	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	cd tests/fuzz && for t in $(FUZZ_TARGETS); do \
 	  mkdir -p corpus/$$t && \
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -s none $$t corpus/$$t seeds/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \

@@ -12,6 +12,8 @@ use berth_routing::{BackendId, HealthState, Millis, SessionKey, Thresholds};
 use std::collections::HashMap;
 use std::time::Duration;
 
+mod moves;
+
 /// Admin state of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminState {
@@ -323,55 +325,6 @@ impl Upstream {
         Ok(self.view(&m.list[pos]))
     }
 
-    /// Start a migration of `count` (default all) of `id`'s sessions at `rate` per second.
-    /// Returns how many are scheduled.
-    pub fn migrate(
-        &self,
-        id: &str,
-        count: Option<usize>,
-        rate: Option<u32>,
-        now: Millis,
-    ) -> Result<usize, Refused> {
-        let mut m = self.members.lock();
-        m.position(id)
-            .ok_or_else(|| Refused::NotFound(format!("no backend {id:?}")))?;
-        let backend = self.names.intern(id);
-        let pinned = usize::try_from(self.overlay.count(backend)).unwrap_or(usize::MAX);
-        let scheduled = count.map_or(pinned, |c| c.min(pinned));
-        let rate = rate.unwrap_or(self.settings.migrate_rate).max(1);
-        m.migrations.retain(|g| g.backend != backend);
-        if scheduled > 0 {
-            m.migrations.push(Migration {
-                backend,
-                remaining: scheduled,
-                rate,
-                budget: 0.0,
-                last: now,
-            });
-        }
-        log::info!(
-            "upstream {}: migrating {scheduled} sessions off {id} at {rate}/s",
-            self.name
-        );
-        Ok(scheduled)
-    }
-
-    /// The backend a migrated session was moved from, once: its next request says so.
-    pub fn take_moved(&self, key: SessionKey) -> Option<BackendId> {
-        if self
-            .moved_pending
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 0
-        {
-            return None;
-        }
-        let mut m = self.members.lock();
-        let prev = m.moved.remove(&key);
-        self.moved_pending
-            .store(m.moved.len(), std::sync::atomic::Ordering::Relaxed);
-        prev
-    }
-
     /// Result of one active health check.
     pub fn health_result(&self, id: &str, ok: bool, checks: &HealthConf) {
         let t = Thresholds {
@@ -464,88 +417,6 @@ impl Upstream {
         self.run_rebalance(&mut m, now);
     }
 
-    /// The moved-session notes wait for each session's next request; sessions that never come
-    /// back would keep theirs forever, so past a size the notes of sessions no longer pinned
-    /// are dropped (the map stays within the overlay's size).
-    fn prune_moved(&self, m: &mut Members) {
-        const PRUNE_ABOVE: usize = 10_000;
-        if m.moved.len() > PRUNE_ABOVE {
-            m.moved.retain(|k, _| self.overlay.info(*k).is_some());
-        }
-    }
-
-    /// Every `load.rebalance.interval`: move up to `rate × interval` idle sessions off
-    /// backends above the load bound (see [`berth_routing::Router::rebalance`]). Each moved
-    /// session's next request says so (`X-Berth-Affinity: reassigned`).
-    fn run_rebalance(&self, m: &mut Members, now: Millis) {
-        let Some(rb) = &self.settings.load.rebalance else {
-            return;
-        };
-        let interval = millis(rb.interval);
-        if now.saturating_sub(m.last_rebalance) < interval {
-            return;
-        }
-        m.last_rebalance = now;
-        let budget = (u64::from(rb.rate) * interval / 1000).max(1) as usize;
-        let table = self.table.load();
-        let moves = table.router.rebalance(millis(rb.idle_after), now, budget);
-        if moves.is_empty() {
-            return;
-        }
-        for mv in &moves {
-            m.moved.insert(mv.key, mv.from);
-        }
-        self.prune_moved(m);
-        self.metrics.rebalanced.inc_by(moves.len() as u64);
-        self.moved_pending.store(m.moved.len(), RELAXED);
-        log::info!(
-            "upstream {}: rebalancing moved {} idle sessions",
-            self.name,
-            moves.len()
-        );
-    }
-
-    fn run_migrations(&self, m: &mut Members, now: Millis) {
-        if m.migrations.is_empty() {
-            return;
-        }
-        let table = self.table.load();
-        let mut migrations = std::mem::take(&mut m.migrations);
-        for g in migrations.iter_mut() {
-            g.budget += f64::from(g.rate) * (now.saturating_sub(g.last)) as f64 / 1000.0;
-            g.last = now;
-            let batch = (g.budget as usize).min(g.remaining);
-            if batch == 0 {
-                continue;
-            }
-            let keys = self.overlay.keys_on(g.backend, batch);
-            let from = table.router.index_of_id(g.backend);
-            let mut moved = 0;
-            for key in &keys {
-                let failed: &[usize] = from.as_slice();
-                if table
-                    .router
-                    .failover(key.ring_point(), Some(*key), failed, now)
-                    .is_some()
-                {
-                    m.moved.insert(*key, g.backend);
-                    moved += 1;
-                }
-            }
-            self.metrics.migrated.inc_by(moved as u64);
-            g.budget -= batch as f64;
-            g.remaining = if keys.len() < batch || moved == 0 {
-                0
-            } else {
-                g.remaining - moved
-            };
-        }
-        migrations.retain(|g| g.remaining > 0);
-        m.migrations = migrations;
-        self.prune_moved(m);
-        self.moved_pending.store(m.moved.len(), RELAXED);
-    }
-
     /// Apply a reloaded backend list as a diff against the previous file: backends added to
     /// the file are added, backends removed from it are removed, changed ones are updated.
     /// Backends added or drained through the admin API are left alone unless the file itself
@@ -616,107 +487,4 @@ fn millis(d: Duration) -> Millis {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::config;
-    use crate::metrics::Metrics;
-    use crate::upstreams::Gateway;
-    use berth_plugins::Registry;
-    use std::sync::Arc;
-
-    fn gateway(extra: &str) -> Gateway {
-        let yaml = format!(
-            "upstreams:\n  app:\n{extra}    backends:\n      - {{ id: a, addr: 127.0.0.1:1 }}\n      - {{ id: b, addr: 127.0.0.1:2 }}\n"
-        );
-        let cfg = config::parse(&yaml, &Registry::builtin()).expect("valid test config");
-        Gateway::new(cfg, Arc::new(Metrics::new()))
-    }
-
-    fn health(gw: &Gateway, id: &str) -> &'static str {
-        gw.upstreams[0].view_of(id).expect("backend exists").health
-    }
-
-    #[test]
-    fn passive_marking_repeats_after_each_recovery() {
-        let gw = gateway("    passive: { fall: 3, cooldown: 1s }\n");
-        let up = &gw.upstreams[0];
-        for round in 0..3u64 {
-            let now = round * 10_000;
-            let table = up.table.load_full();
-            for _ in 0..2 {
-                up.connect_failed(&table, 0, now);
-            }
-            assert_eq!(
-                health(&gw, "a"),
-                "up",
-                "round {round}: 2 failures are not enough"
-            );
-            up.connect_failed(&table, 0, now);
-            assert_eq!(
-                health(&gw, "a"),
-                "down",
-                "round {round}: the 3rd failure marks it down"
-            );
-            assert!(!up.table.load().router.is_up(0));
-            up.tick(now + 999);
-            assert_eq!(
-                health(&gw, "a"),
-                "down",
-                "round {round}: still cooling down"
-            );
-            up.tick(now + 1_000);
-            assert_eq!(
-                health(&gw, "a"),
-                "up",
-                "round {round}: tried again after the cooldown"
-            );
-        }
-        assert_eq!(health(&gw, "b"), "up");
-    }
-
-    #[test]
-    fn a_successful_connect_ends_the_streak() {
-        let gw = gateway("    passive: { fall: 2 }\n");
-        let up = &gw.upstreams[0];
-        let table = up.table.load_full();
-        up.connect_failed(&table, 1, 0);
-        up.connected(&table, 1);
-        up.connect_failed(&table, 1, 0);
-        assert_eq!(health(&gw, "b"), "up");
-        up.connect_failed(&table, 1, 0);
-        assert_eq!(health(&gw, "b"), "down");
-    }
-
-    #[test]
-    fn drain_completes_when_no_session_is_left_or_at_the_deadline() {
-        use super::AdminState;
-        use berth_routing::SessionKey;
-        let gw = gateway("");
-        let up = &gw.upstreams[0];
-        let table = up.table.load_full();
-        let key = SessionKey::new(b"t", b"s1");
-        table.router.pin(key, 0, 0);
-        up.set_state(
-            "a",
-            AdminState::Draining {
-                deadline: Some(5_000),
-            },
-        )
-        .expect("a exists");
-        up.tick(1_000);
-        assert_eq!(up.view_of("a").map(|v| v.state), Some("draining"));
-        up.tick(5_000);
-        assert_eq!(up.view_of("a").map(|v| v.state), Some("drained"));
-        assert!(
-            !up.table.load().router.is_up(0),
-            "a drained backend serves nothing"
-        );
-        up.set_state("b", AdminState::Draining { deadline: None })
-            .expect("b exists");
-        up.tick(6_000);
-        assert_eq!(
-            up.view_of("b").map(|v| v.state),
-            Some("drained"),
-            "b had no sessions"
-        );
-    }
-}
+mod tests;

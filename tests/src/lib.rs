@@ -33,6 +33,7 @@ pub mod backend;
 pub mod browser;
 pub mod client;
 pub mod config;
+pub mod deploy;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

@@ -162,11 +162,11 @@ impl Upstream {
     /// Every backend as the admin API shows it.
     pub fn views(&self) -> Vec<BackendView> {
         let m = self.members.lock();
-        let shares = self.table.load().router.ring().shares();
+        let table = self.table.load();
+        let shares = table.router.ring().shares();
         m.list
             .iter()
-            .enumerate()
-            .map(|(i, b)| self.view_with(b, shares.get(i).copied().unwrap_or(0.0)))
+            .map(|b| self.view_in(b, &table, &shares))
             .collect()
     }
 
@@ -179,26 +179,20 @@ impl Upstream {
             .map(|b| self.view(b))
     }
 
-    /// Backend `b` (a member of the current table) with its ring share.
+    /// Backend `b` (a member of the current table) as the admin API shows it.
     fn view(&self, b: &Member) -> BackendView {
         let table = self.table.load();
-        let share = table
-            .router
-            .index_of(&b.conf.id)
-            .and_then(|i| table.router.ring().shares().get(i).copied())
-            .unwrap_or(0.0);
-        self.view_with(b, share)
+        self.view_in(b, &table, &table.router.ring().shares())
     }
 
-    fn view_with(&self, b: &Member, ring_share: f64) -> BackendView {
+    /// `b` as seen in `table`, whose ring shares are `shares` (computed once per listing).
+    fn view_in(&self, b: &Member, table: &Table, shares: &[f64]) -> BackendView {
         let id = self.names.get(&b.conf.id);
         let sessions = id.map_or(0, |id| self.overlay.count(id));
         let active_sessions = id.map_or(0, |id| u64::from(self.overlay.active(id)));
-        let table = self.table.load();
-        let bound = table
-            .router
-            .index_of(&b.conf.id)
-            .and_then(|i| table.router.bound(i));
+        let idx = table.router.index_of(&b.conf.id);
+        let ring_share = idx.and_then(|i| shares.get(i).copied()).unwrap_or(0.0);
+        let bound = idx.and_then(|i| table.router.bound(i));
         BackendView {
             upstream: self.name.clone(),
             id: b.conf.id.clone(),

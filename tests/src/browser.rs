@@ -26,28 +26,10 @@ pub fn ensure_chromium() {
     if Path::new(CHROMIUM).is_file() && Path::new(CHROMEDRIVER).is_file() {
         return;
     }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let sudo = if root { "" } else { "sudo " };
-    let script = format!(
-        "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq \
-         chromium chromium-driver"
-    );
-    eprintln!("installing Chromium: {script}");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{script}`: {e}"));
+    crate::apt_install(&["chromium", "chromium-driver"], true).unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        out.status.success() && Path::new(CHROMEDRIVER).is_file(),
-        "`{script}` failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        Path::new(CHROMIUM).is_file() && Path::new(CHROMEDRIVER).is_file(),
+        "chromium or chromedriver still missing after installing them"
     );
 }
 

@@ -242,6 +242,40 @@ pub fn first_n(items: &[String], n: usize) -> String {
     s.join("\n  ")
 }
 
+/// Install Debian `packages` with apt-get (through `sudo` unless root, as CI is), with their
+/// recommended packages or not. `Err` with the command and its output when it fails. For tools
+/// a test needs and must not skip without.
+pub fn apt_install(packages: &[&str], recommends: bool) -> Result<(), String> {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let sudo = if root { "" } else { "sudo " };
+    let script =
+        format!(
+        "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq \
+         {}{}",
+        if recommends { "" } else { "--no-install-recommends " },
+        packages.join(" ")
+    );
+    eprintln!("installing: {script}");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .map_err(|e| format!("cannot run `{script}`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{script}` failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

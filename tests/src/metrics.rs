@@ -97,19 +97,10 @@ pub fn promtool() -> std::path::PathBuf {
         if let Some(p) = find_promtool() {
             return Ok(p);
         }
-        eprintln!("promtool not found: installing Debian's prometheus package");
-        let sudo = if is_root() { "" } else { "sudo " };
-        let script = format!(
-            "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq \
-             --no-install-recommends prometheus"
-        );
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .status()
-            .map_err(|e| format!("cannot run `{script}`: {e}"))?;
+        crate::apt_install(&["prometheus"], false)?;
         find_promtool().ok_or_else(|| {
-            format!("promtool still missing after `{script}` ({status}); run `make deps`")
+            "promtool still missing after installing Debian's prometheus; run `make deps`"
+                .to_string()
         })
     });
     found.clone().unwrap_or_else(|e| panic!("{e}"))
@@ -120,13 +111,6 @@ fn find_promtool() -> Option<std::path::PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join("promtool"))
         .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 /// `promtool check metrics` on `text` (the exposition read from stdin): `Err` with its output

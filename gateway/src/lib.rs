@@ -19,6 +19,7 @@ pub mod conn_limit;
 pub mod guard;
 pub mod headers;
 pub mod health;
+pub mod launcher;
 pub mod lifecycle;
 pub mod limits;
 pub mod members;
@@ -145,6 +146,11 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     };
     let gw = Arc::new(gw);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    // Before Pingora forks: the launcher of `berth -d` must outlive an early "ready" signal.
+    let ready_exit = launcher::ReadyExit::arm(
+        server.configuration.daemon,
+        server.configuration.daemon_wait_for_ready,
+    );
     // Bootstrap (taking the listening sockets on -u) runs as a service, after a daemon fork:
     // `berth -u -d` returns at once, then SIGQUIT to the old process hands the sockets over.
     let bootstrap = server.bootstrap_as_a_service();
@@ -184,6 +190,7 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
         gw: gw.clone(),
         tick: Duration::from_millis(100),
         sweep: Duration::from_secs(1),
+        ready_exit,
     };
     server.add_service(background_service("berth sweeper", sweeper));
     let reloader = reload::Reloader {

@@ -13,11 +13,16 @@ pub struct Sweeper {
     pub gw: Arc<Gateway>,
     pub tick: Duration,
     pub sweep: Duration,
+    /// Disarmed once the daemon runs (see `launcher`).
+    pub ready_exit: Option<crate::launcher::ReadyExit>,
 }
 
 #[async_trait]
 impl BackgroundService for Sweeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        if let Some(r) = &self.ready_exit {
+            r.disarm();
+        }
         let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sweep = self.gw.clock.now();

@@ -4,11 +4,13 @@
 # PB_RUN_DIR) and execs Berth in the foreground. BENCH_MODE=header (default) keys sessions on
 # the X-Session-Id header; BENCH_MODE=cookie puts a cookie plugin in insert mode first (the
 # benchmark client keeps no cookies, so every response carries a freshly signed cookie, as
-# HAProxy's `cookie SRV insert` does in the same run).
+# HAProxy's `cookie SRV insert` does in the same run). CONF_ONLY=path writes the config there
+# and exits (used by conf/bench/ab.sh).
 set -euo pipefail
 bin=${BERTH_BIN:?path to the berth binary}
 mode=${BENCH_MODE:-header}
-conf=$PB_RUN_DIR/berth-$mode.yaml
+mkdir -p "$PB_RUN_DIR"
+conf=${CONF_ONLY:-$PB_RUN_DIR/berth-$mode.yaml}
 admin_port=$(( ${PB_PORT:-18082} + 1000 ))
 {
   echo "server:"
@@ -35,4 +37,5 @@ admin_port=$(( ${PB_PORT:-18082} + 1000 ))
     i=$((i + 1))
   done
 } > "$conf"
+[ -z "${CONF_ONLY:-}" ] || exit 0
 RUST_LOG=${RUST_LOG:-warn} exec "$bin" -c "$conf"

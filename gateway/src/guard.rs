@@ -1,6 +1,7 @@
 //! Slow-client protection below HTTP: every client connection's byte stream is wrapped so that
 //! a request head must arrive whole within `limits.header_timeout` of its first byte, and a
-//! new connection must send its first byte within `limits.keepalive_timeout`.
+//! connection must send the first byte of its next request within `limits.keepalive_timeout`
+//! (of being accepted, or of the previous response).
 //!
 //! Pingora's own read timeouts apply to each read, so a client trickling a head one byte at a
 //! time (slowloris) would hold its connection forever. The wrapper sees the bytes Pingora
@@ -8,9 +9,15 @@
 //! that ends the head, and starts a new head at the first byte read after the response began.
 //! A `101 Switching Protocols` answer (WebSocket) turns the connection into a tunnel that is
 //! never timed here; a `1xx` interim answer (`100 Continue`) keeps waiting for the body.
-//! Bodies are timed by Pingora (`limits.body_timeout`, set per request in the proxy), idle
-//! keep-alive connections by Pingora's keep-alive timeout (set per request to
-//! `limits.keepalive_timeout`, whatever `Keep-Alive` the client asked for).
+//! Bodies are timed by Pingora (`limits.body_timeout`, set per request in the proxy).
+//!
+//! Cost: one timer per connection, not per request. A deadline is a time stamped when a read
+//! would wait in a timed phase (at most one clock read per request); the connection's single
+//! timer is re-armed only when it would fire too late for the deadline now due, and when it
+//! fires early (the connection moved on since it was armed) it is set again to the deadline
+//! now due. Keep-alive connections therefore touch the timer wheel about once per idle
+//! timeout rather than once per request — which is also why the idle timeout is enforced
+//! here and Pingora's own keep-alive timeout (a timer per request) stays off.
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -27,15 +34,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// The deadlines the wrapper enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
     /// From the first byte of a request head to its end.
     pub header: Duration,
-    /// From accepting a connection to its first byte.
-    pub first_byte: Duration,
+    /// From accepting a connection, or from the start of a response, to the first byte of the
+    /// next request.
+    pub idle: Duration,
 }
 
 /// A [`ServerApp`] whose connections are wrapped in [`HeadDeadline`].
@@ -88,7 +96,10 @@ pub struct HeadDeadline {
     inner: Stream,
     deadlines: Deadlines,
     phase: Phase,
-    /// Armed while a deadline runs (first byte of a new connection, or a head in progress).
+    /// When the current timed wait ends: stamped at the first read that would wait in a timed
+    /// phase (`None` until then, and in untimed phases).
+    due: Option<Instant>,
+    /// The connection's one timer, created at the first timed wait.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -97,6 +108,7 @@ impl std::fmt::Debug for HeadDeadline {
         f.debug_struct("HeadDeadline")
             .field("inner", &self.inner)
             .field("phase", &self.phase)
+            .field("due", &self.due)
             .finish()
     }
 }
@@ -110,7 +122,9 @@ impl HeadDeadline {
                 started: false,
                 newlines: 0,
             },
-            timer: Some(Box::pin(tokio::time::sleep(deadlines.first_byte))),
+            // A new connection's idle time counts from its acceptance.
+            due: Some(Instant::now() + deadlines.idle),
+            timer: None,
         }
     }
 
@@ -132,27 +146,34 @@ impl HeadDeadline {
         else {
             return;
         };
-        for &b in bytes {
-            if !started {
-                // Empty lines before a request line are allowed (RFC 9112 §2.2).
-                if b == b'\r' || b == b'\n' {
-                    continue;
-                }
-                started = true;
-                self.timer = Some(Box::pin(tokio::time::sleep(self.deadlines.header)));
+        let mut rest = bytes;
+        if !started {
+            // Empty lines before a request line are allowed (RFC 9112 §2.2).
+            let Some(first) = rest.iter().position(|&b| b != b'\r' && b != b'\n') else {
+                return;
+            };
+            rest = &rest[first..];
+            started = true;
+            newlines = 0;
+            // The head's clock starts now; stamped only if a read has to wait for the rest.
+            self.due = None;
+        }
+        // The head ends at an empty line: two line ends with nothing but CRs between them.
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            if rest[..i].iter().any(|&b| b != b'\r') {
+                newlines = 1;
+            } else {
+                newlines += 1;
             }
-            match b {
-                b'\n' => {
-                    newlines += 1;
-                    if newlines == 2 {
-                        self.phase = Phase::Body;
-                        self.timer = None;
-                        return;
-                    }
-                }
-                b'\r' => {}
-                _ => newlines = 0,
+            if newlines == 2 {
+                self.phase = Phase::Body;
+                self.due = None;
+                return;
             }
+            rest = &rest[i + 1..];
+        }
+        if rest.iter().any(|&b| b != b'\r') {
+            newlines = 0;
         }
         self.phase = Phase::Head { started, newlines };
     }
@@ -171,8 +192,43 @@ impl HeadDeadline {
                     Some([b'1', _, _]) => Phase::Body,
                     _ => Phase::Response,
                 };
-                self.timer = None;
+                // The idle time until the next request counts from the response's start.
+                self.due = None;
             }
+        }
+    }
+
+    /// A read is about to wait: `Err` when the current deadline has passed, else the timer is
+    /// armed (registered with `cx`) no later than the deadline.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Result<(), &'static str> {
+        let what = match self.phase {
+            Phase::Head { started: true, .. } => "request head not complete",
+            Phase::Head { started: false, .. } | Phase::Response => "no request",
+            Phase::Body | Phase::Tunnel => return Ok(()),
+        };
+        let due = *self.due.get_or_insert_with(|| {
+            let d = &self.deadlines;
+            let wait = match self.phase {
+                Phase::Head { started: true, .. } => d.header,
+                _ => d.idle,
+            };
+            Instant::now() + wait
+        });
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() > due {
+            timer.as_mut().reset(due);
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+            // Fired: either this deadline, or an earlier one the connection has moved past.
+            if timer.deadline() >= due {
+                return Err(what);
+            }
+            timer.as_mut().reset(due);
         }
     }
 }
@@ -191,24 +247,13 @@ impl AsyncRead for HeadDeadline {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                let expired = self
-                    .timer
-                    .as_mut()
-                    .is_some_and(|t| t.as_mut().poll(cx).is_ready());
-                if expired {
-                    self.timer = None;
-                    let what = match self.phase {
-                        Phase::Head { started: true, .. } => "request head not complete",
-                        _ => "no request",
-                    };
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("{what} within the client timeout"),
-                    )));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => match self.wait(cx) {
+                Ok(()) => Poll::Pending,
+                Err(what) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{what} within the client timeout"),
+                ))),
+            },
         }
     }
 }
@@ -324,20 +369,24 @@ mod tests {
 
     const D: Deadlines = Deadlines {
         header: Duration::from_millis(300),
-        first_byte: Duration::from_millis(300),
+        idle: Duration::from_millis(300),
     };
     /// Comfortably past both deadlines.
     const PAST: Duration = Duration::from_millis(900);
 
     /// A guarded server side and its client, over real loopback TCP.
     async fn pair() -> (HeadDeadline, TcpStream) {
+        pair_with(D).await
+    }
+
+    async fn pair_with(d: Deadlines) -> (HeadDeadline, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(server));
-        (HeadDeadline::new(stream, D), client)
+        (HeadDeadline::new(stream, d), client)
     }
 
     /// Read until `n` bytes arrived, an error, or EOF.
@@ -402,7 +451,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_complete_head_stops_the_clock_and_the_response_restarts_it() {
-        let (mut s, mut client) = pair().await;
+        // Idle longer than PAST: the head clock, not the idle one, cuts the trickled head.
+        let (mut s, mut client) = pair_with(Deadlines {
+            header: D.header,
+            idle: Duration::from_secs(3),
+        })
+        .await;
         let head = b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
         client.write_all(head).await.unwrap();
         assert_eq!(read_n(&mut s, head.len()).await.unwrap(), head);
@@ -411,10 +465,66 @@ mod tests {
         s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             .await
             .unwrap();
-        // Idle between requests: Pingora's keep-alive timeout, not this one.
+        // Idle between requests, within keepalive_timeout.
         stays_open(&mut s).await;
         // The next head, trickled, is timed from its first byte.
         client.write_all(b"GET /2 HTTP/1.1\r\n").await.unwrap();
+        times_out(&mut s).await;
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_cut_and_a_busy_one_is_not() {
+        let (mut s, mut client) = pair().await;
+        // A request every 100 ms for 3× the idle timeout, each read waiting for it (the timer is
+        // armed): each idle time counts from the previous response, so the connection stays
+        // (the one timer fires early, re-arms, never cuts).
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let sender = tokio::spawn(async move {
+            for _ in 0..9 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                client.write_all(head).await.unwrap();
+            }
+            client
+        });
+        for _ in 0..9 {
+            assert_eq!(read_n(&mut s, head.len()).await.unwrap(), head);
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        }
+        let _client = sender.await.unwrap();
+        // Then nothing: cut once idle for keepalive_timeout after the last response.
+        let t = std::time::Instant::now();
+        times_out(&mut s).await;
+        let idle = t.elapsed();
+        assert!(idle >= D.idle - Duration::from_millis(110), "{idle:?}");
+    }
+
+    #[tokio::test]
+    async fn a_head_split_over_reads_is_found_whole() {
+        // CR LF split between reads, bare LFs, leading empty lines: the head still ends at its
+        // empty line and no timeout follows while the response is awaited.
+        let (mut s, mut client) = pair().await;
+        for part in [
+            &b"\r\n\r\nGET / HTTP/1.1\r"[..],
+            b"\nHost: x\r\nA: b\r\n\r",
+            b"\n",
+        ] {
+            client.write_all(part).await.unwrap();
+            read_n(&mut s, part.len()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stays_open(&mut s).await;
+        let (mut s, mut client) = pair().await;
+        let head = b"GET / HTTP/1.1\nHost: x\n\n";
+        client.write_all(head).await.unwrap();
+        read_n(&mut s, head.len()).await.unwrap();
+        stays_open(&mut s).await;
+        // A line of CRs only is not an empty line's end unless a LF follows.
+        let (mut s, mut client) = pair().await;
+        let head = b"GET / HTTP/1.1\r\nX: y\r\r";
+        client.write_all(head).await.unwrap();
+        read_n(&mut s, head.len()).await.unwrap();
         times_out(&mut s).await;
     }
 

@@ -28,36 +28,50 @@ pub fn host(req: &RequestHeader) -> Option<&str> {
 
 /// Set the headers the backend receives. Client-sent `X-Berth-*` headers are removed first, so
 /// a client cannot fake Berth's signals.
-///
-/// Runs on every request: values are static, pre-built per backend ([`Signal::backup`]) or
-/// shared with the request (`Host`), so the only allocations left are the ones Pingora makes
-/// for each inserted header name.
 pub fn to_upstream(session: &Session, req: &mut RequestHeader, signal: &Signal<'_>) -> Result<()> {
-    for name in [AFFINITY, PREVIOUS, BACKUP] {
-        req.remove_header(name);
-    }
-    req.insert_header(AFFINITY, HeaderValue::from_static(signal.affinity))?;
-    if let Some(p) = &signal.previous {
-        req.insert_header(PREVIOUS, &**p)?;
-    }
-    if let Some(b) = signal.backup {
-        req.insert_header(BACKUP, b.clone())?;
-    }
-    if let Some(ip) = client_ip(session) {
-        let xff = forwarded_for(req, ip)?;
-        req.insert_header(XFF, xff)?;
-    }
-    req.insert_header(XF_PROTO, HeaderValue::from_static("http"))?;
-    let down = session.req_header();
-    match down.headers.get(http::header::HOST) {
-        // The same bytes `host()` returns, shared rather than copied.
-        Some(h) if h.to_str().is_ok() => req.insert_header(XF_HOST, h.clone())?,
-        _ => {
-            if let Some(h) = host(down).map(str::to_owned) {
-                req.insert_header(XF_HOST, h)?;
-            }
+    forward(req, signal, client_ip(session))
+}
+
+/// [`to_upstream`] without the session: `client` is the peer's address. Berth forwards `Host`
+/// unchanged, so it sends no `X-Forwarded-Host` (and removes one a client sent).
+///
+/// Runs on every request, and each header Pingora inserts costs a name parse, two
+/// allocations and two hash-map inserts (its case-preserving map and the value map), and the
+/// maps regrow once the request's own headers fill them: so only the headers that carry
+/// something are inserted, and removals are skipped unless a client sent such a header
+/// (one scan of the request's header names).
+pub fn forward(req: &mut RequestHeader, signal: &Signal<'_>, client: Option<IpAddr>) -> Result<()> {
+    let mut sent_xff = false;
+    let mut strip = false;
+    for name in req.headers.keys() {
+        let n = name.as_str();
+        if n.starts_with("x-berth-") || n == XF_HOST || n == XF_PROTO {
+            strip = true;
+        } else if n == XFF {
+            sent_xff = true;
         }
     }
+    if strip {
+        for name in [AFFINITY, PREVIOUS, BACKUP, XF_HOST, XF_PROTO] {
+            req.remove_header(name);
+        }
+    }
+    req.append_header(AFFINITY, HeaderValue::from_static(signal.affinity))?;
+    if let Some(p) = &signal.previous {
+        req.append_header(PREVIOUS, &**p)?;
+    }
+    if let Some(b) = signal.backup {
+        req.append_header(BACKUP, b.clone())?;
+    }
+    if let Some(ip) = client {
+        if sent_xff {
+            let xff = forwarded_for(req, ip)?;
+            req.insert_header(XFF, xff)?;
+        } else {
+            req.append_header(XFF, ip_value(ip))?;
+        }
+    }
+    req.append_header(XF_PROTO, HeaderValue::from_static("http"))?;
     Ok(())
 }
 
@@ -65,20 +79,43 @@ const XFF: &str = "x-forwarded-for";
 const XF_PROTO: &str = "x-forwarded-proto";
 const XF_HOST: &str = "x-forwarded-host";
 
-/// `X-Forwarded-For`: the values the client sent (each followed by `, `), then the peer's IP.
-fn forwarded_for(req: &RequestHeader, ip: IpAddr) -> Result<HeaderValue> {
-    let mut sent = req.headers.get_all(XFF).iter().peekable();
-    if sent.peek().is_none() {
-        // The common case: just the address, formatted on the stack.
-        let mut buf = [0u8; 64];
-        let mut w = std::io::Cursor::new(&mut buf[..]);
-        // An IPv6 address is at most 45 bytes: cannot fail.
-        let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
-        let n = w.position() as usize;
-        if let Ok(v) = HeaderValue::from_bytes(&buf[..n]) {
-            return Ok(v);
+/// An address as a header value; IPv4 (the common case) without the formatting machinery.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let mut buf = [0u8; 64];
+    let n = match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
         }
-    }
+        IpAddr::V6(_) => {
+            let mut w = std::io::Cursor::new(&mut buf[..]);
+            // An IPv6 address is at most 45 bytes: cannot fail.
+            let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
+            w.position() as usize
+        }
+    };
+    HeaderValue::from_bytes(&buf[..n]).expect("an address is a valid header value")
+}
+
+/// `X-Forwarded-For` when the client sent one: its values (each followed by `, `), then the
+/// peer's IP.
+fn forwarded_for(req: &RequestHeader, ip: IpAddr) -> Result<HeaderValue> {
     let mut xff = String::with_capacity(64);
     for v in req.headers.get_all(XFF) {
         if let Ok(s) = v.to_str() {
@@ -160,5 +197,100 @@ pub fn error_status(e: &Error) -> u16 {
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn parsed(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", Some(headers.len())).unwrap();
+        for (n, v) in headers {
+            req.append_header(n.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    fn values(req: &RequestHeader, name: &str) -> Vec<String> {
+        req.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn addresses_format_as_display_does() {
+        for ip in [
+            IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)),
+            IpAddr::V4(Ipv4Addr::new(255, 255, 255, 255)),
+            IpAddr::V4(Ipv4Addr::new(10, 1, 20, 100)),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(9, 99, 199, 200)),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6("2001:db8::ff00:42:8329".parse().unwrap()),
+            IpAddr::V6(
+                "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+                    .parse()
+                    .unwrap(),
+            ),
+        ] {
+            assert_eq!(ip_value(ip).to_str().unwrap(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_are_berths_and_the_case_of_others_is_kept() {
+        let signal = Signal {
+            affinity: "sticky",
+            previous: None,
+            backup: None,
+        };
+        let ip = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+        // Nothing to strip: the common case.
+        let mut req = parsed(&[("Host", "app.example"), ("X-Session-Id", "s1")]);
+        forward(&mut req, &signal, ip).unwrap();
+        assert_eq!(values(&req, AFFINITY), ["sticky"]);
+        assert_eq!(values(&req, XFF), ["192.0.2.7"]);
+        assert_eq!(values(&req, XF_PROTO), ["http"]);
+        assert!(values(&req, XF_HOST).is_empty());
+        assert!(values(&req, PREVIOUS).is_empty() && values(&req, BACKUP).is_empty());
+        let mut wire = bytes::BytesMut::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire.to_vec()).unwrap();
+        assert!(wire.contains("X-Session-Id: s1\r\n"), "{wire}");
+
+        // A client faking every signal: replaced or removed; its X-Forwarded-For is kept first.
+        let mut req = parsed(&[
+            ("Host", "app.example"),
+            ("X-Berth-Affinity", "sticky"),
+            ("X-Berth-Previous-Backend", "b9"),
+            ("X-Berth-Backup", "b8"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-For", "7.7.7.7"),
+        ]);
+        let backup = HeaderValue::from_static("b2");
+        let moved = Signal {
+            affinity: "reassigned",
+            previous: Some("b1".into()),
+            backup: Some(&backup),
+        };
+        forward(&mut req, &moved, ip).unwrap();
+        assert_eq!(values(&req, AFFINITY), ["reassigned"]);
+        assert_eq!(values(&req, PREVIOUS), ["b1"]);
+        assert_eq!(values(&req, BACKUP), ["b2"]);
+        assert_eq!(values(&req, XFF), ["6.6.6.6, 7.7.7.7, 192.0.2.7"]);
+        assert_eq!(values(&req, XF_PROTO), ["http"]);
+        assert!(values(&req, XF_HOST).is_empty());
+        assert_eq!(values(&req, "host"), ["app.example"]);
+
+        // No peer address (a Unix socket): no X-Forwarded-For of Berth's.
+        let mut req = parsed(&[("Host", "app.example")]);
+        forward(&mut req, &signal, None).unwrap();
+        assert!(values(&req, XFF).is_empty());
     }
 }

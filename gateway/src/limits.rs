@@ -142,18 +142,15 @@ impl ClientLimits {
     pub fn deadlines(&self) -> Deadlines {
         Deadlines {
             header: self.header_timeout,
-            first_byte: self.keepalive_timeout,
+            idle: self.keepalive_timeout,
         }
     }
 
-    /// Per-request timeouts Pingora enforces: body reads, and the keep-alive idle timeout
-    /// (replacing whatever `Keep-Alive: timeout=` the client asked for; a connection the
-    /// client asked to close stays closing).
+    /// The per-request timeout Pingora enforces: body reads. (The keep-alive idle timeout is
+    /// the connection wrapper's, see `guard`; Pingora keeps its default of no timeout, which
+    /// costs no timer per request.)
     pub fn apply(&self, session: &mut Session) {
         session.set_read_timeout(Some(self.body_timeout));
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(self.keepalive_timeout.as_secs().max(1)));
-        }
     }
 
     /// Check a request head: `Some(why)` when it must be refused.

@@ -270,7 +270,9 @@ fn hop_by_hop_headers_are_stripped_and_forwarding_headers_are_berths() {
         "{body}"
     );
     assert_eq!(seen("x-forwarded-proto"), vec!["http"], "{body}");
-    assert_eq!(seen("x-forwarded-host"), vec!["app.example"], "{body}");
+    // Host goes through unchanged, so Berth sends no X-Forwarded-Host and drops the client's.
+    assert!(seen("x-forwarded-host").is_empty(), "{body}");
+    assert_eq!(seen("host"), vec!["app.example"], "{body}");
     assert_eq!(seen("x-berth-affinity"), vec!["ring"], "{body}");
     assert!(seen("x-berth-previous-backend").is_empty(), "{body}");
 

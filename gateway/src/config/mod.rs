@@ -2,6 +2,8 @@
 //! ([`load`]). The model holds checked, typed values only; the file format lives in `load.rs`
 //! and is documented key by key in `conf/berth.yaml`.
 mod load;
+#[cfg(test)]
+mod tests;
 
 pub use berth_plugins::params::ConfError;
 pub use load::{load_file, parse, valid_id};

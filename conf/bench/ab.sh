@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# ab.sh — interleaved A/B of several gateway builds under the peer harness's workload, for
+# measuring one optimisation at a time (`make bench-ab`). The shared harness
+# (../shared/bench/peerbench) compares ONE gateway with HAProxy and NGINX; this compares
+# gateways with each other (e.g. Berth before/after a change, Berth vs bare Pingora) and keeps
+# HAProxy as a reference row. Same workload: the harness's nginx backends and wrk script
+# (`wrk -t1 -c50`, X-Session-Id from a pool of 10,000), the gateways pinned alone on core 0,
+# wrk and the backends on core 1, rounds interleaved (A B C A B C ...), medians reported.
+#
+#   GWS='berth=/path/berth -c %CONF%;bare=/tmp/bare-pingora/release/bare-pingora' conf/bench/ab.sh
+#
+# Each entry is name=command. In the command, %LISTEN% is the address it must listen on and
+# %CONF% a Berth config written for it (header affinity; BENCH_MODE=cookie puts cookie insert
+# first, as in `make bench-peers`); PB_LISTEN/PB_UPSTREAMS/PB_HASH_HEADER are also exported
+# (bare-pingora reads them). Knobs: ROUNDS (5), DURATION (8 s), WARMUP (2 s), CONNS (50),
+# HAPROXY (1 = include HAProxy with the harness's config), PERF=name (after the rounds, record
+# `perf record -g` of that gateway for PERF_SECONDS (10) under the same load into
+# $OUT/perf-name.data), SYSCALLS=1 (system calls per request of each gateway), OUT (/tmp/berth-ab/<time>). Loopback only; kills only what it started.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+PB=${PEERBENCH_DIR:-$HERE/../../../shared/bench/peerbench}
+[ -f "$PB/session.lua" ] || { echo "ab.sh: no peer harness at $PB (set PEERBENCH_DIR)" >&2; exit 1; }
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-50}
+HAPROXY=${HAPROXY:-1}
+MODE=${BENCH_MODE:-header}
+PERF=${PERF:-}
+PERF_SECONDS=${PERF_SECONDS:-10}
+OUT=${OUT:-/tmp/berth-ab/$(date +%Y%m%d-%H%M%S)}
+GWS=${GWS:?'GWS="name=command;name=command" (see the header of this file)'}
+mkdir -p "$OUT"
+RUN=$(mktemp -d /tmp/berth-ab-run.XXXXXX)
+NICE=$([ "$(id -u)" = 0 ] && echo -20 || echo 0)
+HZ=$(getconf CLK_TCK)
+UPS="127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003,127.0.0.1:19004"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
+  rm -rf "$RUN"
+}
+trap cleanup EXIT INT TERM
+log() { echo "[ab $(date +%H:%M:%S)] $*" >&2; }
+
+# start NAME CPUS cmd... : own session (killed by group), pinned, niced; pid in PID_NAME
+start() {
+  local name=$1 cpus=$2; shift 2
+  setsid taskset -c "$cpus" nice -n "$NICE" "$@" >"$RUN/$name.out" 2>&1 &
+  PIDS+=($!)
+  printf -v "PID_$name" '%s' "$!"
+}
+wait_http() { # url seconds
+  for _ in $(seq 1 $(( $2 * 10 ))); do curl -fs -o /dev/null -H 'X-Session-Id: sid-00001' "$1" && return 0; sleep 0.1; done
+  echo "ab.sh: nothing answers on $1" >&2; exit 1
+}
+cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+
+sed -e "s#@RUN@#$RUN#g" "$PB/templates/backends.nginx.conf.tmpl" >"$RUN/backends.conf"
+start backends 1 nginx -p "$RUN" -e "$RUN/backends.err.log" -c "$RUN/backends.conf" -g 'daemon off;'
+wait_http http://127.0.0.1:19001/ 10
+
+NAMES=(); declare -A PORT=() PID=()
+port=18090
+if [ "$HAPROXY" = 1 ]; then
+  sed -e "s#@RUN@#$RUN#g" -e "s#@HAPROXY_PORT@#$port#g" \
+      -e "s#@COOKIE_LINE@#    cookie SRV insert indirect nocache#" -e "s#@COOKIE_B\([1-4]\)@#cookie b\1#" \
+      "$PB/templates/haproxy.cfg.tmpl" >"$RUN/haproxy.cfg"
+  start haproxy 0 haproxy -db -f "$RUN/haproxy.cfg"
+  NAMES+=(haproxy); PORT[haproxy]=$port; PID[haproxy]=$PID_haproxy; port=$((port + 1))
+fi
+IFS=';' read -r -a entries <<<"$GWS"
+for e in "${entries[@]}"; do
+  name=${e%%=*}; cmd=${e#*=}
+  listen="127.0.0.1:$port"
+  conf="$RUN/$name.yaml"
+  PB_LISTEN=$listen PB_PORT=$port PB_RUN_DIR=$RUN/$name PB_UPSTREAMS=$UPS BENCH_MODE=$MODE \
+    BERTH_BIN=/bin/true CONF_ONLY=$conf "$HERE/peerbench.sh"
+  cmd=${cmd//%LISTEN%/$listen}; cmd=${cmd//%CONF%/$conf}
+  PB_LISTEN=$listen PB_UPSTREAMS=$UPS PB_HASH_HEADER=X-Session-Id RUST_LOG=warn \
+    start "$name" 0 bash -c "exec $cmd"
+  v="PID_$name"; NAMES+=("$name"); PORT[$name]=$port; PID[$name]=${!v}; port=$((port + 1))
+done
+for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/" 60; done
+
+run_wrk() { # name seconds -> "rps reqs p99_us errors"
+  PB_IDS=10000 PB_SEED=42 taskset -c 1 nice -n "$NICE" wrk -t1 -c"$CONNS" -d"${2}s" --timeout 5s \
+    -s "$PB/session.lua" "http://127.0.0.1:${PORT[$1]}/" 2>&1 | tee -a "$RUN/wrk.log" |
+    awk '/^PB_RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+         print v["rps"], v["reqs"], v["p99_us"], v["err_connect"] + v["err_read"] + v["err_write"] + v["err_status"] + v["err_timeout"] }'
+}
+
+log "gateways: ${NAMES[*]} (mode $MODE); $ROUNDS rounds of ${DURATION}s"
+for n in "${NAMES[@]}"; do run_wrk "$n" "$WARMUP" >/dev/null; done
+printf 'round\tname\trps\tp99_us\terrors\tcpu_us_per_req\tuser_us_per_req\tsys_us_per_req\n' >"$OUT/raw.tsv"
+for r in $(seq 1 "$ROUNDS"); do
+  for n in "${NAMES[@]}"; do
+    read -r u0 s0 < <(cpu_ticks "${PID[$n]}")
+    read -r rps reqs p99 errs < <(run_wrk "$n" "$DURATION")
+    read -r u1 s1 < <(cpu_ticks "${PID[$n]}")
+    per() { awk -v t="$1" -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'; }
+    cpr=$(per $((u1 - u0 + s1 - s0))); usr=$(per $((u1 - u0))); sys=$(per $((s1 - s0)))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$n" "$rps" "$p99" "$errs" "$cpr" "$usr" "$sys" >>"$OUT/raw.tsv"
+    log "round $r $n: $rps req/s, p99 ${p99}us, $cpr us CPU/req ($usr user, $sys system), errors $errs"
+  done
+done
+
+# Medians per gateway, ratios to the first gateway after HAProxy (the baseline of the A/B).
+base=${entries[0]%%=*}
+awk -F'\t' -v base="$base" -v order="${NAMES[*]}" '
+  NR > 1 { rps[$2] = rps[$2] " " $3; p99[$2] = p99[$2] " " $4; cpu[$2] = cpu[$2] " " $6; usr[$2] = usr[$2] " " $7; sys[$2] = sys[$2] " " $8; err[$2] += $5 }
+  function med(s,   a, n, i, j, t) { n = split(s, a, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+  END {
+    n = split(order, names, " ")
+    printf "%-14s %10s %9s %12s %9s %9s %10s %10s %7s\n", "gateway", "req/s", "p99_us", "cpu_us/req", "user", "system", "cpu/" base, "cpu/haproxy", "errors"
+    for (i = 1; i <= n; i++) { g = names[i]
+      printf "%-14s %10.0f %9.0f %12.2f %9.2f %9.2f %10s %10s %7d\n", g, med(rps[g]), med(p99[g]), med(cpu[g]), med(usr[g]), med(sys[g]),
+        sprintf("%.3f", med(cpu[g]) / med(cpu[base])), ("haproxy" in cpu) ? sprintf("%.3f", med(cpu[g]) / med(cpu["haproxy"])) : "-", err[g] }
+  }' "$OUT/raw.tsv" | tee "$OUT/table.txt"
+
+if [ "${SYSCALLS:-0}" = 1 ]; then
+  # System calls per request of each gateway (perf's syscall tracepoints, 6 s of load each).
+  for n in "${NAMES[@]}"; do
+    run_wrk "$n" 8 >"$RUN/stat-wrk" &
+    load=$!
+    sleep 1
+    perf stat -x, -e 'syscalls:sys_enter_*' -p "${PID[$n]}" -o "$RUN/stat-$n" -- sleep 6 || true
+    wait "$load"
+    reqs=$(awk '{ print int($2 * 6 / 8) }' "$RUN/stat-wrk")
+    awk -F, -v n="$n" -v reqs="$reqs" '$1 ~ /^[0-9]+$/ && $1 > 0 { sub("syscalls:sys_enter_", "", $3); t += $1
+        printf "%s syscalls/req %-16s %.3f\n", n, $3, $1 / reqs }
+      END { printf "%s syscalls/req %-16s %.3f\n", n, "TOTAL", t / reqs }' "$RUN/stat-$n" | sort -k4 -rn -t' ' | tee -a "$OUT/syscalls.txt"
+  done
+fi
+
+if [ -n "$PERF" ]; then
+  log "perf: recording $PERF for ${PERF_SECONDS}s under load"
+  run_wrk "$PERF" $((PERF_SECONDS + 2)) >/dev/null &
+  load=$!
+  sleep 1
+  perf record -g -F 1999 -p "${PID[$PERF]}" -o "$OUT/perf-$PERF.data" -- sleep "$PERF_SECONDS" 2>"$RUN/perf.err" || cat "$RUN/perf.err" >&2
+  wait "$load"
+  log "perf report -i $OUT/perf-$PERF.data --no-children"
+fi
+log "results in $OUT"

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# instructions.sh — user-space instructions per request of each gateway, counted by valgrind's
+# callgrind under the peer harness's workload (`make bench-instructions`). Unlike CPU time,
+# the count does not depend on the machine's load or on how the kernel schedules the other
+# side, so a change of a few percent is visible in one run. It does not count the kernel.
+#
+#   GWS='berth=/path/berth -c %CONF%;bare=/tmp/bare-pingora/release/bare-pingora' conf/bench/instructions.sh
+#
+# Same GWS syntax as ab.sh. Each gateway runs alone under callgrind: warm-up, counters zeroed,
+# REQUESTS_SECONDS (10) of `wrk -c10` load, counters dumped; the table gives instructions per
+# request; $OUT/callgrind-<name>.out.* can be read with callgrind_annotate (--inclusive=yes).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+PB=${PEERBENCH_DIR:-$HERE/../../../shared/bench/peerbench}
+[ -f "$PB/session.lua" ] || { echo "instructions.sh: no peer harness at $PB" >&2; exit 1; }
+SECONDS_LOAD=${REQUESTS_SECONDS:-10}
+MODE=${BENCH_MODE:-header}
+OUT=${OUT:-/tmp/berth-instructions/$(date +%Y%m%d-%H%M%S)}
+GWS=${GWS:?'GWS="name=command;name=command"'}
+command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is not installed" >&2; exit 1; }
+mkdir -p "$OUT"
+RUN=$(mktemp -d /tmp/berth-instr-run.XXXXXX)
+UPS="127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003,127.0.0.1:19004"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
+  rm -rf "$RUN"
+}
+trap cleanup EXIT INT TERM
+log() { echo "[instructions $(date +%H:%M:%S)] $*" >&2; }
+wait_http() {
+  for _ in $(seq 1 $(( $2 * 10 ))); do curl -fs -o /dev/null -H 'X-Session-Id: sid-00001' "$1" && return 0; sleep 0.1; done
+  echo "instructions.sh: nothing answers on $1" >&2; exit 1
+}
+run_wrk() { # url seconds -> requests
+  PB_IDS=10000 PB_SEED=42 wrk -t1 -c10 -d"${2}s" --timeout 10s -s "$PB/session.lua" "$1" 2>&1 |
+    tee -a "$RUN/wrk.log" | awk '/^PB_RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "reqs") print kv[2] } }'
+}
+
+sed -e "s#@RUN@#$RUN#g" "$PB/templates/backends.nginx.conf.tmpl" >"$RUN/backends.conf"
+setsid nginx -p "$RUN" -e "$RUN/backends.err.log" -c "$RUN/backends.conf" -g 'daemon off;' >/dev/null 2>&1 &
+PIDS+=($!)
+wait_http http://127.0.0.1:19001/ 10
+
+printf '%-14s %10s %14s %12s\n' gateway requests instructions instr/req | tee "$OUT/table.txt"
+port=18095
+IFS=';' read -r -a entries <<<"$GWS"
+for e in "${entries[@]}"; do
+  name=${e%%=*}; cmd=${e#*=}
+  listen="127.0.0.1:$port"; conf="$RUN/$name.yaml"
+  PB_LISTEN=$listen PB_PORT=$port PB_RUN_DIR=$RUN/$name PB_UPSTREAMS=$UPS BENCH_MODE=$MODE \
+    BERTH_BIN=/bin/true CONF_ONLY=$conf "$HERE/peerbench.sh"
+  cmd=${cmd//%LISTEN%/$listen}; cmd=${cmd//%CONF%/$conf}
+  out="$OUT/callgrind-$name.out"
+  PB_LISTEN=$listen PB_UPSTREAMS=$UPS PB_HASH_HEADER=X-Session-Id RUST_LOG=warn \
+    setsid valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out" $cmd >"$RUN/$name.log" 2>&1 &
+  pid=$!; PIDS+=($pid)
+  wait_http "http://127.0.0.1:$port/" 120
+  run_wrk "http://127.0.0.1:$port/" 5 >/dev/null   # warm-up: pins, pooled connections
+  callgrind_control -z "$pid" >/dev/null
+  reqs=$(run_wrk "http://127.0.0.1:$port/" "$SECONDS_LOAD")
+  callgrind_control -d "$name-load" "$pid" >/dev/null
+  sleep 1
+  dump=$(ls -t "$out".* | head -1)
+  ir=$(awk '/^summary:/ { print $2 }' "$dump")
+  printf '%-14s %10s %14s %12.0f\n' "$name" "$reqs" "$ir" "$(awk -v i="$ir" -v n="$reqs" 'BEGIN { print i / n }')" | tee -a "$OUT/table.txt"
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  port=$((port + 1))
+done
+log "results in $OUT (callgrind_annotate --inclusive=yes $OUT/callgrind-<name>.out.<pid>.<n>)"

@@ -1,0 +1,35 @@
+use super::parse;
+use berth_plugins::Registry;
+
+fn config(server: &str) -> super::Config {
+    let yaml = format!(
+        "{server}upstreams:\n  app:\n    backends:\n      - {{ id: b1, addr: \"127.0.0.1:9\" }}\n"
+    );
+    parse(&yaml, &Registry::builtin()).expect("valid config")
+}
+
+#[test]
+fn pingora_timers_default_to_tokio_unless_the_file_says_otherwise() {
+    assert_eq!(
+        config("").server.fast_timeout_to_tokio_threshold_seconds,
+        Some(0)
+    );
+    assert_eq!(
+        config("server:\n  threads: 2\n")
+            .server
+            .fast_timeout_to_tokio_threshold_seconds,
+        Some(0)
+    );
+    assert_eq!(
+        config("server:\n  fast_timeout_to_tokio_threshold_seconds: 900\n")
+            .server
+            .fast_timeout_to_tokio_threshold_seconds,
+        Some(900)
+    );
+    assert_eq!(
+        config("server:\n  fast_timeout_to_tokio_threshold_seconds: null\n")
+            .server
+            .fast_timeout_to_tokio_threshold_seconds,
+        None
+    );
+}

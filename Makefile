@@ -5,6 +5,8 @@
 #   make bench   criterion benchmarks of the routing core
 #   make sim     load-placement simulation of the routing core (SIM_ARGS=--quick, --large, --help)
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
+#   make bench-ab     Berth vs bare Pingora vs HAProxy, CPU per request, interleaved (conf/bench/ab.sh)
+#   make bench-instructions  instructions and allocations per request, Berth vs bare Pingora (callgrind)
 #   make lint    rustfmt check, clippy with warnings as errors, cargo-deny + cargo-audit
 #   make fmt     format the code
 #   make check-conf  validate every shipped config file with `berth -t`
@@ -19,10 +21,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run test bench sim bench-peers lint lint-tools advisories fmt check-conf deps build upgrade-demo fuzz
+.PHONY: help run test bench sim bench-peers bench-ab bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo fuzz
 
 help:
-	@sed -n '3,12p' Makefile
+	@sed -n '3,14p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -72,15 +74,38 @@ sim:
 ## bench-peers: release build, then the shared peer harness twice (header affinity, then cookie
 ## insert), each with HAProxy, NGINX and direct-to-backend interleaved. Needs root (priorities).
 PEERBENCH ?= ../shared/bench/peerbench/peerbench.sh
-bench-peers: deps
-	@command -v haproxy >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq haproxy nginx-light wrk curl; }
+bench-peers: deps peer-tools
 	$(CARGO) build --release -p berth
 	for mode in header cookie; do \
 	  BERTH_BIN=$(TARGET_DIR)/release/berth BENCH_MODE=$$mode GW_NAME=berth-$$mode \
 	  GW_CMD='exec $(CURDIR)/conf/bench/peerbench.sh' GW_WAIT=60 $(PEERBENCH) || exit 1; \
 	done
+
+peer-tools:
+	@command -v haproxy >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null \
+	  && command -v valgrind >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq haproxy nginx-light wrk curl valgrind; }
+
+## The reference: ../shared/bench/bare-pingora, built with Berth's release settings + mimalloc.
+BARE_PINGORA_DIR ?= /tmp/bare-pingora
+bare-pingora:
+	CARGO_TARGET_DIR=$(BARE_PINGORA_DIR) $(CARGO) build --release --features mimalloc \
+	  --manifest-path ../shared/bench/bare-pingora/Cargo.toml
+
+## bench-ab: Berth (BENCH_MODE=header|cookie) against bare Pingora and HAProxy, gateways pinned
+## alone on core 0, ROUNDS interleaved rounds, medians of CPU per request (user and system).
+bench-ab: deps peer-tools bare-pingora
+	$(CARGO) build --release -p berth
+	GWS='bare-pingora=$(BARE_PINGORA_DIR)/release/bare-pingora;berth=$(TARGET_DIR)/release/berth -c %CONF%' \
+	  conf/bench/ab.sh
+
+## bench-instructions: the same workload under callgrind: user-space instructions and heap
+## allocations per request, independent of the machine's load.
+bench-instructions: deps peer-tools bare-pingora
+	$(CARGO) build --release -p berth
+	GWS='berth=$(TARGET_DIR)/release/berth -c %CONF%;bare-pingora=$(BARE_PINGORA_DIR)/release/bare-pingora' \
+	  conf/bench/instructions.sh
 
 ## lint: formatting, clippy, then the dependency policy in deny.toml: licenses, bans and
 ## sources (cargo-deny, no network needed), and the RustSec advisories (cargo-deny and

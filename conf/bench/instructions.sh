@@ -8,7 +8,8 @@
 #
 # Same GWS syntax as ab.sh. Each gateway runs alone under callgrind: warm-up, counters zeroed,
 # REQUESTS_SECONDS (10) of `wrk -c10` load, counters dumped; the table gives instructions per
-# request; $OUT/callgrind-<name>.out.* can be read with callgrind_annotate (--inclusive=yes).
+# request and heap allocations per request (calls into the allocator, conf/bench/allocs.py);
+# $OUT/callgrind-<name>.out.* can be read with callgrind_annotate (--inclusive=yes).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PB=${PEERBENCH_DIR:-$HERE/../../../shared/bench/peerbench}
@@ -44,7 +45,7 @@ setsid nginx -p "$RUN" -e "$RUN/backends.err.log" -c "$RUN/backends.conf" -g 'da
 PIDS+=($!)
 wait_http http://127.0.0.1:19001/ 10
 
-printf '%-14s %10s %14s %12s\n' gateway requests instructions instr/req | tee "$OUT/table.txt"
+printf '%-14s %10s %14s %12s %11s\n' gateway requests instructions instr/req allocs/req | tee "$OUT/table.txt"
 port=18095
 IFS=';' read -r -a entries <<<"$GWS"
 for e in "${entries[@]}"; do
@@ -65,7 +66,8 @@ for e in "${entries[@]}"; do
   sleep 1
   dump=$(ls -t "$out".* | head -1)
   ir=$(awk '/^summary:/ { print $2 }' "$dump")
-  printf '%-14s %10s %14s %12.0f\n' "$name" "$reqs" "$ir" "$(awk -v i="$ir" -v n="$reqs" 'BEGIN { print i / n }')" | tee -a "$OUT/table.txt"
+  allocs=$(python3 "$HERE/allocs.py" "$dump" "$reqs")
+  printf '%-14s %10s %14s %12.0f %11s\n' "$name" "$reqs" "$ir" "$(awk -v i="$ir" -v n="$reqs" 'BEGIN { print i / n }')" "$allocs" | tee -a "$OUT/table.txt"
   kill -TERM -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   port=$((port + 1))

@@ -28,32 +28,50 @@ pub fn host(req: &RequestHeader) -> Option<&str> {
 
 /// Set the headers the backend receives. Client-sent `X-Berth-*` headers are removed first, so
 /// a client cannot fake Berth's signals.
-pub fn to_upstream(session: &Session, req: &mut RequestHeader, signal: &Signal<'_>) -> Result<()> {
-    forward(req, signal, client_ip(session))
+///
+/// `forwarded`: also set `X-Forwarded-For`/`-Proto` (the upstream's `forward_headers`).
+pub fn to_upstream(
+    session: &Session,
+    req: &mut RequestHeader,
+    signal: &Signal<'_>,
+    forwarded: bool,
+) -> Result<()> {
+    forward(req, signal, forwarded.then(|| client_ip(session)))
 }
 
-/// [`to_upstream`] without the session: `client` is the peer's address. Berth forwards `Host`
-/// unchanged, so it sends no `X-Forwarded-Host` (and removes one a client sent).
+/// [`to_upstream`] without the session. `client`: `None` when the forwarding headers are off
+/// (the client's own pass through unchanged), else the peer's address, if it has one. Berth
+/// forwards `Host` unchanged, so it sends no `X-Forwarded-Host` (and, when forwarding, removes
+/// one a client sent).
 ///
 /// Runs on every request, and each header Pingora inserts costs a name parse, two
 /// allocations and two hash-map inserts (its case-preserving map and the value map), and the
 /// maps regrow once the request's own headers fill them: so only the headers that carry
 /// something are inserted, and removals are skipped unless a client sent such a header
 /// (one scan of the request's header names).
-pub fn forward(req: &mut RequestHeader, signal: &Signal<'_>, client: Option<IpAddr>) -> Result<()> {
+pub fn forward(
+    req: &mut RequestHeader,
+    signal: &Signal<'_>,
+    client: Option<Option<IpAddr>>,
+) -> Result<()> {
+    let forwarding = client.is_some();
     let mut sent_xff = false;
     let mut strip = false;
     for name in req.headers.keys() {
         let n = name.as_str();
-        if n.starts_with("x-berth-") || n == XF_HOST || n == XF_PROTO {
+        if n.starts_with("x-berth-") || (forwarding && (n == XF_HOST || n == XF_PROTO)) {
             strip = true;
         } else if n == XFF {
             sent_xff = true;
         }
     }
     if strip {
-        for name in [AFFINITY, PREVIOUS, BACKUP, XF_HOST, XF_PROTO] {
+        for name in [AFFINITY, PREVIOUS, BACKUP] {
             req.remove_header(name);
+        }
+        if forwarding {
+            req.remove_header(XF_HOST);
+            req.remove_header(XF_PROTO);
         }
     }
     req.append_header(AFFINITY, HeaderValue::from_static(signal.affinity))?;
@@ -63,6 +81,9 @@ pub fn forward(req: &mut RequestHeader, signal: &Signal<'_>, client: Option<IpAd
     if let Some(b) = signal.backup {
         req.append_header(BACKUP, b.clone())?;
     }
+    let Some(client) = client else {
+        return Ok(());
+    };
     if let Some(ip) = client {
         if sent_xff {
             let xff = forwarded_for(req, ip)?;
@@ -251,7 +272,7 @@ mod tests {
         let ip = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
         // Nothing to strip: the common case.
         let mut req = parsed(&[("Host", "app.example"), ("X-Session-Id", "s1")]);
-        forward(&mut req, &signal, ip).unwrap();
+        forward(&mut req, &signal, Some(ip)).unwrap();
         assert_eq!(values(&req, AFFINITY), ["sticky"]);
         assert_eq!(values(&req, XFF), ["192.0.2.7"]);
         assert_eq!(values(&req, XF_PROTO), ["http"]);
@@ -279,7 +300,7 @@ mod tests {
             previous: Some("b1".into()),
             backup: Some(&backup),
         };
-        forward(&mut req, &moved, ip).unwrap();
+        forward(&mut req, &moved, Some(ip)).unwrap();
         assert_eq!(values(&req, AFFINITY), ["reassigned"]);
         assert_eq!(values(&req, PREVIOUS), ["b1"]);
         assert_eq!(values(&req, BACKUP), ["b2"]);
@@ -290,7 +311,21 @@ mod tests {
 
         // No peer address (a Unix socket): no X-Forwarded-For of Berth's.
         let mut req = parsed(&[("Host", "app.example")]);
-        forward(&mut req, &signal, None).unwrap();
+        forward(&mut req, &signal, Some(None)).unwrap();
         assert!(values(&req, XFF).is_empty());
+        assert_eq!(values(&req, XF_PROTO), ["http"]);
+
+        // forward_headers off: the client's X-Forwarded-* pass through, X-Berth-* are still ours.
+        let mut req = parsed(&[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "a.example"),
+            ("X-Berth-Affinity", "fake"),
+        ]);
+        forward(&mut req, &signal, None).unwrap();
+        assert_eq!(values(&req, XFF), ["6.6.6.6"]);
+        assert_eq!(values(&req, XF_PROTO), ["https"]);
+        assert_eq!(values(&req, XF_HOST), ["a.example"]);
+        assert_eq!(values(&req, AFFINITY), ["sticky"]);
     }
 }

@@ -232,7 +232,7 @@ impl ProxyHttp for Proxy {
             // keepalive off: the backend closes after answering, so nothing is pooled.
             req.insert_header(http::header::CONNECTION, "close")?;
         }
-        headers::to_upstream(session, req, &signal)
+        headers::to_upstream(session, req, &signal, upstream.settings.forward_headers)
     }
 
     async fn response_filter(

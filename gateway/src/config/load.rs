@@ -304,6 +304,7 @@ fn read_upstream(
     let queue_timeout = o
         .duration("queue_timeout")
         .unwrap_or(defaults::QUEUE_TIMEOUT);
+    let forward_headers = o.opt::<bool>("forward_headers").unwrap_or(true);
     let mut backends = read_backends(&mut o);
     for b in backends.iter_mut() {
         b.max_sessions = b.max_sessions.or(load.max_sessions);
@@ -332,6 +333,7 @@ fn read_upstream(
             pool,
             max_connections,
             queue_timeout,
+            forward_headers,
         },
         backends,
     })

@@ -89,6 +89,9 @@ pub struct UpstreamSettings {
     pub max_connections: Option<u32>,
     /// How long a request waits for a connection slot of a backend at `max_connections`.
     pub queue_timeout: Duration,
+    /// Set `X-Forwarded-For` (appended) and `X-Forwarded-Proto` on requests to the backends
+    /// (`forward_headers`, default true). Off: the client's own values pass through unchanged.
+    pub forward_headers: bool,
 }
 
 /// `load:` of an upstream. The bound ε and `spill_pinned` live in [`RouterConfig`]; caps in

@@ -33,3 +33,24 @@ fn pingora_timers_default_to_tokio_unless_the_file_says_otherwise() {
         None
     );
 }
+
+#[test]
+fn forwarding_headers_are_on_unless_turned_off() {
+    let up = |extra: &str| {
+        let yaml = format!(
+            "upstreams:\n  app:\n{extra}    backends:\n      - {{ id: b1, addr: \"127.0.0.1:9\" }}\n"
+        );
+        parse(&yaml, &Registry::builtin())
+            .expect("valid config")
+            .upstreams[0]
+            .settings
+            .forward_headers
+    };
+    assert!(up(""));
+    assert!(!up("    forward_headers: false\n"));
+    assert!(parse(
+        "upstreams:\n  app:\n    forward_headers: maybe\n    backends:\n      - { id: b1, addr: \"127.0.0.1:9\" }\n",
+        &Registry::builtin()
+    )
+    .is_err());
+}

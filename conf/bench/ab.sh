@@ -31,36 +31,22 @@ PERF_SECONDS=${PERF_SECONDS:-10}
 OUT=${OUT:-/tmp/berth-ab/$(date +%Y%m%d-%H%M%S)}
 GWS=${GWS:?'GWS="name=command;name=command" (see the header of this file)'}
 mkdir -p "$OUT"
-RUN=$(mktemp -d /tmp/berth-ab-run.XXXXXX)
 NICE=$([ "$(id -u)" = 0 ] && echo -20 || echo 0)
 HZ=$(getconf CLK_TCK)
-UPS="127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003,127.0.0.1:19004"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
-  rm -rf "$RUN"
-}
-trap cleanup EXIT INT TERM
-log() { echo "[ab $(date +%H:%M:%S)] $*" >&2; }
+TOOL=ab RUN_PREFIX=berth-ab-run
+# shellcheck source=conf/bench/common.sh
+. "$HERE/common.sh"
 
-# start NAME CPUS cmd... : own session (killed by group), pinned, niced; pid in PID_NAME
+# start NAME CPUS cmd... : own session (killed by group), pinned, niced; pid in LAST_PID
 start() {
   local name=$1 cpus=$2; shift 2
   setsid taskset -c "$cpus" nice -n "$NICE" "$@" >"$RUN/$name.out" 2>&1 &
-  PIDS+=($!)
-  printf -v "PID_$name" '%s' "$!"
-}
-wait_http() { # url seconds
-  for _ in $(seq 1 $(( $2 * 10 ))); do curl -fs -o /dev/null -H 'X-Session-Id: sid-00001' "$1" && return 0; sleep 0.1; done
-  echo "ab.sh: nothing answers on $1" >&2; exit 1
+  LAST_PID=$!
+  track "$LAST_PID"
 }
 cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 
-sed -e "s#@RUN@#$RUN#g" "$PB/templates/backends.nginx.conf.tmpl" >"$RUN/backends.conf"
-start backends 1 nginx -p "$RUN" -e "$RUN/backends.err.log" -c "$RUN/backends.conf" -g 'daemon off;'
-wait_http http://127.0.0.1:19001/ 10
+start_backends taskset -c 1 nice -n "$NICE"
 
 NAMES=(); declare -A PORT=() PID=()
 port=18090
@@ -69,19 +55,17 @@ if [ "$HAPROXY" = 1 ]; then
       -e "s#@COOKIE_LINE@#    cookie SRV insert indirect nocache#" -e "s#@COOKIE_B\([1-4]\)@#cookie b\1#" \
       "$PB/templates/haproxy.cfg.tmpl" >"$RUN/haproxy.cfg"
   start haproxy 0 haproxy -db -f "$RUN/haproxy.cfg"
-  NAMES+=(haproxy); PORT[haproxy]=$port; PID[haproxy]=$PID_haproxy; port=$((port + 1))
+  NAMES+=(haproxy); PORT[haproxy]=$port; PID[haproxy]=$LAST_PID; port=$((port + 1))
 fi
 IFS=';' read -r -a entries <<<"$GWS"
 for e in "${entries[@]}"; do
   name=${e%%=*}; cmd=${e#*=}
   listen="127.0.0.1:$port"
-  conf="$RUN/$name.yaml"
-  PB_LISTEN=$listen PB_PORT=$port PB_RUN_DIR=$RUN/$name PB_UPSTREAMS=$UPS BENCH_MODE=$MODE \
-    BERTH_BIN=/bin/true CONF_ONLY=$conf "$HERE/peerbench.sh"
+  conf=$(berth_conf "$name" "$port")
   cmd=${cmd//%LISTEN%/$listen}; cmd=${cmd//%CONF%/$conf}
   PB_LISTEN=$listen PB_UPSTREAMS=$UPS PB_HASH_HEADER=X-Session-Id RUST_LOG=warn \
     start "$name" 0 bash -c "exec $cmd"
-  v="PID_$name"; NAMES+=("$name"); PORT[$name]=$port; PID[$name]=${!v}; port=$((port + 1))
+  NAMES+=("$name"); PORT[$name]=$port; PID[$name]=$LAST_PID; port=$((port + 1))
 done
 for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/" 60; done
 

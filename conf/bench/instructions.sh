@@ -15,49 +15,31 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PB=${PEERBENCH_DIR:-$HERE/../../../shared/bench/peerbench}
 [ -f "$PB/session.lua" ] || { echo "instructions.sh: no peer harness at $PB" >&2; exit 1; }
 SECONDS_LOAD=${REQUESTS_SECONDS:-10}
-MODE=${BENCH_MODE:-header}
 OUT=${OUT:-/tmp/berth-instructions/$(date +%Y%m%d-%H%M%S)}
 GWS=${GWS:?'GWS="name=command;name=command"'}
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is not installed" >&2; exit 1; }
 mkdir -p "$OUT"
-RUN=$(mktemp -d /tmp/berth-instr-run.XXXXXX)
-UPS="127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003,127.0.0.1:19004"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
-  rm -rf "$RUN"
-}
-trap cleanup EXIT INT TERM
-log() { echo "[instructions $(date +%H:%M:%S)] $*" >&2; }
-wait_http() {
-  for _ in $(seq 1 $(( $2 * 10 ))); do curl -fs -o /dev/null -H 'X-Session-Id: sid-00001' "$1" && return 0; sleep 0.1; done
-  echo "instructions.sh: nothing answers on $1" >&2; exit 1
-}
+TOOL=instructions RUN_PREFIX=berth-instr-run
+# shellcheck source=conf/bench/common.sh
+. "$HERE/common.sh"
 run_wrk() { # url seconds -> requests
   PB_IDS=10000 PB_SEED=42 wrk -t1 -c10 -d"${2}s" --timeout 10s -s "$PB/session.lua" "$1" 2>&1 |
     tee -a "$RUN/wrk.log" | awk '/^PB_RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "reqs") print kv[2] } }'
 }
 
-sed -e "s#@RUN@#$RUN#g" "$PB/templates/backends.nginx.conf.tmpl" >"$RUN/backends.conf"
-setsid nginx -p "$RUN" -e "$RUN/backends.err.log" -c "$RUN/backends.conf" -g 'daemon off;' >/dev/null 2>&1 &
-PIDS+=($!)
-wait_http http://127.0.0.1:19001/ 10
+start_backends
 
 printf '%-14s %10s %14s %12s %11s\n' gateway requests instructions instr/req allocs/req | tee "$OUT/table.txt"
 port=18095
 IFS=';' read -r -a entries <<<"$GWS"
 for e in "${entries[@]}"; do
   name=${e%%=*}; cmd=${e#*=}
-  listen="127.0.0.1:$port"; conf="$RUN/$name.yaml"
-  PB_LISTEN=$listen PB_PORT=$port PB_RUN_DIR=$RUN/$name PB_UPSTREAMS=$UPS BENCH_MODE=$MODE \
-    BERTH_BIN=/bin/true CONF_ONLY=$conf "$HERE/peerbench.sh"
+  listen="127.0.0.1:$port"; conf=$(berth_conf "$name" "$port")
   cmd=${cmd//%LISTEN%/$listen}; cmd=${cmd//%CONF%/$conf}
   out="$OUT/callgrind-$name.out"
   PB_LISTEN=$listen PB_UPSTREAMS=$UPS PB_HASH_HEADER=X-Session-Id RUST_LOG=warn \
     setsid valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out" $cmd >"$RUN/$name.log" 2>&1 &
-  pid=$!; PIDS+=($pid)
+  pid=$!; track "$pid"
   wait_http "http://127.0.0.1:$port/" 120
   run_wrk "http://127.0.0.1:$port/" 5 >/dev/null   # warm-up: pins, pooled connections
   callgrind_control -z "$pid" >/dev/null

@@ -201,19 +201,16 @@ impl HeadDeadline {
     /// A read is about to wait: `Err` when the current deadline has passed, else the timer is
     /// armed (registered with `cx`) no later than the deadline.
     fn wait(&mut self, cx: &mut Context<'_>) -> Result<(), &'static str> {
-        let what = match self.phase {
-            Phase::Head { started: true, .. } => "request head not complete",
-            Phase::Head { started: false, .. } | Phase::Response => "no request",
+        let (what, wait) = match self.phase {
+            Phase::Head { started: true, .. } => {
+                ("request head not complete", self.deadlines.header)
+            }
+            Phase::Head { started: false, .. } | Phase::Response => {
+                ("no request", self.deadlines.idle)
+            }
             Phase::Body | Phase::Tunnel => return Ok(()),
         };
-        let due = *self.due.get_or_insert_with(|| {
-            let d = &self.deadlines;
-            let wait = match self.phase {
-                Phase::Head { started: true, .. } => d.header,
-                _ => d.idle,
-            };
-            Instant::now() + wait
-        });
+        let due = *self.due.get_or_insert_with(|| Instant::now() + wait);
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));

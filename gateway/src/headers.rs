@@ -36,13 +36,14 @@ pub fn to_upstream(
     signal: &Signal<'_>,
     forwarded: bool,
 ) -> Result<()> {
-    forward(req, signal, forwarded.then(|| client_ip(session)))
+    let client = if forwarded { client_ip(session) } else { None };
+    forward(req, signal, forwarded, client)
 }
 
-/// [`to_upstream`] without the session. `client`: `None` when the forwarding headers are off
-/// (the client's own pass through unchanged), else the peer's address, if it has one. Berth
-/// forwards `Host` unchanged, so it sends no `X-Forwarded-Host` (and, when forwarding, removes
-/// one a client sent).
+/// [`to_upstream`] without the session. `forwarding` off: the client's own `X-Forwarded-*`
+/// pass through unchanged. `client`: the peer's address, if it has one. Berth forwards `Host`
+/// unchanged, so it sends no `X-Forwarded-Host` (and, when forwarding, removes one a client
+/// sent).
 ///
 /// Runs on every request, and each header Pingora inserts costs a name parse, two
 /// allocations and two hash-map inserts (its case-preserving map and the value map), and the
@@ -52,9 +53,9 @@ pub fn to_upstream(
 pub fn forward(
     req: &mut RequestHeader,
     signal: &Signal<'_>,
-    client: Option<Option<IpAddr>>,
+    forwarding: bool,
+    client: Option<IpAddr>,
 ) -> Result<()> {
-    let forwarding = client.is_some();
     let mut sent_xff = false;
     let mut strip = false;
     for name in req.headers.keys() {
@@ -81,9 +82,9 @@ pub fn forward(
     if let Some(b) = signal.backup {
         req.append_header(BACKUP, b.clone())?;
     }
-    let Some(client) = client else {
+    if !forwarding {
         return Ok(());
-    };
+    }
     if let Some(ip) = client {
         if sent_xff {
             let xff = forwarded_for(req, ip)?;
@@ -272,7 +273,7 @@ mod tests {
         let ip = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
         // Nothing to strip: the common case.
         let mut req = parsed(&[("Host", "app.example"), ("X-Session-Id", "s1")]);
-        forward(&mut req, &signal, Some(ip)).unwrap();
+        forward(&mut req, &signal, true, ip).unwrap();
         assert_eq!(values(&req, AFFINITY), ["sticky"]);
         assert_eq!(values(&req, XFF), ["192.0.2.7"]);
         assert_eq!(values(&req, XF_PROTO), ["http"]);
@@ -300,7 +301,7 @@ mod tests {
             previous: Some("b1".into()),
             backup: Some(&backup),
         };
-        forward(&mut req, &moved, Some(ip)).unwrap();
+        forward(&mut req, &moved, true, ip).unwrap();
         assert_eq!(values(&req, AFFINITY), ["reassigned"]);
         assert_eq!(values(&req, PREVIOUS), ["b1"]);
         assert_eq!(values(&req, BACKUP), ["b2"]);
@@ -311,7 +312,7 @@ mod tests {
 
         // No peer address (a Unix socket): no X-Forwarded-For of Berth's.
         let mut req = parsed(&[("Host", "app.example")]);
-        forward(&mut req, &signal, Some(None)).unwrap();
+        forward(&mut req, &signal, true, None).unwrap();
         assert!(values(&req, XFF).is_empty());
         assert_eq!(values(&req, XF_PROTO), ["http"]);
 
@@ -322,7 +323,7 @@ mod tests {
             ("X-Forwarded-Host", "a.example"),
             ("X-Berth-Affinity", "fake"),
         ]);
-        forward(&mut req, &signal, None).unwrap();
+        forward(&mut req, &signal, false, ip).unwrap();
         assert_eq!(values(&req, XFF), ["6.6.6.6"]);
         assert_eq!(values(&req, XF_PROTO), ["https"]);
         assert_eq!(values(&req, XF_HOST), ["a.example"]);

@@ -1,18 +1,7 @@
 use super::*;
-use crate::{BackendId, OverlayConfig};
+use crate::overlay::tests::{key, overlay};
+use crate::BackendId;
 use std::collections::HashMap;
-
-fn key(i: u64) -> SessionKey {
-    SessionKey::new(b"t", &i.to_le_bytes())
-}
-
-fn overlay(max_entries: usize, idle_ttl: Millis) -> Overlay {
-    Overlay::new(OverlayConfig {
-        max_entries,
-        idle_ttl,
-        ..OverlayConfig::default()
-    })
-}
 
 const A: BackendId = BackendId(0);
 const B: BackendId = BackendId(1);

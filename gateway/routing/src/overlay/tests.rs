@@ -1,11 +1,13 @@
 use super::*;
 use std::collections::HashMap;
 
-fn key(i: u64) -> SessionKey {
+/// A test key (also used by `snapshot_tests`).
+pub(super) fn key(i: u64) -> SessionKey {
     SessionKey::new(b"t", &i.to_le_bytes())
 }
 
-fn overlay(max_entries: usize, idle_ttl: Millis) -> Overlay {
+/// An overlay with `max_entries` and `idle_ttl`, defaults otherwise (also for `snapshot_tests`).
+pub(super) fn overlay(max_entries: usize, idle_ttl: Millis) -> Overlay {
     Overlay::new(OverlayConfig {
         max_entries,
         idle_ttl,

@@ -73,6 +73,7 @@ sim:
 
 ## bench-peers: release build, then the shared peer harness twice (header affinity, then cookie
 ## insert), each with HAProxy, NGINX and direct-to-backend interleaved. Needs root (priorities).
+## Berth adds no forwarding headers there, as the peers' configs add none (BENCH_FORWARD=1: on).
 PEERBENCH ?= ../shared/bench/peerbench/peerbench.sh
 bench-peers: deps peer-tools
 	$(CARGO) build --release -p berth
@@ -95,16 +96,17 @@ bare-pingora:
 
 ## bench-ab: Berth (BENCH_MODE=header|cookie) against bare Pingora and HAProxy, gateways pinned
 ## alone on core 0, ROUNDS interleaved rounds, medians of CPU per request (user and system).
+## `berth` adds no forwarding headers, like the peers; `berth-fwd` is Berth's default.
 bench-ab: deps peer-tools bare-pingora
 	$(CARGO) build --release -p berth
-	GWS='bare-pingora=$(BARE_PINGORA_DIR)/release/bare-pingora;berth=$(TARGET_DIR)/release/berth -c %CONF%' \
+	GWS='bare-pingora=$(BARE_PINGORA_DIR)/release/bare-pingora;berth=$(TARGET_DIR)/release/berth -c %CONF%;berth-fwd=$(TARGET_DIR)/release/berth -c %CONF_FWD%' \
 	  conf/bench/ab.sh
 
 ## bench-instructions: the same workload under callgrind: user-space instructions and heap
 ## allocations per request, independent of the machine's load.
 bench-instructions: deps peer-tools bare-pingora
 	$(CARGO) build --release -p berth
-	GWS='berth=$(TARGET_DIR)/release/berth -c %CONF%;bare-pingora=$(BARE_PINGORA_DIR)/release/bare-pingora' \
+	GWS='berth=$(TARGET_DIR)/release/berth -c %CONF%;berth-fwd=$(TARGET_DIR)/release/berth -c %CONF_FWD%;bare-pingora=$(BARE_PINGORA_DIR)/release/bare-pingora' \
 	  conf/bench/instructions.sh
 
 ## lint: formatting, clippy, then the dependency policy in deny.toml: licenses, bans and

@@ -11,7 +11,8 @@
 #
 # Each entry is name=command. In the command, %LISTEN% is the address it must listen on and
 # %CONF% a Berth config written for it (header affinity; BENCH_MODE=cookie puts cookie insert
-# first, as in `make bench-peers`); PB_LISTEN/PB_UPSTREAMS/PB_HASH_HEADER are also exported
+# first, as in `make bench-peers`; no forwarding headers, like the peers' configs), %CONF_FWD%
+# the same with Berth's default X-Forwarded-For/-Proto; PB_LISTEN/PB_UPSTREAMS/PB_HASH_HEADER are also exported
 # (bare-pingora reads them). Knobs: ROUNDS (5), DURATION (8 s), WARMUP (2 s), CONNS (50),
 # HAPROXY (1 = include HAProxy with the harness's config), PERF=name (after the rounds, record
 # `perf record -g` of that gateway for PERF_SECONDS (10) under the same load into
@@ -61,8 +62,7 @@ IFS=';' read -r -a entries <<<"$GWS"
 for e in "${entries[@]}"; do
   name=${e%%=*}; cmd=${e#*=}
   listen="127.0.0.1:$port"
-  conf=$(berth_conf "$name" "$port")
-  cmd=${cmd//%LISTEN%/$listen}; cmd=${cmd//%CONF%/$conf}
+  cmd=$(gateway_cmd "$name" "$port" "$cmd")
   PB_LISTEN=$listen PB_UPSTREAMS=$UPS PB_HASH_HEADER=X-Session-Id RUST_LOG=warn \
     start "$name" 0 bash -c "exec $cmd"
   NAMES+=("$name"); PORT[$name]=$port; PID[$name]=$LAST_PID; port=$((port + 1))
@@ -94,16 +94,24 @@ done
 # Medians per gateway, ratios to the first gateway after HAProxy (the baseline of the A/B).
 base=${entries[0]%%=*}
 awk -F'\t' -v base="$base" -v order="${NAMES[*]}" '
-  NR > 1 { rps[$2] = rps[$2] " " $3; p99[$2] = p99[$2] " " $4; cpu[$2] = cpu[$2] " " $6; usr[$2] = usr[$2] " " $7; sys[$2] = sys[$2] " " $8; err[$2] += $5 }
+  NR > 1 { rps[$2] = rps[$2] " " $3; p99[$2] = p99[$2] " " $4; cpu[$2] = cpu[$2] " " $6; usr[$2] = usr[$2] " " $7; sys[$2] = sys[$2] " " $8; err[$2] += $5
+           round_cpu[$1, $2] = $6; rounds[$1] = 1 }
   function med(s,   a, n, i, j, t) { n = split(s, a, " ")
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+  function lo(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
+  function hi(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
   END {
     n = split(order, names, " ")
-    printf "%-14s %10s %9s %12s %9s %9s %10s %10s %7s\n", "gateway", "req/s", "p99_us", "cpu_us/req", "user", "system", "cpu/" base, "cpu/haproxy", "errors"
+    # The same ratio round by round (each gateway against the baseline of its own round): the
+    # machine drifts between rounds, so the spread shows how much of a difference is noise.
+    for (r in rounds) for (i = 1; i <= n; i++) if (round_cpu[r, base] > 0)
+      ratios[names[i]] = ratios[names[i]] " " round_cpu[r, names[i]] / round_cpu[r, base]
+    printf "%-14s %10s %9s %12s %9s %9s %10s %10s %7s  %s\n", "gateway", "req/s", "p99_us", "cpu_us/req", "user", "system", "cpu/" base, "cpu/haproxy", "errors", "per-round cpu/" base " median [min-max]"
     for (i = 1; i <= n; i++) { g = names[i]
-      printf "%-14s %10.0f %9.0f %12.2f %9.2f %9.2f %10s %10s %7d\n", g, med(rps[g]), med(p99[g]), med(cpu[g]), med(usr[g]), med(sys[g]),
-        sprintf("%.3f", med(cpu[g]) / med(cpu[base])), ("haproxy" in cpu) ? sprintf("%.3f", med(cpu[g]) / med(cpu["haproxy"])) : "-", err[g] }
+      printf "%-14s %10.0f %9.0f %12.2f %9.2f %9.2f %10s %10s %7d  %.3f [%.3f-%.3f]\n", g, med(rps[g]), med(p99[g]), med(cpu[g]), med(usr[g]), med(sys[g]),
+        sprintf("%.3f", med(cpu[g]) / med(cpu[base])), ("haproxy" in cpu) ? sprintf("%.3f", med(cpu[g]) / med(cpu["haproxy"])) : "-", err[g],
+        med(ratios[g]), lo(ratios[g]), hi(ratios[g]) }
   }' "$OUT/raw.tsv" | tee "$OUT/table.txt"
 
 if [ "${SYSCALLS:-0}" = 1 ]; then

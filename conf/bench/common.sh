@@ -35,10 +35,22 @@ start_backends() {
   wait_http http://127.0.0.1:19001/ 10
 }
 
-# berth_conf NAME PORT: a Berth config for gateway NAME listening on PORT (BENCH_MODE applies).
+# berth_conf NAME PORT [FORWARD]: a Berth config for gateway NAME listening on PORT
+# (BENCH_MODE applies; FORWARD=1: with Berth's default forwarding headers, see peerbench.sh).
 berth_conf() {
+  local fwd=${3:-${BENCH_FORWARD:-0}}
   PB_LISTEN="127.0.0.1:$2" PB_PORT=$2 PB_RUN_DIR=$RUN/$1 PB_UPSTREAMS=$UPS \
-    BENCH_MODE=${BENCH_MODE:-header} BERTH_BIN=/bin/true CONF_ONLY="$RUN/$1.yaml" \
-    "$HERE/peerbench.sh"
-  echo "$RUN/$1.yaml"
+    BENCH_MODE=${BENCH_MODE:-header} BENCH_FORWARD=$fwd BERTH_BIN=/bin/true \
+    CONF_ONLY="$RUN/$1-fwd$fwd.yaml" "$HERE/peerbench.sh"
+  echo "$RUN/$1-fwd$fwd.yaml"
+}
+
+# gateway_cmd NAME PORT CMD: CMD with %LISTEN%, %CONF% (like-for-like config) and %CONF_FWD%
+# (Berth's default forwarding headers on) filled in.
+gateway_cmd() {
+  local cmd=$3
+  cmd=${cmd//%LISTEN%/127.0.0.1:$2}
+  if [[ $cmd == *%CONF_FWD%* ]]; then cmd=${cmd//%CONF_FWD%/$(berth_conf "$1" "$2" 1)}; fi
+  if [[ $cmd == *%CONF%* ]]; then cmd=${cmd//%CONF%/$(berth_conf "$1" "$2")}; fi
+  echo "$cmd"
 }

@@ -34,8 +34,7 @@ port=18095
 IFS=';' read -r -a entries <<<"$GWS"
 for e in "${entries[@]}"; do
   name=${e%%=*}; cmd=${e#*=}
-  listen="127.0.0.1:$port"; conf=$(berth_conf "$name" "$port")
-  cmd=${cmd//%LISTEN%/$listen}; cmd=${cmd//%CONF%/$conf}
+  listen="127.0.0.1:$port"; cmd=$(gateway_cmd "$name" "$port" "$cmd")
   out="$OUT/callgrind-$name.out"
   PB_LISTEN=$listen PB_UPSTREAMS=$UPS PB_HASH_HEADER=X-Session-Id RUST_LOG=warn \
     setsid valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out" $cmd >"$RUN/$name.log" 2>&1 &

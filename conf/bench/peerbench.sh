@@ -6,6 +6,11 @@
 # benchmark client keeps no cookies, so every response carries a freshly signed cookie, as
 # HAProxy's `cookie SRV insert` does in the same run). CONF_ONLY=path writes the config there
 # and exits (used by conf/bench/ab.sh).
+#
+# Like for like: the harness's HAProxy and NGINX add no forwarding headers, nor does bare
+# Pingora, so Berth runs with `forward_headers: false` (it still sends its X-Berth-Affinity
+# signal). BENCH_FORWARD=1 keeps Berth's default (X-Forwarded-For and -Proto on every request,
+# about 2,900 more instructions per request: `make bench-instructions` prints both).
 set -euo pipefail
 bin=${BERTH_BIN:?path to the berth binary}
 mode=${BENCH_MODE:-header}
@@ -29,6 +34,7 @@ admin_port=$(( ${PB_PORT:-18082} + 1000 ))
     echo "        keys: [{ id: k1, secret: \"peerbench-cookie-secret-0123456789abcdef\" }]"
   fi
   echo "      - { type: header, name: \"${PB_HASH_HEADER:-X-Session-Id}\" }"
+  [ "${BENCH_FORWARD:-0}" = 1 ] || echo "    forward_headers: false"
   echo "    sessions: { idle_ttl: 30m, max: 1000000 }"
   echo "    backends:"
   i=1

@@ -245,6 +245,10 @@ impl ProxyHttp for Proxy {
         else {
             return Ok(());
         };
+        if !upstream.chain.sees_responses() {
+            // Header and IP affinity: nothing to add or learn (and no clocks to read).
+            return Ok(());
+        }
         let view = DecisionView {
             upstream: &upstream.name,
             backend: table.router.name(backend),
@@ -293,11 +297,13 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        // One clock read: the routing core's `now` and the request's duration.
+        let end = Instant::now();
         if let Some(upstream) = &ctx.upstream {
-            upstream.finish(&ctx.routing, self.gw.clock.now());
+            upstream.finish(&ctx.routing, self.gw.clock.at(end));
         }
         let status = session.response_written().map(|r| r.status.as_u16());
-        let elapsed = ctx.start.map(|t| t.elapsed());
+        let elapsed = ctx.start.map(|t| end.saturating_duration_since(t));
         if let (Some(upstream), Some(table)) = (&ctx.upstream, &ctx.table) {
             upstream.finished(table, &ctx.routing, status, elapsed);
         }

@@ -45,6 +45,10 @@ impl AffinityPlugin for HeaderPlugin {
         "header"
     }
 
+    fn sees_responses(&self) -> bool {
+        false
+    }
+
     fn session_key(&self, value: &[u8]) -> Option<SessionKey> {
         (!value.is_empty()).then(|| SessionKey::new(&self.namespace, value))
     }

@@ -201,6 +201,13 @@ pub trait AffinityPlugin: Send + Sync {
         false
     }
 
+    /// False when [`AffinityPlugin::on_response`] never does anything: a chain of such plugins
+    /// lets the gateway skip the response hook (and its clock reads) on every response. The
+    /// default is true, so a plugin that implements `on_response` is always called.
+    fn sees_responses(&self) -> bool {
+        true
+    }
+
     /// Called with the backend's response header before it goes to the client. May add headers
     /// (a `Set-Cookie` for a new or changed pin) and may return a session key that the gateway
     /// then pins to `d.backend` (learn mode: the app just issued its own session cookie).
@@ -241,12 +248,24 @@ impl ChainResult<'_> {
 #[derive(Debug)]
 pub struct Chain {
     plugins: Vec<Box<dyn AffinityPlugin>>,
+    /// Some plugin's [`AffinityPlugin::sees_responses`].
+    sees_responses: bool,
 }
 
 impl Chain {
     /// A chain asking `plugins` in this order.
     pub fn new(plugins: Vec<Box<dyn AffinityPlugin>>) -> Self {
-        Chain { plugins }
+        let sees_responses = plugins.iter().any(|p| p.sees_responses());
+        Chain {
+            plugins,
+            sees_responses,
+        }
+    }
+
+    /// Whether [`Chain::on_response`] can do anything: false when no plugin has a response
+    /// hook (e.g. only `header` and `ip` plugins), so the gateway can skip it.
+    pub fn sees_responses(&self) -> bool {
+        self.sees_responses
     }
 
     /// The plugins, in order.
@@ -366,6 +385,40 @@ mod tests {
         assert_eq!(insert.session_key(b"v1.k1.b1.1.x"), None);
     }
 
+    /// A chain may skip the response hook only when no plugin has one: `header` and `ip`
+    /// have none (their `on_response` adds nothing and pins nothing, even for the session
+    /// they decided), a cookie plugin and any plugin that does not say otherwise do.
+    #[test]
+    fn only_chains_without_response_hooks_skip_responses() {
+        let registry = Registry::builtin();
+        let build = |yaml: &str| {
+            let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+            registry.build_one(&v, "p", "app").unwrap()
+        };
+        let header = || build("type: header\nname: X-Session-Id");
+        let ip = || build("type: ip");
+        let cookie = || build("type: cookie\nmode: learn\nname: JSESSIONID");
+        let d = DecisionView {
+            upstream: "app",
+            backend: "b1",
+            reason: Reason::New,
+            decided_by_me: true,
+            now_unix: 50,
+            key_expires: None,
+            session: Some(SessionKey(7)),
+        };
+        for quiet in [header(), ip()] {
+            assert!(!quiet.sees_responses(), "{}", quiet.name());
+            let mut resp = FakeResponse::new().header("set-cookie", "JSESSIONID=s1");
+            assert_eq!(quiet.on_response(&d, &mut resp), None, "{}", quiet.name());
+            assert!(resp.added.is_empty(), "{}", quiet.name());
+        }
+        assert!(!Chain::new(vec![header(), ip()]).sees_responses());
+        assert!(Chain::new(vec![header(), cookie()]).sees_responses());
+        let log = Log::default();
+        assert!(chain(&[KeyOutcome::Skip], &log).sees_responses());
+    }
+
     /// Answers with a fixed outcome and logs what `on_response` shows it.
     struct Probe {
         id: usize,
@@ -426,7 +479,7 @@ mod tests {
         assert_eq!(TOKEN.session_key(), SessionKey(1));
         let none = chain(&[KeyOutcome::Skip], &log).key(&req);
         assert_eq!((none.affinity, none.key_expires()), (None, None));
-        assert_eq!(format!("{c:?}"), "Chain { plugins: [AffinityPlugin(probe), AffinityPlugin(probe), AffinityPlugin(probe), AffinityPlugin(probe)] }");
+        assert_eq!(format!("{c:?}"), "Chain { plugins: [AffinityPlugin(probe), AffinityPlugin(probe), AffinityPlugin(probe), AffinityPlugin(probe)], sees_responses: true }");
     }
 
     #[test]

@@ -87,6 +87,10 @@ impl AffinityPlugin for IpPlugin {
         "ip"
     }
 
+    fn sees_responses(&self) -> bool {
+        false
+    }
+
     fn session_key(&self, value: &[u8]) -> Option<SessionKey> {
         let ip: IpAddr = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
         Some(self.key_of(ip))

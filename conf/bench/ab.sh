@@ -5,7 +5,8 @@
 # gateways with each other (e.g. Berth before/after a change, Berth vs bare Pingora) and keeps
 # HAProxy as a reference row. Same workload: the harness's nginx backends and wrk script
 # (`wrk -t1 -c50`, X-Session-Id from a pool of 10,000), the gateways pinned alone on core 0,
-# wrk and the backends on core 1, rounds interleaved (A B C A B C ...), medians reported.
+# wrk and the backends on core 1, rounds interleaved and rotated (A B C, B C A, ...), medians
+# reported.
 #
 #   GWS='berth=/path/berth -c %CONF%;bare=/tmp/bare-pingora/release/bare-pingora' conf/bench/ab.sh
 #
@@ -80,7 +81,10 @@ log "gateways: ${NAMES[*]} (mode $MODE); $ROUNDS rounds of ${DURATION}s"
 for n in "${NAMES[@]}"; do run_wrk "$n" "$WARMUP" >/dev/null; done
 printf 'round\tname\trps\tp99_us\terrors\tcpu_us_per_req\tuser_us_per_req\tsys_us_per_req\n' >"$OUT/raw.tsv"
 for r in $(seq 1 "$ROUNDS"); do
-  for n in "${NAMES[@]}"; do
+  # Each round starts one gateway later than the previous one, so that no gateway always runs
+  # right after the same other one (the machine drifts within a round too).
+  order=("${NAMES[@]:$(( (r - 1) % ${#NAMES[@]} ))}" "${NAMES[@]:0:$(( (r - 1) % ${#NAMES[@]} ))}")
+  for n in "${order[@]}"; do
     read -r u0 s0 < <(cpu_ticks "${PID[$n]}")
     read -r rps reqs p99 errs < <(run_wrk "$n" "$DURATION")
     read -r u1 s1 < <(cpu_ticks "${PID[$n]}")

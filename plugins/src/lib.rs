@@ -354,14 +354,15 @@ mod tests {
 
     type Log = Arc<Mutex<Vec<(usize, bool, Option<u64>)>>>;
 
+    /// A built-in plugin from its YAML settings.
+    fn build(yaml: &str) -> Box<dyn AffinityPlugin> {
+        let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+        Registry::builtin().build_one(&v, "p", "app").unwrap()
+    }
+
     /// `session_key(value)` (admin look-ups) must equal the key the request path derives.
     #[test]
     fn session_key_matches_the_request_key() {
-        let registry = Registry::builtin();
-        let build = |yaml: &str| {
-            let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
-            registry.build_one(&v, "p", "app").unwrap()
-        };
         let session = |p: &dyn AffinityPlugin, req: &FakeRequest| match p.key(req) {
             KeyOutcome::Key(Affinity::Session(k)) => k,
             other => panic!("expected a session key, got {other:?}"),
@@ -390,11 +391,6 @@ mod tests {
     /// they decided), a cookie plugin and any plugin that does not say otherwise do.
     #[test]
     fn only_chains_without_response_hooks_skip_responses() {
-        let registry = Registry::builtin();
-        let build = |yaml: &str| {
-            let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
-            registry.build_one(&v, "p", "app").unwrap()
-        };
         let header = || build("type: header\nname: X-Session-Id");
         let ip = || build("type: ip");
         let cookie = || build("type: cookie\nmode: learn\nname: JSESSIONID");

@@ -6,23 +6,17 @@
 //! physical lower bound of a hit in a 1M-session overlay (which does at least one such access).
 //! For transparent huge pages (THP in `madvise` mode), run with
 //! `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: glibc then madvises its large allocations.
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 use berth_routing::*;
+use common::{backends, key};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 
 const PINNED: u64 = 1_000_000;
-
-fn key(i: u64) -> SessionKey {
-    SessionKey::new(b"bench", &i.to_le_bytes())
-}
-
-fn backends(n: usize) -> Vec<BackendSpec> {
-    (0..n)
-        .map(|i| BackendSpec::new(&format!("10.0.{}.{}:8080", i / 256, i % 256), 1))
-        .collect()
-}
 
 /// A router over `n` backends with `pinned` sessions pinned and a bound of `max_entries`, which
 /// needs headroom so that no shard evicts while populating (10% at 1M: a shard is within ±0.8%

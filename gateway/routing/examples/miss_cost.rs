@@ -10,23 +10,20 @@
 //! done; done
 //! ```
 //! (instructions at n = 200,000 minus at n = 0) / 200,000 = instructions per operation.
+mod common;
+
 use berth_routing::*;
+use common::{backends, key};
 use std::hint::black_box;
 use std::sync::Arc;
 
 const PINNED: u64 = 1_000_000;
 
-fn key(i: u64) -> SessionKey {
-    SessionKey::new(b"bench", &i.to_le_bytes())
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "miss".into());
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
-    let specs: Vec<BackendSpec> = (0..1000)
-        .map(|i| BackendSpec::new(&format!("10.0.{}.{}:8080", i / 256, i % 256), 1))
-        .collect();
+    let specs = backends(1000);
     let overlay = Arc::new(Overlay::new(OverlayConfig {
         max_entries: PINNED as usize * 11 / 10,
         idle_ttl: 30 * 60 * 1000,

@@ -13,21 +13,18 @@
 //! for both runs of a mode. Modes: `primary` (`Ring::primary`), `walk2` (the first two ring
 //! nodes: primary + backup), `plain` (`select_unpinned(point, true)` without a bound),
 //! `bounded` (the same with ε = 0.25).
+mod common;
+
 use berth_routing::*;
+use common::{backends, key};
 use std::hint::black_box;
 use std::sync::Arc;
-
-fn key(i: u64) -> SessionKey {
-    SessionKey::new(b"bench", &i.to_le_bytes())
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "bounded".into());
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
-    let specs: Vec<BackendSpec> = (0..1000)
-        .map(|i| BackendSpec::new(&format!("10.0.{}.{}:8080", i / 256, i % 256), 1))
-        .collect();
+    let specs = backends(1000);
     let cfg = RouterConfig {
         bound_milli: (mode == "bounded").then_some(250),
         ..RouterConfig::default()

@@ -18,6 +18,8 @@
 # HAPROXY (1 = include HAProxy with the harness's config), PERF=name (after the rounds, record
 # `perf record -g` of that gateway for PERF_SECONDS (10) under the same load into
 # $OUT/perf-name.data), SYSCALLS=1 (system calls per request of each gateway), OUT (/tmp/berth-ab/<time>). Loopback only; kills only what it started.
+# Several runs pool with `python3 conf/bench/pool.py <baseline> $OUT1/raw.tsv $OUT2/raw.tsv ...`
+# (median of the per-round ratios over all rounds, with a bootstrap 95% interval).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PB=${PEERBENCH_DIR:-$HERE/../../../shared/bench/peerbench}

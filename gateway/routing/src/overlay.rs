@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 mod loads;
 mod shard;
+#[cfg(test)]
+mod shard_tests;
 mod snapshot;
 mod table;
 #[cfg(test)]

@@ -170,7 +170,7 @@ impl Shard {
         );
     }
 
-    fn import(&mut self, rec: &PinRecord, now_s: u32, ttl_s: u32) -> Imported {
+    pub(super) fn import(&mut self, rec: &PinRecord, now_s: u32, ttl_s: u32) -> Imported {
         let age_s = u32::try_from(rec.age / 1000).unwrap_or(u32::MAX);
         let idle_s = u32::try_from(rec.idle / 1000).unwrap_or(u32::MAX);
         if ttl_s != 0 && idle_s >= ttl_s {

@@ -271,9 +271,11 @@ impl Table {
 
     /// Replaces the pin at `victim` by `slot` (whose key is absent) and returns the old pin;
     /// `vacant` is what `find` returned for the new key. When the victim lies on the new key's
-    /// probe path (between its home and `vacant`) the new pin simply takes its slot; otherwise
-    /// the victim is removed (which moves nothing before `vacant`) and the new pin goes to
-    /// `vacant`.
+    /// probe path (between its home and `vacant`) the new pin simply takes its slot. Otherwise
+    /// the victim is removed and the new key's place is found again: the removal's backward
+    /// shift can move the hole anywhere in the victim's cluster, and when that cluster wraps
+    /// round into the new key's probe path, `vacant` is no longer the first vacant slot on it
+    /// (a pin written there would sit behind a hole, unfindable).
     pub(super) fn replace(&mut self, victim: usize, slot: Slot, vacant: usize) -> Slot {
         let n = self.slots.len();
         let h = self.home(slot.key);
@@ -281,7 +283,7 @@ impl Table {
             std::mem::replace(&mut self.slots[victim], slot)
         } else {
             let old = self.remove_at(victim);
-            self.insert(slot, Some(vacant));
+            self.insert(slot, None);
             old
         }
     }

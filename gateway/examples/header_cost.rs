@@ -10,7 +10,7 @@
 //! ```
 //! (summary Ir of forward − clone) / 100,000 = instructions per request.
 use berth::headers::forward;
-use berth::upstreams::Signal;
+use berth::headers::AffinityHeaders;
 use pingora_http::RequestHeader;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,7 +23,7 @@ fn main() {
     let mut parsed = RequestHeader::build("GET", b"/", Some(2)).unwrap();
     parsed.append_header("Host", "127.0.0.1:18082").unwrap();
     parsed.append_header("X-Session-Id", "sid-00042").unwrap();
-    let signal = Signal {
+    let signal = AffinityHeaders {
         affinity: "sticky",
         previous: None,
         backup: None,

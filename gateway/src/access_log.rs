@@ -18,10 +18,11 @@
 //! `berth_access_log_dropped_total{why="queue_full"}`; lines whose write fails are counted
 //! with `why="write_error"`. The writer drains the queue every [`POLL`] and writes each batch
 //! with one `write` call. `SIGHUP` reopens the file (for log rotation).
+use crate::config::{AccessLogConf, Target};
 use crate::metrics::Metrics;
-use crate::upstreams::{Table, Upstream};
-use berth_plugins::params::Obj;
-use berth_routing::{Decision, Reason};
+use crate::policy::Attempt;
+use crate::upstream::{BackendSet, Upstream};
+use berth_routing::Reason;
 use parking_lot::Mutex;
 use pingora_proxy::Session;
 use prometheus::IntCounter;
@@ -34,10 +35,6 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendE
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Default of `access_log.queue` (lines).
-pub const DEFAULT_QUEUE: usize = 8192;
-/// Largest `access_log.queue`.
-pub const MAX_QUEUE: usize = 1_000_000;
 /// How often the writer looks for queued lines when it found none. Polling (instead of
 /// blocking on the channel) means a request never has to wake the writer: no system call on
 /// the request path.
@@ -45,79 +42,41 @@ pub const POLL: Duration = Duration::from_millis(20);
 /// A batch is written once it reaches this size, even if more lines are queued.
 const BATCH_BYTES: usize = 64 * 1024;
 
-/// `access_log:` as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessLogConf {
-    pub target: Target,
-    /// Log `path?query` instead of `path`.
-    pub include_query: bool,
-    /// Lines queued for the writer; beyond it lines are dropped (counted).
-    pub queue: usize,
-}
-
-/// Where lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Stdout,
-    /// Appended to; an absolute path (made so at load time, so a reopen after a daemon's
-    /// `chdir` opens the same file).
-    File(PathBuf),
-}
-
-/// Read `access_log:` (absent, or `enabled: false` → `None`).
-pub fn read_conf(top: &mut Obj<'_, '_>) -> Option<AccessLogConf> {
-    let v = top.raw("access_log")?;
-    let path = top.path_of("access_log");
-    let mut o = Obj::new(v, path, top.errors())?;
-    let enabled = o.flag("enabled", true);
-    let target = match o.opt::<String>("path") {
-        None => Some(Target::Stdout),
-        Some(p) if p == "stdout" => Some(Target::Stdout),
-        Some(p) => file_target(&mut o, &p),
-    };
-    let include_query = o.flag("include_query", false);
-    let queue = o.opt::<usize>("queue").unwrap_or(DEFAULT_QUEUE);
-    if !(1..=MAX_QUEUE).contains(&queue) {
-        o.error("queue", format!("{queue} is out of range 1..={MAX_QUEUE}"));
-    }
-    o.finish();
-    Some(AccessLogConf {
-        target: target?,
-        include_query,
-        queue,
-    })
-    .filter(|_| enabled)
-}
-
-fn file_target(o: &mut Obj<'_, '_>, p: &str) -> Option<Target> {
-    let file = match std::path::absolute(p) {
-        Ok(f) if !p.is_empty() => f,
-        _ => {
-            o.error("path", format!("{p:?} is not a file path (or \"stdout\")"));
-            return None;
-        }
-    };
-    if file.is_dir() {
-        o.error("path", format!("{p:?} is a directory"));
-        return None;
-    }
-    let dir = file.parent().unwrap_or(Path::new("/"));
-    if !dir.is_dir() {
-        let msg = format!("directory {} does not exist", dir.display());
-        o.error("path", msg);
-        return None;
-    }
-    Some(Target::File(file))
-}
-
-/// What the proxy knows when a request ends (moved out of its context: no reference-count
-/// traffic).
-pub struct Done {
-    pub upstream: Option<Arc<Upstream>>,
-    pub table: Option<Arc<Table>>,
-    pub decision: Option<Decision>,
+/// What the proxy knows when a request ends: names, not the upstream's live state, so a
+/// queued line holds nothing of the gateway.
+pub struct Record {
+    pub upstream: Option<Arc<str>>,
+    /// The backend's id.
+    pub backend: Option<Arc<str>>,
+    pub reason: Option<Reason>,
     pub status: Option<u16>,
     pub elapsed: Option<Duration>,
+}
+
+impl Record {
+    /// What the proxy knows of a request routed (or not) by `upstream` on `set`.
+    pub fn new(upstream: Option<&Upstream>, set: Option<&BackendSet>, a: &Attempt) -> Record {
+        let d = a.decision;
+        Record {
+            upstream: upstream.map(|u| u.name.clone()),
+            backend: set
+                .zip(d)
+                .and_then(|(s, d)| s.backends.get(d.backend))
+                .map(|b| b.name.clone()),
+            reason: d.map(|d| d.reason),
+            status: None,
+            elapsed: None,
+        }
+    }
+
+    /// With how it ended.
+    pub fn finished(self, status: Option<u16>, elapsed: Option<Duration>) -> Record {
+        Record {
+            status,
+            elapsed,
+            ..self
+        }
+    }
 }
 
 /// One queued line.
@@ -126,7 +85,7 @@ struct Entry {
     client: Option<IpAddr>,
     method: http::Method,
     path: String,
-    done: Done,
+    done: Record,
     bytes: usize,
 }
 
@@ -178,7 +137,7 @@ impl AccessLog {
     }
 
     /// Queue the line of a finished request; drop it (counted) when the queue is full.
-    pub fn record(&self, session: &Session, done: Done) {
+    pub fn record(&self, session: &Session, done: Record) {
         let req = session.req_header();
         let path = match req.uri.path_and_query() {
             Some(pq) if self.include_query => pq.as_str(),
@@ -186,10 +145,7 @@ impl AccessLog {
         };
         self.push(Entry {
             time: SystemTime::now(),
-            client: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            client: crate::views::client_ip(session),
             method: req.method.clone(),
             path: path.to_string(),
             done,
@@ -282,20 +238,14 @@ impl Entry {
     fn write_json(&self, out: &mut Vec<u8>) {
         let time = humantime::format_rfc3339_millis(self.time).to_string();
         let d = &self.done;
-        let backend = match (&d.table, d.decision) {
-            (Some(t), Some(dec)) if dec.backend < t.router.len() => {
-                Some(t.router.name(dec.backend))
-            }
-            _ => None,
-        };
         let line = Line {
             time: &time,
             client: self.client,
             method: self.method.as_str(),
             path: &self.path,
-            upstream: d.upstream.as_ref().map(|u| u.name.as_str()),
-            backend,
-            reason: d.decision.map(|dec| Reason::as_str(dec.reason)),
+            upstream: d.upstream.as_deref(),
+            backend: d.backend.as_deref(),
+            reason: d.reason.map(Reason::as_str),
             status: d.status,
             duration_ms: d.elapsed.map(|e| e.as_micros() as f64 / 1000.0),
             bytes: self.bytes,
@@ -356,16 +306,14 @@ fn append(path: &Path) -> io::Result<File> {
 /// Starts the writer thread once Pingora runs its services (after daemonizing: a thread
 /// started before the fork would not exist in the daemon).
 pub struct WriterService {
-    pub gw: Arc<crate::upstreams::Gateway>,
+    pub log: Arc<AccessLog>,
 }
 
 #[async_trait::async_trait]
 impl pingora_core::services::background::BackgroundService for WriterService {
     async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
-        if let Some(log) = &self.gw.access_log {
-            if let Err(e) = log.start_writer() {
-                log::error!("access log: cannot start the writer thread, nothing is logged: {e}");
-            }
+        if let Err(e) = self.log.start_writer() {
+            log::error!("access log: cannot start the writer thread, nothing is logged: {e}");
         }
         // The thread writes until the process exits; this service just lives as long.
         let _ = shutdown.changed().await;
@@ -382,10 +330,10 @@ mod tests {
             client: Some("127.0.0.9".parse().expect("an address")),
             method: http::Method::GET,
             path: path.into(),
-            done: Done {
+            done: Record {
                 upstream: None,
-                table: None,
-                decision: None,
+                backend: None,
+                reason: None,
                 status: Some(404),
                 elapsed: Some(Duration::from_micros(1234)),
             },

@@ -1,6 +1,5 @@
 //! Header handling at the proxy edge: forwarding headers and Berth's signals to the backend,
 //! and the small responses Berth writes itself.
-use crate::upstreams::Signal;
 use crate::views::client_ip;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -18,6 +17,27 @@ pub const PREVIOUS: &str = "x-berth-previous-backend";
 /// Header naming the session's backup backend.
 pub const BACKUP: &str = "x-berth-backup";
 
+/// What the backend is told about a request: the `X-Berth-*` headers.
+#[derive(Debug, Default, Clone)]
+pub struct AffinityHeaders<'s> {
+    /// `sticky | new | ring | reassigned`.
+    pub affinity: &'static str,
+    /// Where the session was before, when it moved.
+    pub previous: Option<std::sync::Arc<str>>,
+    /// The session's backup backend (its id).
+    pub backup: Option<&'s HeaderValue>,
+}
+
+/// The status code of an HTTP/1.x status line (`HTTP/1.1 200 OK` → 200).
+pub fn status_of(line: &[u8]) -> Option<u16> {
+    match line.strip_prefix(b"HTTP/1.")?.get(2..5)? {
+        &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_digit) => {
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => None,
+    }
+}
+
 /// The request's host: the `Host` header, else the URI authority (HTTP/2).
 pub fn host(req: &RequestHeader) -> Option<&str> {
     req.headers
@@ -33,7 +53,7 @@ pub fn host(req: &RequestHeader) -> Option<&str> {
 pub fn to_upstream(
     session: &Session,
     req: &mut RequestHeader,
-    signal: &Signal<'_>,
+    signal: &AffinityHeaders<'_>,
     forwarded: bool,
 ) -> Result<()> {
     let client = if forwarded { client_ip(session) } else { None };
@@ -52,7 +72,7 @@ pub fn to_upstream(
 /// (one scan of the request's header names).
 pub fn forward(
     req: &mut RequestHeader,
-    signal: &Signal<'_>,
+    signal: &AffinityHeaders<'_>,
     forwarding: bool,
     client: Option<IpAddr>,
 ) -> Result<()> {
@@ -265,7 +285,7 @@ mod tests {
 
     #[test]
     fn forwarding_headers_are_berths_and_the_case_of_others_is_kept() {
-        let signal = Signal {
+        let signal = AffinityHeaders {
             affinity: "sticky",
             previous: None,
             backup: None,
@@ -296,7 +316,7 @@ mod tests {
             ("X-Forwarded-For", "7.7.7.7"),
         ]);
         let backup = HeaderValue::from_static("b2");
-        let moved = Signal {
+        let moved = AffinityHeaders {
             affinity: "reassigned",
             previous: Some("b1".into()),
             backup: Some(&backup),

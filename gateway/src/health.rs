@@ -1,8 +1,10 @@
 //! Active health checks: every `interval`, each backend of an upstream with a `health:` section
 //! is probed (TCP connect, or an HTTP GET expecting a status) within `timeout`; results feed the
-//! rise/fall state machine in [`crate::members`].
+//! rise/fall state machine of each upstream's membership ([`crate::upstream`]).
 use crate::config::{HealthConf, HealthKind};
-use crate::upstreams::{Gateway, Upstream};
+use crate::gateway::Gateway;
+use crate::headers::status_of;
+use crate::upstream::Upstream;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -39,13 +41,12 @@ async fn check_loop(up: Arc<Upstream>, conf: HealthConf) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let targets: Vec<(String, SocketAddr)> = up
-            .members
-            .lock()
-            .list
-            .iter()
-            .map(|m| (m.conf.id.clone(), m.conf.addr))
-            .collect();
+        let targets: Vec<(String, SocketAddr)> = up.read_members(|m| {
+            m.list
+                .iter()
+                .map(|b| (b.conf.id.clone(), b.conf.addr))
+                .collect()
+        });
         let mut checks = JoinSet::new();
         for (id, addr) in targets {
             let conf = conf.clone();
@@ -92,13 +93,6 @@ pub async fn probe(addr: SocketAddr, kind: &HealthKind) -> bool {
         }
     }
     status_of(&buf[..len]) == Some(*expect_status)
-}
-
-/// The status code of an HTTP/1.x status line.
-fn status_of(head: &[u8]) -> Option<u16> {
-    let rest = head.strip_prefix(b"HTTP/1.")?;
-    let code = rest.get(2..5)?;
-    std::str::from_utf8(code).ok()?.parse().ok()
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! # berth — the gateway
 //!
 //! The only crate that imports Pingora. It reads the configuration ([`config`]), builds the
-//! runtime state ([`upstreams`]), and serves it through a thin `ProxyHttp` ([`proxy`]) plus an
-//! admin listener ([`admin`]).
+//! shared state ([`gateway`]: the [`upstream`]s and their routes), and serves it through a
+//! thin `ProxyHttp` ([`proxy`], which asks [`policy`] what a request may do) plus an admin
+//! listener ([`admin`]). Dependencies point one way: `config` and `metrics` depend on no other
+//! module; `upstream` on those two and `policy`; the services (`proxy`, `admin`, `handover`,
+//! `health`, `reload`, `upkeep`) on `gateway`.
 //!
 //! Plugin authors build their own binary around [`main_with`]:
 //! ```no_run
@@ -14,21 +17,21 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod client_deadlines;
 pub mod config;
 pub mod conn_limit;
-pub mod guard;
+pub mod gateway;
+pub mod handover;
 pub mod headers;
 pub mod health;
 pub mod launcher;
-pub mod lifecycle;
 pub mod limits;
-pub mod members;
 pub mod metrics;
-pub mod observe;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
-pub mod sweeper;
-pub mod upstreams;
+pub mod upkeep;
+pub mod upstream;
 pub mod views;
 
 use berth_plugins::Registry;
@@ -113,7 +116,7 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     let listeners = std::mem::take(&mut config.listeners);
     let admin_conf = config.admin.clone();
     let admin_listen = admin_conf.listen.clone();
-    let state_sock = lifecycle::state_sock_path(&server_conf.upgrade_sock);
+    let state_sock = handover::state_sock_path(&server_conf.upgrade_sock);
 
     let metrics = Arc::new(metrics::Metrics::new());
     let access_log = match config
@@ -122,17 +125,16 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
         .map(|c| access_log::AccessLog::open(&c, &metrics).map_err(|e| (c.target, e)))
     {
         None => None,
-        Some(Ok(log)) => Some(log),
+        Some(Ok(log)) => Some(Arc::new(log)),
         Some(Err((target, e))) => {
             eprintln!("access_log.path: cannot open {target:?}: {e}");
             return EXIT_BAD_CONFIG;
         }
     };
-    let mut gw = upstreams::Gateway::new(config, metrics);
-    gw.access_log = access_log;
+    let mut gw = gateway::Gateway::new(config, metrics);
     // Before anything serves: the running Berth's sessions, drains and admin changes.
     let predecessor = if cli.upgrade {
-        match lifecycle::inherit(&state_sock, &mut gw) {
+        match handover::inherit(&state_sock, &mut gw) {
             Ok(p) => p,
             Err(why) => {
                 eprintln!(
@@ -155,11 +157,15 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     // `berth -u -d` returns at once, then SIGQUIT to the old process hands the sockets over.
     let bootstrap = server.bootstrap_as_a_service();
 
-    // Every client connection goes through the slow-client guard (see `guard`).
-    let app = pingora_proxy::http_proxy(&server.configuration, proxy::Proxy { gw: gw.clone() });
+    // Every client connection goes through the slow-client guard (see `client_deadlines`).
+    let proxy = proxy::Proxy {
+        gw: gw.clone(),
+        log: access_log.clone(),
+    };
+    let app = pingora_proxy::http_proxy(&server.configuration, proxy);
     let mut proxy = Service::new(
         "berth proxy".into(),
-        guard::Guarded::new(app, gw.limits.deadlines()),
+        client_deadlines::Guarded::new(app, gw.limits.deadlines()),
     );
     for l in &listeners {
         proxy.add_tcp(&l.addr);
@@ -184,23 +190,24 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     admin.threads = Some(1);
     admin.add_tcp(&admin_listen);
     server.add_service(admin).add_dependency(&bootstrap);
-    let exit = lifecycle::install(&mut server, &gw, state_sock, predecessor, &bootstrap);
+    let exit = handover::install(&mut server, &gw, state_sock, predecessor, &bootstrap);
 
-    let sweeper = sweeper::Sweeper {
+    let upkeep = upkeep::Upkeep {
         gw: gw.clone(),
         tick: Duration::from_millis(100),
         sweep: Duration::from_secs(1),
         ready_exit,
     };
-    server.add_service(background_service("berth sweeper", sweeper));
+    server.add_service(background_service("berth upkeep", upkeep));
     let reloader = reload::Reloader {
         gw: gw.clone(),
         conf_path: cli.conf.clone(),
         registry,
+        access_log: access_log.clone(),
     };
     server.add_service(background_service("berth reload", reloader));
-    if gw.access_log.is_some() {
-        let writer = access_log::WriterService { gw: gw.clone() };
+    if let Some(log) = access_log {
+        let writer = access_log::WriterService { log };
         server.add_service(background_service("berth access log", writer));
     }
     let checker = health::HealthChecker { gw: gw.clone() };

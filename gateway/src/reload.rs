@@ -3,8 +3,9 @@
 //! on unchanged backends stay put. An invalid file changes nothing: every error is logged and
 //! the previous configuration keeps serving. Changes beyond backends (listeners, routes,
 //! plugins, new upstreams) need an upgrade (`berth -u`) and are reported as such.
+use crate::access_log::AccessLog;
 use crate::config;
-use crate::upstreams::Gateway;
+use crate::gateway::Gateway;
 use async_trait::async_trait;
 use berth_plugins::Registry;
 use pingora_core::server::ShutdownWatch;
@@ -17,6 +18,8 @@ pub struct Reloader {
     pub gw: Arc<Gateway>,
     pub conf_path: String,
     pub registry: Registry,
+    /// Reopened on SIGHUP (log rotation).
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 #[async_trait]
@@ -47,7 +50,7 @@ impl Reloader {
     /// Apply the file's backend lists; returns false when the file was refused.
     pub fn reload(&self) -> bool {
         log::info!("SIGHUP: reloading {}", self.conf_path);
-        if let Some(access_log) = &self.gw.access_log {
+        if let Some(access_log) = &self.access_log {
             access_log.reopen();
         }
         let cfg = match config::load_file(&self.conf_path, &self.registry) {
@@ -65,7 +68,7 @@ impl Reloader {
             }
         };
         for u in &cfg.upstreams {
-            match self.gw.upstreams.iter().find(|up| up.name == u.name) {
+            match self.gw.upstreams.iter().find(|up| *up.name == *u.name) {
                 Some(up) => up.reload_backends(&u.backends),
                 None => log::warn!(
                     "reload: new upstream {} needs an upgrade (berth -u)",
@@ -74,7 +77,7 @@ impl Reloader {
             }
         }
         for up in &self.gw.upstreams {
-            if !cfg.upstreams.iter().any(|u| u.name == up.name) {
+            if !cfg.upstreams.iter().any(|u| *u.name == *up.name) {
                 log::warn!(
                     "reload: removing upstream {} needs an upgrade (berth -u)",
                     up.name

@@ -46,7 +46,7 @@ pub use overlay::{
     Change, Imported, Loads, Lookup, Overlay, OverlayConfig, OverlayStats, Pin, PinInfo,
     PinOutcome, PinRecord, Taken, Wake,
 };
-pub use ring::{Hashing, Ring, MAX_POINTS_PER_BACKEND};
+pub use ring::{Hashing, Ring, DEFAULT_POINTS_PER_WEIGHT, MAX_POINTS_PER_BACKEND};
 pub use router::{BackendSpec, Move, Router, RouterConfig};
 
 /// Milliseconds on the caller's monotonic clock. Only differences matter.

@@ -17,6 +17,9 @@ pub enum Hashing {
     Modulo,
 }
 
+/// Ketama points per unit of weight unless configured (as nginx and pingora-ketama).
+pub const DEFAULT_POINTS_PER_WEIGHT: u32 = 160;
+
 /// Upper bound on the points (Ketama) or slots (modulo) of one backend, so an absurd weight
 /// cannot exhaust memory. Config validation is expected to keep weights far below it; a backend
 /// hitting the cap simply gets a smaller share than its weight asks for.

@@ -75,7 +75,7 @@ impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             hashing: Hashing::Ketama,
-            points_per_weight: 160,
+            points_per_weight: crate::DEFAULT_POINTS_PER_WEIGHT,
             bound_milli: None,
             spill_pinned: false,
             track_in_flight: false,

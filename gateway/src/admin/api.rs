@@ -2,8 +2,9 @@
 //! 404 (unknown backend/upstream/session), 405 (wrong method), 409 (conflict).
 use super::{error, reply, Req};
 use crate::config::{defaults, BackendConf};
-use crate::members::{AdminState, Refused};
-use crate::upstreams::{Gateway, Upstream};
+use crate::gateway::Gateway;
+use crate::upstream::Upstream;
+use crate::upstream::{AdminState, Refused};
 use http::{Method, Response};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -71,7 +72,7 @@ pub(crate) fn handle(gw: &Gateway, req: &Req) -> Resp {
 fn list(gw: &Gateway, upstream: Option<&str>) -> Resp {
     let mut backends = Vec::new();
     for up in &gw.upstreams {
-        if upstream.is_none_or(|u| u == up.name) {
+        if upstream.is_none_or(|u| u == &*up.name) {
             backends.extend(up.views());
         }
     }
@@ -91,8 +92,8 @@ fn with_backend(
     let holders: Vec<&Arc<Upstream>> = gw
         .upstreams
         .iter()
-        .filter(|u| upstream.as_ref().is_none_or(|n| *n == u.name))
-        .filter(|u| u.members.lock().position(id).is_some())
+        .filter(|u| upstream.as_ref().is_none_or(|n| **n == *u.name))
+        .filter(|u| u.read_members(|m| m.position(id).is_some()))
         .collect();
     match holders.as_slice() {
         [] => error(404, &format!("no backend {id:?}")),
@@ -128,7 +129,7 @@ fn add(gw: &Gateway, req: &Req) -> Resp {
         Err(r) => return r,
     };
     let up = match (&body.upstream, gw.upstreams.as_slice()) {
-        (Some(name), ups) => match ups.iter().find(|u| u.name == *name) {
+        (Some(name), ups) => match ups.iter().find(|u| *u.name == **name) {
             Some(u) => u,
             None => return error(404, &format!("no upstream {name:?}")),
         },
@@ -265,7 +266,7 @@ fn session(gw: &Gateway, value: &str, upstream: Option<&str>) -> Resp {
     for up in gw
         .upstreams
         .iter()
-        .filter(|u| upstream.is_none_or(|n| n == u.name))
+        .filter(|u| upstream.is_none_or(|n| n == &*u.name))
     {
         for plugin in up.chain.plugins() {
             let Some(key) = plugin.session_key(value.as_bytes()) else {
@@ -278,7 +279,7 @@ fn session(gw: &Gateway, value: &str, upstream: Option<&str>) -> Resp {
             return json(
                 200,
                 &serde_json::json!({
-                    "upstream": up.name,
+                    "upstream": &*up.name,
                     "plugin": plugin.name(),
                     "backend": name(info.backend),
                     "backup": info.backup.and_then(name),

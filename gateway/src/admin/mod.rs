@@ -10,7 +10,7 @@
 mod api;
 mod status;
 
-use crate::upstreams::Gateway;
+use crate::gateway::Gateway;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, Response};
@@ -143,7 +143,7 @@ impl ServeHttp for AdminApp {
             (true, "/readyz") => return status::readiness(&self.gw),
             (true, "/") => return dashboard(),
             (true, "/metrics") => {
-                let text = self.gw.metrics.render(&self.gw);
+                let text = self.gw.metrics.render();
                 return reply(200, "text/plain; version=0.0.4", text);
             }
             (false, "/healthz" | "/readyz" | "/metrics" | "/") => {

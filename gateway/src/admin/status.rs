@@ -1,8 +1,8 @@
 //! Read-only views of the routing state: `/readyz` (open, for load balancers and Kubernetes
 //! readiness probes) and `GET /admin/ring` (per-backend ring shares).
 use super::{error, reply};
-use crate::members::{AdminState, Member};
-use crate::upstreams::Gateway;
+use crate::gateway::Gateway;
+use crate::upstream::{AdminState, Member};
 use berth_routing::Hashing;
 use http::Response;
 use serde::Serialize;
@@ -43,11 +43,11 @@ pub(crate) fn readiness(gw: &Gateway) -> Resp {
     let mut upstreams = Vec::with_capacity(gw.upstreams.len());
     let mut reasons = Vec::new();
     for up in &gw.upstreams {
-        let table = up.table.load();
-        let n = table.router.len();
-        let taking_new = (0..n).filter(|&i| table.router.takes_new(i)).count();
+        let set = up.current.load();
+        let n = set.router.len();
+        let taking_new = (0..n).filter(|&i| set.router.takes_new(i)).count();
         if taking_new == 0 {
-            let why: Vec<String> = up.members.lock().list.iter().map(refusal).collect();
+            let why: Vec<String> = up.read_members(|m| m.list.iter().map(refusal).collect());
             let why = if why.is_empty() {
                 "no backends".to_string()
             } else {
@@ -104,8 +104,8 @@ pub(crate) fn ring(gw: &Gateway, upstream: Option<&str>) -> Resp {
     let tables: Vec<_> = gw
         .upstreams
         .iter()
-        .filter(|u| upstream.is_none_or(|n| n == u.name))
-        .map(|u| (u, u.table.load_full()))
+        .filter(|u| upstream.is_none_or(|n| n == &*u.name))
+        .map(|u| (u, u.current.load_full()))
         .collect();
     if tables.is_empty() && upstream.is_some() {
         return error(404, "no such upstream");

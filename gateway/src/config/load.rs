@@ -47,8 +47,8 @@ fn read_config(doc: &Value, registry: &Registry, errors: &mut Errors) -> Option<
     let server = top.raw("server").map(|v| read_server(v, top.errors()));
     let listeners = read_listeners(&mut top);
     let admin = read_admin(&mut top);
-    let access_log = crate::access_log::read_conf(&mut top);
-    let limits = crate::limits::read_conf(&mut top);
+    let access_log = super::access_log::read(&mut top);
+    let limits = super::limits::read(&mut top);
     let mut upstreams = Vec::new();
     let before = top.errors().len();
     top.map("upstreams", |name, v, path, errors| {
@@ -532,10 +532,8 @@ fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
     out
 }
 
-/// Ids and names appear in cookies, metric labels and URLs: keep them plain.
+/// Ids and names appear in cookies, metric labels and URLs: keep them plain (the rule of the
+/// cookie token's ids, `[A-Za-z0-9_-]{1,64}`).
 pub fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= defaults::MAX_ID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    berth_plugins::token::valid_id(s.as_bytes())
 }

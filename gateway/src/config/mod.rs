@@ -1,9 +1,16 @@
-//! Berth's configuration: the internal model (this file) and the YAML reader that fills it
-//! ([`load`]). The model holds checked, typed values only; the file format lives in `load.rs`
-//! and is documented key by key in `conf/berth.yaml`.
+//! Berth's configuration: the internal model (this file), every default ([`defaults`]) and the
+//! YAML readers that fill it ([`load`], and one file per top-level section that has its own
+//! rules: [`access_log`], [`limits`]). The model holds checked, typed values only — plain data,
+//! no behaviour; the file format is documented key by key in `conf/berth.yaml`. Nothing here
+//! depends on another module of the gateway.
+pub mod access_log;
+pub mod limits;
 mod load;
 #[cfg(test)]
 mod tests;
+
+pub use access_log::{AccessLogConf, Target};
+pub use limits::ClientLimits;
 
 pub use berth_plugins::params::ConfError;
 pub use load::{load_file, parse, valid_id};
@@ -27,9 +34,9 @@ pub struct Config {
     /// Upstreams in file order (`upstreams:`).
     pub upstreams: Vec<UpstreamConf>,
     /// The access log (`access_log:`); `None` = off.
-    pub access_log: Option<crate::access_log::AccessLogConf>,
+    pub access_log: Option<AccessLogConf>,
     /// Client-side limits (`limits:`).
-    pub limits: crate::limits::ClientLimits,
+    pub limits: ClientLimits,
 }
 
 /// One client-facing listener.
@@ -169,7 +176,7 @@ pub struct BackendConf {
     pub max_sessions: Option<u32>,
     /// Start (or, on reload, put) the backend in the draining state.
     pub drain: bool,
-    /// Requests in flight to it at once (`None` = no limit); see [`crate::conn_limit`].
+    /// Requests in flight to it at once (`None` = no limit).
     pub max_connections: Option<u32>,
 }
 
@@ -178,7 +185,7 @@ pub mod defaults {
     use std::time::Duration;
     pub const LISTEN: &str = "0.0.0.0:8080";
     pub const ADMIN_LISTEN: &str = "127.0.0.1:9180";
-    pub const POINTS_PER_WEIGHT: u32 = 160;
+    pub const POINTS_PER_WEIGHT: u32 = berth_routing::DEFAULT_POINTS_PER_WEIGHT;
     pub const IDLE_TTL: Duration = Duration::from_secs(30 * 60);
     pub const MAX_SESSIONS: usize = 1_000_000;
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -201,5 +208,14 @@ pub mod defaults {
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
     /// Longest backend id; ids appear in cookies and metric labels.
-    pub const MAX_ID_LEN: usize = 64;
+    pub const MAX_ID_LEN: usize = berth_plugins::token::MAX_ID_LEN;
+    /// `access_log.queue`: lines waiting for the writer.
+    pub const ACCESS_LOG_QUEUE: usize = 8192;
+    /// `limits:` (see [`super::limits`]).
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+    pub const MAX_HEADERS: usize = 100;
+    pub const MAX_URI_BYTES: usize = 8 * 1024;
 }

@@ -2,7 +2,7 @@
 //! this process exits (its last changes and a BYE are sent on the way out).
 use super::state::{members_of, members_signature, Packer};
 use super::wire::{read_frame, write_frame, Frame, Hello, WireError};
-use crate::upstreams::Gateway;
+use crate::gateway::Gateway;
 use parking_lot::{Condvar, Mutex};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -7,18 +7,21 @@
 //! applied only where they still make sense: a pin (or backup) on a backend the new process
 //! does not have, or in an upstream it does not have, is dropped and counted.
 use super::wire::{self, LiveBackend, Members, Pins, Record, Removed, WireMigration, WireState};
-use crate::members::{AdminState, Member, Migration};
-use crate::upstreams::{Gateway, Upstream};
+use crate::gateway::Gateway;
+use crate::upstream::Upstream;
+use crate::upstream::{AdminState, Member, Migration};
 use berth_routing::{BackendId, Change, HealthState, Imported, Millis, Pin, PinRecord, SessionKey};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 /// Membership of `up`, with drain deadlines as time left from `now`.
 pub(super) fn members_of(up: &Upstream, now: Millis) -> Members {
-    let m = up.members.lock();
+    up.read_members(|m| members_wire(up, m, now))
+}
+
+fn members_wire(up: &Upstream, m: &crate::upstream::Members, now: Millis) -> Members {
     let name = |id: BackendId| up.names.name(id).map(|n| n.to_string()).unwrap_or_default();
     Members {
-        upstream: up.name.clone(),
+        upstream: up.name.to_string(),
         file: m.file.clone(),
         live: m
             .list
@@ -131,7 +134,7 @@ impl<'u> Packer<'u> {
         }
         self.index.clear();
         emit(wire::Frame::Pins(Pins {
-            upstream: self.up.name.clone(),
+            upstream: self.up.name.to_string(),
             names: std::mem::take(&mut self.names),
             records: std::mem::take(&mut self.records),
         }));
@@ -142,7 +145,7 @@ impl<'u> Packer<'u> {
             return;
         }
         emit(wire::Frame::Removed(Removed {
-            upstream: self.up.name.clone(),
+            upstream: self.up.name.to_string(),
             keys: std::mem::take(&mut self.removed),
         }));
     }
@@ -197,7 +200,7 @@ pub(super) struct Applier {
 
 impl Applier {
     fn upstream<'g>(gw: &'g Gateway, name: &str) -> Option<&'g Upstream> {
-        gw.upstreams.iter().find(|u| u.name == name).map(|u| &**u)
+        gw.upstreams.iter().find(|u| &*u.name == name).map(|u| &**u)
     }
 
     /// A MEMBERS frame: merged whole during the snapshot, as differences afterwards.
@@ -234,11 +237,11 @@ impl Applier {
             self.tally.drop("upstream_gone", n);
             return;
         };
-        let table = up.table.load();
+        let set = up.current.load();
         let ids: Vec<Option<BackendId>> = p
             .names
             .iter()
-            .map(|n| table.router.index_of(n).map(|i| table.router.id(i)))
+            .map(|n| set.router.index_of(n).map(|i| set.router.id(i)))
             .collect();
         let (mut ok, mut gone, mut expired) = (0, 0, 0);
         for r in &p.records {
@@ -262,12 +265,10 @@ impl Applier {
                 Imported::Expired => expired += 1,
             }
         }
-        received.with_label_values(&[up.name.as_str()]).inc_by(ok);
+        received.with_label_values(&[&*up.name]).inc_by(ok);
         for (why, c) in [("backend_gone", gone), ("expired", expired)] {
             if c > 0 {
-                dropped
-                    .with_label_values(&[up.name.as_str(), why])
-                    .inc_by(c);
+                dropped.with_label_values(&[&*up.name, why]).inc_by(c);
             }
             self.tally.drop(why, c);
         }
@@ -297,46 +298,41 @@ fn admin_state(s: WireState, now: Millis) -> AdminState {
 
 /// Snapshot: the old live list, then this process's file changes on top (as a reload would).
 fn adopt(up: &Upstream, m: &Members, now: Millis) {
-    let own_file = {
-        let mut members = up.members.lock();
-        let cooldown = u64::try_from(up.settings.passive.cooldown.as_millis()).unwrap_or(0);
-        members.list = m
-            .live
-            .iter()
-            .map(|b| Member {
-                conf: b.conf.clone(),
-                state: admin_state(b.state, now),
-                health: if b.up {
-                    HealthState::up()
-                } else {
-                    HealthState::down()
-                },
-                // Without active checks a passively-downed backend is tried after a cooldown.
-                retry_at: (!b.up && up.settings.health.is_none()).then_some(now + cooldown),
-            })
-            .collect();
-        let known = |id: &str| m.live.iter().any(|b| b.conf.id == id);
-        members.migrations = m
-            .migrations
-            .iter()
-            .filter(|g| known(&g.backend))
-            .map(|g| Migration {
-                backend: up.names.intern(&g.backend),
-                remaining: usize::try_from(g.remaining).unwrap_or(usize::MAX),
-                rate: g.rate.max(1),
-                budget: 0.0,
-                last: now,
-            })
-            .collect();
-        members.moved = m
-            .moved
-            .iter()
-            .map(|(k, b)| (SessionKey(*k), up.names.intern(b)))
-            .collect();
-        up.moved_pending
-            .store(members.moved.len(), Ordering::Relaxed);
-        std::mem::replace(&mut members.file, m.file.clone())
-    };
+    let cooldown = u64::try_from(up.settings.passive.cooldown.as_millis()).unwrap_or(0);
+    let list = m
+        .live
+        .iter()
+        .map(|b| Member {
+            conf: b.conf.clone(),
+            state: admin_state(b.state, now),
+            health: if b.up {
+                HealthState::up()
+            } else {
+                HealthState::down()
+            },
+            // Without active checks a passively-downed backend is tried after a cooldown.
+            retry_at: (!b.up && up.settings.health.is_none()).then_some(now + cooldown),
+        })
+        .collect();
+    let known = |id: &str| m.live.iter().any(|b| b.conf.id == id);
+    let migrations = m
+        .migrations
+        .iter()
+        .filter(|g| known(&g.backend))
+        .map(|g| Migration {
+            backend: up.names.intern(&g.backend),
+            remaining: usize::try_from(g.remaining).unwrap_or(usize::MAX),
+            rate: g.rate.max(1),
+            budget: 0.0,
+            last: now,
+        })
+        .collect();
+    let moved = m
+        .moved
+        .iter()
+        .map(|(k, b)| (SessionKey(*k), up.names.intern(b)))
+        .collect();
+    let own_file = up.adopt(list, migrations, moved, m.file.clone());
     // Diff the old file against this process's file, applied to the old live list.
     up.reload_backends(&own_file);
 }
@@ -388,11 +384,7 @@ fn follow(up: &Upstream, prev: &Members, next: &Members, now: Millis) {
 
 /// A backend's address or weight changed (a reload in the old process).
 fn replace_conf(up: &Upstream, conf: &crate::config::BackendConf) {
-    let mut m = up.members.lock();
-    if let Some(pos) = m.position(&conf.id) {
-        m.list[pos].conf = conf.clone();
-        up.rebuild(&m);
-    }
+    up.replace_conf(conf);
 }
 
 #[cfg(test)]

@@ -37,7 +37,8 @@ pub use receive::Predecessor;
 pub use state::Tally;
 pub use stream::Exit;
 
-use crate::upstreams::{Clock, Gateway};
+use crate::gateway::Gateway;
+use crate::upstream::Clock;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use pingora_core::server::{Server, ShutdownWatch};

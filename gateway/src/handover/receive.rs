@@ -2,7 +2,7 @@
 //! serving, then follow its changes until it exits.
 use super::state::{Applier, Tally};
 use super::wire::{read_frame, write_frame, Frame, Hello, WireError};
-use crate::upstreams::Gateway;
+use crate::gateway::Gateway;
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,8 @@
 //! before serving, changes after it, the end of the stream when the old one exits.
 use super::*;
 use crate::config;
-use crate::members::AdminState;
 use crate::metrics::Metrics;
+use crate::upstream::AdminState;
 use berth_plugins::Registry;
 use berth_routing::SessionKey;
 use std::time::Duration;
@@ -49,7 +49,7 @@ fn temp_sock(name: &str) -> Sock {
 fn snapshot_then_changes_then_bye() {
     let sock = temp_sock("handover");
     let old = Arc::new(gateway());
-    let table = old.upstreams[0].table.load_full();
+    let table = old.upstreams[0].current.load_full();
     let now = old.clock.now();
     for i in 0..1_000 {
         table.router.select(key(i), now).expect("placed");
@@ -126,7 +126,7 @@ fn snapshot_then_changes_then_bye() {
     // ring elsewhere: the ring pick does not override the learned pin.
     // (a is drained and c draining: the old process can only place it on b.)
     let learned = key(6_000);
-    let new_table = new.upstreams[0].table.load_full();
+    let new_table = new.upstreams[0].current.load_full();
     let c = new_table.router.index_of("c").expect("c");
     new_table.router.pin(learned, c, new.clock.now());
     let placed = table

@@ -6,13 +6,11 @@
 //! flags of the current table (or swapping in a new table), so changes never race each other.
 //! The request path never takes this lock, except when a connect failure crosses the passive
 //! threshold.
+use super::{BackendSet, BackendView, Upstream};
 use crate::config::{BackendConf, HealthConf};
-use crate::upstreams::{Table, Upstream};
 use berth_routing::{BackendId, HealthState, Millis, SessionKey, Thresholds};
 use std::collections::HashMap;
 use std::time::Duration;
-
-mod moves;
 
 /// Admin state of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +24,15 @@ pub enum AdminState {
 }
 
 impl AdminState {
+    /// The state a backend's `drain` flag in the file asks for.
+    pub fn configured(drain: bool) -> AdminState {
+        if drain {
+            AdminState::Draining { deadline: None }
+        } else {
+            AdminState::Active
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AdminState::Active => "active",
@@ -71,32 +78,6 @@ pub struct Migration {
     pub last: Millis,
 }
 
-/// A backend as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BackendView {
-    pub upstream: String,
-    pub id: String,
-    pub addr: String,
-    pub weight: u32,
-    pub health: &'static str,
-    pub state: &'static str,
-    /// Sessions pinned to it.
-    pub sessions: u64,
-    /// Of those, the active ones (in use now or within `sessions.active_window`).
-    pub active_sessions: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_sessions: Option<u32>,
-    /// Bounded-load cap for its next new session (when `load.bound` is set and it takes new
-    /// sessions).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bound: Option<u64>,
-    /// Fraction of the hash space this backend owns on the ring (Ketama arcs; modulo: its
-    /// weight share). Static: a down or draining backend keeps its share, the walk skips it.
-    pub ring_share: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drain_deadline_ms: Option<u64>,
-}
-
 /// Why an admin change was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
@@ -106,15 +87,10 @@ pub enum Refused {
 }
 
 impl Member {
-    fn new(conf: BackendConf) -> Member {
-        let state = if conf.drain {
-            AdminState::Draining { deadline: None }
-        } else {
-            AdminState::Active
-        };
+    pub(crate) fn new(conf: BackendConf) -> Member {
         Member {
+            state: AdminState::configured(conf.drain),
             conf,
-            state,
             health: HealthState::up(),
             retry_at: None,
         }
@@ -141,75 +117,60 @@ impl Members {
 }
 
 impl Upstream {
-    /// Write every member's state into the routing flags of `table`.
-    pub(crate) fn apply_flags(&self, table: &Table, m: &Members) {
+    /// Read the membership (under its lock: keep `f` short). Every change goes through the
+    /// methods of [`Upstream`].
+    pub fn read_members<R>(&self, f: impl FnOnce(&Members) -> R) -> R {
+        f(&self.members.lock())
+    }
+
+    /// The membership, to change it directly (tests only).
+    #[cfg(test)]
+    pub(crate) fn members_mut(&self) -> parking_lot::MutexGuard<'_, Members> {
+        self.members.lock()
+    }
+
+    /// An upgrade's snapshot of the old process's membership replaces this one whole; returns
+    /// the file backend list this process had, for the caller to re-apply as a reload would.
+    pub(crate) fn adopt(
+        &self,
+        list: Vec<Member>,
+        migrations: Vec<Migration>,
+        moved: HashMap<SessionKey, BackendId>,
+        file: Vec<BackendConf>,
+    ) -> Vec<BackendConf> {
+        let mut m = self.members.lock();
+        m.list = list;
+        m.migrations = migrations;
+        m.moved = moved;
+        self.moved_pending.store(m.moved.len(), RELAXED);
+        std::mem::replace(&mut m.file, file)
+    }
+
+    /// A backend's address, weight or limits changed elsewhere (a reload in the old process
+    /// during an upgrade): the new conf, in a new set.
+    pub(crate) fn replace_conf(&self, conf: &BackendConf) {
+        let mut m = self.members.lock();
+        if let Some(pos) = m.position(&conf.id) {
+            m.list[pos].conf = conf.clone();
+            self.rebuild(&m);
+        }
+    }
+
+    /// Write every member's state into the routing flags of `set`.
+    pub(crate) fn apply_flags(&self, set: &BackendSet, m: &Members) {
         for (i, member) in m.list.iter().enumerate() {
-            table.router.set_up(i, member.serves());
-            table
-                .router
+            set.router.set_up(i, member.serves());
+            set.router
                 .set_draining(i, member.state != AdminState::Active);
-            table.backends[i].metrics.up.set(i64::from(member.serves()));
+            set.backends[i].metrics.up.set(i64::from(member.serves()));
         }
     }
 
-    /// Build a new table from the member list, flag it and swap it in.
+    /// Build a new set from the member list, flag it and swap it in.
     pub(crate) fn rebuild(&self, m: &Members) {
-        let table = Table::new(self, &m.list);
-        self.apply_flags(&table, m);
-        self.table.store(std::sync::Arc::new(table));
-    }
-
-    /// Every backend as the admin API shows it.
-    pub fn views(&self) -> Vec<BackendView> {
-        let m = self.members.lock();
-        let table = self.table.load();
-        let shares = table.router.ring().shares();
-        m.list
-            .iter()
-            .map(|b| self.view_in(b, &table, &shares))
-            .collect()
-    }
-
-    /// One backend, by id.
-    pub fn view_of(&self, id: &str) -> Option<BackendView> {
-        let m = self.members.lock();
-        m.list
-            .iter()
-            .find(|b| b.conf.id == id)
-            .map(|b| self.view(b))
-    }
-
-    /// Backend `b` (a member of the current table) as the admin API shows it.
-    fn view(&self, b: &Member) -> BackendView {
-        let table = self.table.load();
-        self.view_in(b, &table, &table.router.ring().shares())
-    }
-
-    /// `b` as seen in `table`, whose ring shares are `shares` (computed once per listing).
-    fn view_in(&self, b: &Member, table: &Table, shares: &[f64]) -> BackendView {
-        let id = self.names.get(&b.conf.id);
-        let sessions = id.map_or(0, |id| self.overlay.count(id));
-        let active_sessions = id.map_or(0, |id| u64::from(self.overlay.active(id)));
-        let idx = table.router.index_of(&b.conf.id);
-        let ring_share = idx.and_then(|i| shares.get(i).copied()).unwrap_or(0.0);
-        let bound = idx.and_then(|i| table.router.bound(i));
-        BackendView {
-            upstream: self.name.clone(),
-            id: b.conf.id.clone(),
-            addr: b.conf.addr.to_string(),
-            weight: b.conf.weight,
-            health: if b.health.is_up() { "up" } else { "down" },
-            state: b.state.as_str(),
-            sessions,
-            active_sessions,
-            max_sessions: b.conf.max_sessions,
-            bound,
-            ring_share,
-            drain_deadline_ms: match b.state {
-                AdminState::Draining { deadline } => deadline,
-                _ => None,
-            },
-        }
+        let set = BackendSet::new(self, &m.list);
+        self.apply_flags(&set, m);
+        self.current.store(std::sync::Arc::new(set));
     }
 
     /// Add a backend at runtime. Pinned sessions do not move.
@@ -315,7 +276,7 @@ impl Upstream {
             self.name,
             state.as_str()
         );
-        self.apply_flags(&self.table.load(), &m);
+        self.apply_flags(&self.current.load(), &m);
         Ok(self.view(&m.list[pos]))
     }
 
@@ -332,11 +293,11 @@ impl Upstream {
         }
     }
 
-    /// A request could not connect to backend `idx` of `table`; after `passive.fall`
+    /// A request could not connect to backend `idx` of `set`; after `passive.fall`
     /// consecutive failures the backend is marked down.
-    pub fn connect_failed(&self, table: &Table, idx: usize, now: Millis) {
+    pub fn connect_failed(&self, set: &BackendSet, idx: usize, now: Millis) {
         let fall = self.settings.passive.fall;
-        let failures = &table.backends[idx].connect_failures;
+        let failures = &set.backends[idx].connect_failures;
         let n = failures.fetch_add(1, RELAXED) + 1;
         if fall == 0 || n < fall {
             return;
@@ -345,7 +306,7 @@ impl Upstream {
         // another `fall` failures mark it down again.
         failures.store(0, RELAXED);
         let mut m = self.members.lock();
-        let name = table.router.name(idx);
+        let name = set.router.name(idx);
         let Some(pos) = m.position(name) else { return };
         if m.list[pos].health.set(false) {
             if self.settings.health.is_none() {
@@ -356,8 +317,8 @@ impl Upstream {
     }
 
     /// A request connected to backend `idx`: its passive failure streak ends.
-    pub fn connected(&self, table: &Table, idx: usize) {
-        let c = &table.backends[idx].connect_failures;
+    pub fn connected(&self, set: &BackendSet, idx: usize) {
+        let c = &set.backends[idx].connect_failures;
         if c.load(RELAXED) != 0 {
             c.store(0, RELAXED);
         }
@@ -368,7 +329,7 @@ impl Upstream {
         let to = if up { "up" } else { "down" };
         log::warn!("upstream {}: backend {id} is {to} ({why})", self.name);
         self.metrics.health_transition(&self.name, id, up);
-        self.apply_flags(&self.table.load(), m);
+        self.apply_flags(&self.current.load(), m);
     }
 
     /// Periodic work: drain completion, passive cooldowns, migrations.
@@ -405,7 +366,7 @@ impl Upstream {
             }
         }
         if changed {
-            self.apply_flags(&self.table.load(), &m);
+            self.apply_flags(&self.current.load(), &m);
         }
         self.run_migrations(&mut m, now);
         self.run_rebalance(&mut m, now);
@@ -435,11 +396,7 @@ impl Upstream {
                 Some(pos) => {
                     let b = &mut m.list[pos];
                     if before.map(|p| p.drain) != Some(conf.drain) {
-                        b.state = if conf.drain {
-                            AdminState::Draining { deadline: None }
-                        } else {
-                            AdminState::Active
-                        };
+                        b.state = AdminState::configured(conf.drain);
                     }
                     log::info!(
                         "upstream {}: backend {} updated by reload",
@@ -474,11 +431,12 @@ impl Upstream {
     }
 }
 
-const RELAXED: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
+pub(super) const RELAXED: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
 
-fn millis(d: Duration) -> Millis {
+pub(super) fn millis(d: Duration) -> Millis {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
+#[path = "membership_tests.rs"]
 mod tests;

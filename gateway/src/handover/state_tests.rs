@@ -72,8 +72,8 @@ fn membership_is_merged_like_a_reload_over_the_old_live_list() {
         },
     )
     .expect("b exists");
-    up.members.lock().list[0].health = HealthState::down();
-    let table = up.table.load();
+    up.members_mut().list[0].health = HealthState::down();
+    let table = up.current.load();
     let on_b = table.router.index_of("b").expect("b");
     for i in 0..5 {
         table.router.pin(key(i), on_b, 10_000);
@@ -101,13 +101,13 @@ fn membership_is_merged_like_a_reload_over_the_old_live_list() {
         Some(6_000),
         "5 s left on the new clock"
     );
-    let table = new.upstreams[0].table.load();
+    let table = new.upstreams[0].current.load();
     let idx = |n: &str| table.router.index_of(n).expect("in the table");
     assert!(!table.router.is_up(idx("a")));
     assert!(table.router.is_draining(idx("b")) && !table.router.takes_new(idx("b")));
     assert!(table.router.takes_new(idx("c")) && table.router.takes_new(idx("d")));
     assert_eq!(applier.tally.upstreams, 1);
-    let m = new.upstreams[0].members.lock();
+    let m = new.upstreams[0].members_mut();
     let g = &m.migrations[..];
     assert_eq!(g.len(), 1, "the migration in progress goes on");
     assert_eq!((g[0].remaining, g[0].rate), (3, 10));
@@ -120,7 +120,7 @@ fn membership_is_merged_like_a_reload_over_the_old_live_list() {
 #[test]
 fn pins_on_backends_the_new_process_lacks_are_dropped_and_counted() {
     let old = gateway(&[("a", 1), ("b", 2), ("c", 3)]);
-    let table = old.upstreams[0].table.load();
+    let table = old.upstreams[0].current.load();
     for i in 0..300 {
         table.router.select(key(i), 5_000).expect("placed");
     }
@@ -135,7 +135,7 @@ fn pins_on_backends_the_new_process_lacks_are_dropped_and_counted() {
     }
     assert_eq!(applier.tally.sessions, 300 - on_c);
     assert_eq!(applier.tally.dropped, vec![("backend_gone", on_c)]);
-    let new_table = new.upstreams[0].table.load();
+    let new_table = new.upstreams[0].current.load();
     for i in 0..300 {
         let was = old.upstreams[0]
             .overlay
@@ -153,7 +153,7 @@ fn pins_on_backends_the_new_process_lacks_are_dropped_and_counted() {
             None => assert_eq!(&*name, "c"),
         }
     }
-    let metrics = String::from_utf8(new.metrics.render(&new)).expect("utf-8");
+    let metrics = String::from_utf8(new.metrics.render()).expect("utf-8");
     assert!(metrics.contains(&format!(
         "berth_upgrade_sessions_dropped_total{{upstream=\"app\",why=\"backend_gone\"}} {on_c}"
     )));
@@ -215,7 +215,7 @@ fn the_signature_ignores_health_and_the_passing_of_time() {
     )
     .expect("a");
     let before = members_signature(up);
-    up.members.lock().list[0].health = HealthState::down();
+    up.members_mut().list[0].health = HealthState::down();
     assert_eq!(members_signature(up), before);
     up.set_state("a", AdminState::Drained).expect("a");
     assert_ne!(members_signature(up), before);

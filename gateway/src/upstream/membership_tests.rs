@@ -1,6 +1,6 @@
 use crate::config;
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::upstreams::Gateway;
 use berth_plugins::Registry;
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ fn passive_marking_repeats_after_each_recovery() {
     let up = &gw.upstreams[0];
     for round in 0..3u64 {
         let now = round * 10_000;
-        let table = up.table.load_full();
+        let table = up.current.load_full();
         for _ in 0..2 {
             up.connect_failed(&table, 0, now);
         }
@@ -37,7 +37,7 @@ fn passive_marking_repeats_after_each_recovery() {
             "down",
             "round {round}: the 3rd failure marks it down"
         );
-        assert!(!up.table.load().router.is_up(0));
+        assert!(!up.current.load().router.is_up(0));
         up.tick(now + 999);
         assert_eq!(
             health(&gw, "a"),
@@ -58,7 +58,7 @@ fn passive_marking_repeats_after_each_recovery() {
 fn a_successful_connect_ends_the_streak() {
     let gw = gateway("    passive: { fall: 2 }\n");
     let up = &gw.upstreams[0];
-    let table = up.table.load_full();
+    let table = up.current.load_full();
     up.connect_failed(&table, 1, 0);
     up.connected(&table, 1);
     up.connect_failed(&table, 1, 0);
@@ -73,7 +73,7 @@ fn drain_completes_when_no_session_is_left_or_at_the_deadline() {
     use berth_routing::SessionKey;
     let gw = gateway("");
     let up = &gw.upstreams[0];
-    let table = up.table.load_full();
+    let table = up.current.load_full();
     let key = SessionKey::new(b"t", b"s1");
     table.router.pin(key, 0, 0);
     up.set_state(
@@ -88,7 +88,7 @@ fn drain_completes_when_no_session_is_left_or_at_the_deadline() {
     up.tick(5_000);
     assert_eq!(up.view_of("a").map(|v| v.state), Some("drained"));
     assert!(
-        !up.table.load().router.is_up(0),
+        !up.current.load().router.is_up(0),
         "a drained backend serves nothing"
     );
     up.set_state("b", AdminState::Draining { deadline: None })

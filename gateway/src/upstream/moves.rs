@@ -1,8 +1,8 @@
 //! Sessions moved off their backend on purpose: admin migrations (at a rate), rebalancing of
 //! idle sessions (every `load.rebalance.interval`), and the one-time "you moved" notes their
-//! next requests carry. Part of the lifecycle tick in [`super`].
-use super::{millis, Members, Migration, Refused, RELAXED};
-use crate::upstreams::Upstream;
+//! next requests carry. Part of the membership tick (`membership.rs`).
+use super::membership::{millis, RELAXED};
+use super::{Members, Migration, Refused, Upstream};
 use berth_routing::{BackendId, Millis, SessionKey};
 
 impl Upstream {
@@ -40,7 +40,7 @@ impl Upstream {
     }
 
     /// The backend a migrated session was moved from, once: its next request says so.
-    pub fn take_moved(&self, key: SessionKey) -> Option<BackendId> {
+    pub(super) fn take_moved(&self, key: SessionKey) -> Option<BackendId> {
         if self
             .moved_pending
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -78,8 +78,8 @@ impl Upstream {
         }
         m.last_rebalance = now;
         let budget = (u64::from(rb.rate) * interval / 1000).max(1) as usize;
-        let table = self.table.load();
-        let moves = table.router.rebalance(millis(rb.idle_after), now, budget);
+        let set = self.current.load();
+        let moves = set.router.rebalance(millis(rb.idle_after), now, budget);
         if moves.is_empty() {
             return;
         }
@@ -100,7 +100,7 @@ impl Upstream {
         if m.migrations.is_empty() {
             return;
         }
-        let table = self.table.load();
+        let set = self.current.load();
         let mut migrations = std::mem::take(&mut m.migrations);
         for g in migrations.iter_mut() {
             g.budget += f64::from(g.rate) * (now.saturating_sub(g.last)) as f64 / 1000.0;
@@ -110,11 +110,11 @@ impl Upstream {
                 continue;
             }
             let keys = self.overlay.keys_on(g.backend, batch);
-            let from = table.router.index_of_id(g.backend);
+            let from = set.router.index_of_id(g.backend);
             let mut moved = 0;
             for key in &keys {
                 let failed: &[usize] = from.as_slice();
-                if table
+                if set
                     .router
                     .failover(key.ring_point(), Some(*key), failed, now)
                     .is_some()

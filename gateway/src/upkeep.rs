@@ -1,7 +1,8 @@
-//! Periodic upkeep: idle-pin expiry and each upstream's lifecycle tick (drain completion,
-//! passive cooldowns, migrations). Expiry is also applied lazily on lookup; the sweep keeps
-//! memory and the per-backend session counts current for sessions that never come back.
-use crate::upstreams::Gateway;
+//! Periodic upkeep: idle-pin expiry and each upstream's membership tick (drain completion,
+//! passive cooldowns, migrations, rebalancing). Expiry is also applied lazily on lookup; the
+//! sweep keeps memory and the per-backend session counts current for sessions that never come
+//! back.
+use crate::gateway::Gateway;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Lifecycle ticks every `tick`; overlay sweeps every `sweep`.
-pub struct Sweeper {
+pub struct Upkeep {
     pub gw: Arc<Gateway>,
     pub tick: Duration,
     pub sweep: Duration,
@@ -18,7 +19,7 @@ pub struct Sweeper {
 }
 
 #[async_trait]
-impl BackgroundService for Sweeper {
+impl BackgroundService for Upkeep {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         if let Some(r) = &self.ready_exit {
             r.disarm();

@@ -1,0 +1,187 @@
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const D: Deadlines = Deadlines {
+    header: Duration::from_millis(300),
+    idle: Duration::from_millis(300),
+};
+/// Comfortably past both deadlines.
+const PAST: Duration = Duration::from_millis(900);
+
+/// A guarded server side and its client, over real loopback TCP.
+async fn pair() -> (HeadDeadline, TcpStream) {
+    pair_with(D).await
+}
+
+async fn pair_with(d: Deadlines) -> (HeadDeadline, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(server));
+    (HeadDeadline::new(stream, d), client)
+}
+
+/// Read until `n` bytes arrived, an error, or EOF.
+async fn read_n(s: &mut HeadDeadline, n: usize) -> io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.len() < n {
+        let k = s.read(&mut buf).await?;
+        if k == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..k]);
+    }
+    Ok(got)
+}
+
+/// A read that neither returns data nor fails for `PAST`.
+async fn stays_open(s: &mut HeadDeadline) {
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(PAST, s.read(&mut buf)).await;
+    assert!(r.is_err(), "the read ended: {r:?}");
+}
+
+async fn times_out(s: &mut HeadDeadline) {
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the deadline fired");
+    let e = r.expect_err("a timeout error, not EOF");
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+}
+
+#[tokio::test]
+async fn a_silent_new_connection_is_cut() {
+    let (mut s, _client) = pair().await;
+    times_out(&mut s).await;
+}
+
+#[tokio::test]
+async fn a_trickled_head_is_cut() {
+    let (mut s, mut client) = pair().await;
+    let trickle = tokio::spawn(async move {
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if client.write_all(b"X: 1\r\n").await.is_err() {
+                break;
+            }
+        }
+    });
+    times_out(&mut s).await;
+    trickle.abort();
+}
+
+#[tokio::test]
+async fn a_complete_head_stops_the_clock_and_the_response_restarts_it() {
+    // Idle longer than PAST: the head clock, not the idle one, cuts the trickled head.
+    let (mut s, mut client) = pair_with(Deadlines {
+        header: D.header,
+        idle: Duration::from_secs(3),
+    })
+    .await;
+    let head = b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    client.write_all(head).await.unwrap();
+    assert_eq!(read_n(&mut s, head.len()).await.unwrap(), head);
+    // Waiting for the body or the backend is not timed here.
+    stays_open(&mut s).await;
+    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    // Idle between requests, within keepalive_timeout.
+    stays_open(&mut s).await;
+    // The next head, trickled, is timed from its first byte.
+    client.write_all(b"GET /2 HTTP/1.1\r\n").await.unwrap();
+    times_out(&mut s).await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_cut_and_a_busy_one_is_not() {
+    let (mut s, mut client) = pair().await;
+    // A request every 100 ms for 3× the idle timeout, each read waiting for it (the timer is
+    // armed): each idle time counts from the previous response, so the connection stays
+    // (the one timer fires early, re-arms, never cuts).
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let sender = tokio::spawn(async move {
+        for _ in 0..9 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client.write_all(head).await.unwrap();
+        }
+        client
+    });
+    for _ in 0..9 {
+        assert_eq!(read_n(&mut s, head.len()).await.unwrap(), head);
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+    }
+    let _client = sender.await.unwrap();
+    // Then nothing: cut once idle for keepalive_timeout after the last response.
+    let t = std::time::Instant::now();
+    times_out(&mut s).await;
+    let idle = t.elapsed();
+    assert!(idle >= D.idle - Duration::from_millis(110), "{idle:?}");
+}
+
+#[tokio::test]
+async fn a_head_split_over_reads_is_found_whole() {
+    // CR LF split between reads, bare LFs, leading empty lines: the head still ends at its
+    // empty line and no timeout follows while the response is awaited.
+    let (mut s, mut client) = pair().await;
+    for part in [
+        &b"\r\n\r\nGET / HTTP/1.1\r"[..],
+        b"\nHost: x\r\nA: b\r\n\r",
+        b"\n",
+    ] {
+        client.write_all(part).await.unwrap();
+        read_n(&mut s, part.len()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stays_open(&mut s).await;
+    let (mut s, mut client) = pair().await;
+    let head = b"GET / HTTP/1.1\nHost: x\n\n";
+    client.write_all(head).await.unwrap();
+    read_n(&mut s, head.len()).await.unwrap();
+    stays_open(&mut s).await;
+    // A line of CRs only is not an empty line's end unless a LF follows.
+    let (mut s, mut client) = pair().await;
+    let head = b"GET / HTTP/1.1\r\nX: y\r\r";
+    client.write_all(head).await.unwrap();
+    read_n(&mut s, head.len()).await.unwrap();
+    times_out(&mut s).await;
+}
+
+#[tokio::test]
+async fn interim_responses_keep_waiting_for_the_body_and_101_is_a_tunnel() {
+    let (mut s, mut client) = pair().await;
+    let head = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\n";
+    client.write_all(head).await.unwrap();
+    read_n(&mut s, head.len()).await.unwrap();
+    s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+    client.write_all(b"bo").await.unwrap();
+    assert_eq!(read_n(&mut s, 2).await.unwrap(), b"bo");
+    stays_open(&mut s).await;
+
+    let (mut s, mut client) = pair().await;
+    let head = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    client.write_all(head).await.unwrap();
+    read_n(&mut s, head.len()).await.unwrap();
+    s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        .await
+        .unwrap();
+    client.write_all(b"\x81\x05hello").await.unwrap();
+    assert_eq!(read_n(&mut s, 7).await.unwrap(), b"\x81\x05hello");
+    stays_open(&mut s).await;
+}

@@ -1,0 +1,123 @@
+//! Pre-resolved metric handles: what the request path touches (no label hashing, no lock).
+use berth_plugins::Invalid;
+use berth_routing::Reason;
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
+
+/// What a request's affinity came to (`berth_affinity_total{outcome}`); the rules are
+/// `Attempt::outcome` in `policy`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The session's pin held: it went to its backend.
+    Hit,
+    /// No live pin: a new session was placed.
+    Miss,
+    /// The session changed backend (failover, spill, migration).
+    Reassigned,
+    /// The key it presented was rejected (forged, expired, malformed ...); routed as new.
+    InvalidToken,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Hit,
+        Outcome::Miss,
+        Outcome::Reassigned,
+        Outcome::InvalidToken,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Reassigned => "reassigned",
+            Outcome::InvalidToken => "invalid_token",
+        }
+    }
+}
+
+/// Handles for one backend.
+pub struct BackendMetrics {
+    /// `[reason][class]`.
+    pub(super) requests: Vec<[IntCounter; 6]>,
+    pub connect_failures: IntCounter,
+    /// 1 while the backend serves (healthy and not drained), else 0.
+    pub up: IntGauge,
+    /// Failover decisions away from this backend.
+    pub failovers: IntCounter,
+    /// Upstream connections used: `[new, reused]`.
+    pub(super) connections: [IntCounter; 2],
+}
+
+/// Handles for one upstream.
+pub struct UpstreamMetrics {
+    /// `[plugin][why]`.
+    pub(super) invalid: Vec<[IntCounter; 5]>,
+    pub no_backend: IntCounter,
+    /// New sessions refused because every backend was at its cap (503).
+    pub full: IntCounter,
+    /// Requests refused because their backend stayed at `max_connections` (503).
+    pub busy: IntCounter,
+    pub migrated: IntCounter,
+    /// Idle sessions moved by rebalancing.
+    pub rebalanced: IntCounter,
+    pub retry_connect: IntCounter,
+    pub retry_idempotent: IntCounter,
+    pub(super) health_transitions: IntCounterVec,
+    /// `[reason]`.
+    pub(super) duration: Vec<Histogram>,
+    /// Sampled time of one session selection in the registry (lookup, and placement + pin on
+    /// a miss).
+    pub registry_latency: Histogram,
+    /// `[outcome]`.
+    pub(super) affinity: [IntCounter; 4],
+    /// For failovers away from a backend no longer in the table (resolved on the spot).
+    pub(super) failovers: IntCounterVec,
+}
+
+impl BackendMetrics {
+    /// Count one finished request.
+    pub fn request(&self, reason: Reason, status: Option<u16>) {
+        let class = match status {
+            Some(s @ 100..=599) => (s / 100 - 1) as usize,
+            _ => 5,
+        };
+        self.requests[reason.index()][class].inc();
+    }
+
+    /// Count one upstream connection handed to a request.
+    pub fn connected(&self, reused: bool) {
+        self.connections[usize::from(reused)].inc();
+    }
+}
+
+impl UpstreamMetrics {
+    /// Count a health transition of `backend` (rare: resolved on the spot).
+    pub fn health_transition(&self, upstream: &str, backend: &str, up: bool) {
+        let to = if up { "up" } else { "down" };
+        self.health_transitions
+            .with_label_values(&[upstream, backend, to])
+            .inc();
+    }
+
+    /// Observe a routed request's duration (from its request header to its last byte sent).
+    pub fn duration(&self, reason: Reason, elapsed: std::time::Duration) {
+        self.duration[reason.index()].observe(elapsed.as_secs_f64());
+    }
+
+    /// Count one affinity outcome.
+    pub fn affinity(&self, outcome: Outcome) {
+        self.affinity[outcome as usize].inc();
+    }
+
+    /// Count a failover away from `backend`, a backend that is no longer in the routing table
+    /// (rare: resolved on the spot).
+    pub fn failover_from(&self, upstream: &str, backend: &str) {
+        self.failovers.with_label_values(&[upstream, backend]).inc();
+    }
+
+    /// The counter for plugin `plugin` rejecting a key for `why`.
+    pub fn invalid(&self, plugin: usize, why: Invalid) -> &IntCounter {
+        let i = Invalid::ALL.iter().position(|w| *w == why).unwrap_or(0);
+        &self.invalid[plugin][i]
+    }
+}

@@ -1,0 +1,152 @@
+//! Every answer Berth gives itself: status, `Retry-After` and a plain-text body that tells the
+//! client (and whoever reads its logs) what happened and what to do.
+use crate::headers;
+use pingora_error::Result;
+use pingora_proxy::Session;
+
+/// Why the client-side limits refused a request (the `why` label of
+/// `berth_requests_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    UriTooLong,
+    TooManyHeaders,
+    HeadersTooLarge,
+    AmbiguousLength,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::UriTooLong,
+        Limit::TooManyHeaders,
+        Limit::HeadersTooLarge,
+        Limit::AmbiguousLength,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::UriTooLong => "uri_too_long",
+            Limit::TooManyHeaders => "too_many_headers",
+            Limit::HeadersTooLarge => "headers_too_large",
+            Limit::AmbiguousLength => "te_and_cl",
+        }
+    }
+}
+
+/// An answer from Berth itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// No route matched the host and path (404).
+    NoRoute,
+    /// The client-side limits refused the request head.
+    Refused(Limit),
+    /// No backend of the upstream could take the request (503).
+    NoBackend,
+    /// Every backend is at its session cap: no new session now (503, the configured delay).
+    Full { retry_after: u32 },
+    /// The session's backend stayed at `max_connections` past `queue_timeout` (503).
+    Busy,
+    /// The backend failed before answering and the request was not replayed elsewhere
+    /// because it is not idempotent.
+    NotRetried { status: u16 },
+    /// The backend failed before answering (502).
+    BackendFailed,
+    /// Anything else that stopped the request before a response (status from the error).
+    Failed { status: u16 },
+}
+
+impl Answer {
+    /// The answer to a request that failed on its way to or from a backend with an error of
+    /// status `status` (see [`headers::error_status`]).
+    pub fn after_failure(status: u16, not_retried: bool, busy: bool) -> Answer {
+        if not_retried {
+            Answer::NotRetried { status }
+        } else if busy {
+            Answer::Busy
+        } else {
+            match status {
+                503 => Answer::NoBackend,
+                502 => Answer::BackendFailed,
+                status => Answer::Failed { status },
+            }
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Answer::NoRoute => 404,
+            Answer::Refused(Limit::UriTooLong) => 414,
+            Answer::Refused(Limit::TooManyHeaders | Limit::HeadersTooLarge) => 431,
+            Answer::Refused(Limit::AmbiguousLength) => 400,
+            Answer::NoBackend | Answer::Full { .. } | Answer::Busy => 503,
+            Answer::BackendFailed => 502,
+            Answer::NotRetried { status } | Answer::Failed { status } => status,
+        }
+    }
+
+    /// Seconds for `Retry-After`, on the answers that say "come back later".
+    pub fn retry_after(self) -> Option<u32> {
+        match self {
+            Answer::Full { retry_after } => Some(retry_after),
+            _ if self.status() == 503 => Some(1),
+            _ => None,
+        }
+    }
+
+    pub fn body(self) -> &'static str {
+        match self {
+            Answer::NoRoute => "no route for this host and path\n",
+            Answer::Refused(Limit::UriTooLong) => "request target too long\n",
+            Answer::Refused(Limit::TooManyHeaders) => "too many request header fields\n",
+            Answer::Refused(Limit::HeadersTooLarge) => "request header fields too large\n",
+            Answer::Refused(Limit::AmbiguousLength) => {
+                "a request may not carry both Transfer-Encoding and Content-Length\n"
+            }
+            Answer::NoBackend => "no backend is available for this upstream; retry shortly\n",
+            Answer::Full { .. } => {
+                "every backend of this upstream is at its limit of active sessions, so no new \
+                 session can start now; existing sessions are unaffected; retry after the \
+                 Retry-After delay\n"
+            }
+            Answer::Busy => {
+                "the backend serving this session is at its connection limit (max_connections); \
+                 retry shortly\n"
+            }
+            Answer::NotRetried { .. } => {
+                "the backend failed before responding; the request was not retried on another \
+                 backend because it is not idempotent (send an Idempotency-Key header to allow \
+                 it)\n"
+            }
+            Answer::BackendFailed => "the backend failed before responding\n",
+            Answer::Failed { .. } => "the request could not be proxied\n",
+        }
+    }
+
+    /// Writes the answer (and closes the connection after it).
+    pub async fn send(self, session: &mut Session) -> Result<()> {
+        headers::respond(session, self.status(), self.retry_after(), self.body()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_their_answers() {
+        assert_eq!(
+            Answer::after_failure(502, true, false),
+            Answer::NotRetried { status: 502 }
+        );
+        assert_eq!(Answer::after_failure(503, false, true), Answer::Busy);
+        assert_eq!(Answer::after_failure(503, false, false), Answer::NoBackend);
+        assert_eq!(
+            Answer::after_failure(502, false, false),
+            Answer::BackendFailed
+        );
+        let other = Answer::after_failure(408, false, false);
+        assert_eq!((other.status(), other.retry_after()), (408, None));
+        assert_eq!(Answer::Busy.retry_after(), Some(1));
+        assert_eq!(Answer::Full { retry_after: 5 }.retry_after(), Some(5));
+        assert_eq!(Answer::Refused(Limit::UriTooLong).status(), 414);
+    }
+}

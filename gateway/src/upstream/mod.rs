@@ -1,0 +1,78 @@
+//! One upstream, in parts. An [`Upstream`] is an affinity chain, a sticky overlay, the current
+//! [`BackendSet`] (behind `ArcSwap`: swapped whole, never locked on the request path) and the
+//! membership state behind it. Its files:
+//! * `table.rs` — [`BackendSet`]: one immutable version of the backends, the router over them
+//!   and each one's connection template ([`Backend`]);
+//! * `request.rs` — the per-request path: decide, fail over, learn, end;
+//! * `membership.rs` (+ `moves.rs`) — the backend list and its lifecycle: admin state,
+//!   health, drains, migrations, rebalancing, reloads — every change under one mutex;
+//! * `view.rs` — backends as the admin API and the metrics show them;
+//! * `scrape.rs` — the values `/metrics` reads from the upstreams when scraped;
+//! * `clock.rs` — the routing core's `now`.
+use crate::config::{UpstreamConf, UpstreamSettings};
+use crate::metrics::{Metrics, UpstreamMetrics};
+use arc_swap::ArcSwap;
+use berth_plugins::Chain;
+use berth_routing::{Interner, Overlay};
+use parking_lot::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+mod clock;
+mod membership;
+mod moves;
+mod request;
+mod scrape;
+mod table;
+mod view;
+
+pub use clock::Clock;
+pub use membership::{AdminState, Member, Members, Migration, Refused};
+pub use scrape::SessionMetrics;
+pub use table::{Backend, BackendSet};
+pub use view::BackendView;
+
+/// One upstream: its affinity chain, its sticky overlay, its current backends and the
+/// membership state behind them.
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub chain: Chain,
+    pub overlay: Arc<Overlay>,
+    pub names: Interner,
+    /// The backends requests are routed over now.
+    pub current: ArcSwap<BackendSet>,
+    pub settings: UpstreamSettings,
+    pub metrics: UpstreamMetrics,
+    members: Mutex<Members>,
+    /// Sessions moved by a migration whose next request has not come yet (fast check).
+    moved_pending: AtomicUsize,
+    /// Per-backend connection limits, kept across table rebuilds.
+    conn_limits: crate::conn_limit::ConnLimits,
+    root_metrics: Arc<Metrics>,
+    issues_sessions: bool,
+}
+
+impl Upstream {
+    pub fn new(conf: UpstreamConf, metrics: &Arc<Metrics>) -> Upstream {
+        let overlay = Arc::new(Overlay::new(conf.sessions));
+        let plugin_names: Vec<&str> = conf.chain.plugins().iter().map(|p| p.name()).collect();
+        let members = Members::new(&conf.backends);
+        let up = Upstream {
+            metrics: metrics.upstream(&conf.name, &plugin_names),
+            issues_sessions: conf.chain.issues_sessions(),
+            settings: conf.settings,
+            name: conf.name.into(),
+            chain: conf.chain,
+            overlay,
+            names: Interner::default(),
+            current: ArcSwap::from_pointee(BackendSet::empty()),
+            members: Mutex::new(Members::default()),
+            moved_pending: AtomicUsize::new(0),
+            conn_limits: Default::default(),
+            root_metrics: metrics.clone(),
+        };
+        up.rebuild(&members);
+        *up.members.lock() = members;
+        up
+    }
+}

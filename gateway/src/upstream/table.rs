@@ -1,0 +1,86 @@
+//! [`BackendSet`]: one immutable version of an upstream's backends — the router over them (ring,
+//! flags, shared overlay) and, by backend index, what a request needs to reach each one.
+use super::{Member, Upstream};
+use crate::config::UpstreamSettings;
+use crate::conn_limit::ConnLimit;
+use crate::metrics::BackendMetrics;
+use berth_routing::{BackendSpec, Interner, Overlay, Router};
+use http::HeaderValue;
+use pingora_core::upstreams::peer::HttpPeer;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One immutable version of an upstream's backends.
+pub struct BackendSet {
+    pub router: Router,
+    /// By [`berth_routing::BackendIdx`].
+    pub backends: Vec<Backend>,
+}
+
+/// A backend as requests use it.
+pub struct Backend {
+    /// Its id (what cookies, metrics and the access log name).
+    pub name: Arc<str>,
+    /// Template cloned for every request to this backend.
+    pub peer: HttpPeer,
+    pub metrics: BackendMetrics,
+    /// The backend id as a header value (`X-Berth-Backup`), built once.
+    pub id_value: Option<HeaderValue>,
+    /// Consecutive connect failures seen by requests (passive health).
+    pub connect_failures: AtomicU32,
+    /// Its `max_connections` limit, if any.
+    pub conns: Option<Arc<ConnLimit>>,
+}
+
+impl BackendSet {
+    /// A set for `members` of `up` (index i = `members[i]`), all flags at their defaults.
+    pub(super) fn new(up: &Upstream, members: &[Member]) -> BackendSet {
+        let specs: Vec<BackendSpec> = members
+            .iter()
+            .map(|b| BackendSpec {
+                name: b.conf.id.clone(),
+                weight: b.conf.weight,
+                max_sessions: b.conf.max_sessions,
+            })
+            .collect();
+        let router = Router::new(up.settings.router, &specs, up.overlay.clone(), &up.names);
+        let s = &up.settings;
+        let limits = up.conn_limits.for_backends(members.iter().map(|b| {
+            let max = b.conf.max_connections.or(s.max_connections);
+            (b.conf.id.as_str(), max)
+        }));
+        let backends = members
+            .iter()
+            .zip(limits)
+            .map(|(b, conns)| Backend {
+                name: b.conf.id.as_str().into(),
+                peer: peer(b.conf.addr, s),
+                metrics: up.root_metrics.backend(&up.name, &b.conf.id),
+                id_value: HeaderValue::from_str(&b.conf.id).ok(),
+                connect_failures: AtomicU32::new(0),
+                conns,
+            })
+            .collect();
+        BackendSet { router, backends }
+    }
+
+    pub(super) fn empty() -> BackendSet {
+        let overlay = Arc::new(Overlay::new(Default::default()));
+        BackendSet {
+            router: Router::new(Default::default(), &[], overlay, &Interner::default()),
+            backends: Vec::new(),
+        }
+    }
+}
+
+fn peer(addr: std::net::SocketAddr, s: &UpstreamSettings) -> HttpPeer {
+    let mut p = HttpPeer::new(addr, false, String::new());
+    p.options.connection_timeout = Some(s.connect_timeout);
+    p.options.read_timeout = Some(s.read_timeout);
+    p.options.write_timeout = Some(s.read_timeout);
+    // Pingora: an idle timeout of 0 means the connection is not pooled.
+    p.options.idle_timeout = Some(s.pool.idle_timeout.unwrap_or(Duration::ZERO));
+    p.group_key = s.pool.group_key;
+    p
+}

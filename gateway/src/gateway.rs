@@ -3,8 +3,9 @@
 //! and shared (read-only) by the proxy, the admin listener and the background services.
 use crate::config::{ClientLimits, Config, Route};
 use crate::metrics::Metrics;
-use crate::policy::Limit;
+use crate::policy::{Answer, Limit};
 use crate::upstream::{Clock, SessionMetrics, Upstream};
+use pingora_proxy::Session;
 use prometheus::IntCounter;
 use std::sync::Arc;
 
@@ -40,6 +41,15 @@ impl Gateway {
             metrics,
             limits: config.limits,
         }
+    }
+
+    /// Applies the client-side limits to a request (its body timeout; the checks of its head):
+    /// the answer, counted, when they refuse it.
+    pub fn limit(&self, session: &mut Session) -> Option<Answer> {
+        self.limits.apply(session);
+        let why = self.limits.check(session)?;
+        self.refused[why as usize].inc();
+        Some(Answer::Refused(why))
     }
 
     /// The upstream for a request: first route whose host and path prefix match.

@@ -302,22 +302,11 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .and_then(|(_, v)| percent_decode(v))
 }
 
-/// Decode `%XX` escapes (and `+` as space in query values is not needed here).
+/// Decode `%XX` escapes (RFC 3986; a `%` not followed by two hex digits stays as it is, as
+/// the WHATWG URL standard has it); `None` when the result is not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
+    Some(decoded.into_owned())
 }
 
 #[cfg(test)]
@@ -328,8 +317,9 @@ mod tests {
     fn decoding() {
         assert_eq!(percent_decode("a%20b%2Fc").as_deref(), Some("a b/c"));
         assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
-        assert_eq!(percent_decode("bad%2"), None);
-        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("bad%2").as_deref(), Some("bad%2"));
+        assert_eq!(percent_decode("bad%zz").as_deref(), Some("bad%zz"));
+        assert_eq!(percent_decode("%ff%fe"), None, "not UTF-8");
         assert_eq!(
             query_param(Some("a=1&upstream=web"), "upstream").as_deref(),
             Some("web")

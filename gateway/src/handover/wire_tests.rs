@@ -1,4 +1,5 @@
 use super::*;
+use std::net::SocketAddr;
 
 fn backend(id: &str, port: u16, weight: u32, drain: bool) -> BackendConf {
     BackendConf {

@@ -1,5 +1,6 @@
 //! Every answer Berth gives itself: status, `Retry-After` and a plain-text body that tells the
 //! client (and whoever reads its logs) what happened and what to do.
+use super::Attempt;
 use crate::headers;
 use pingora_error::Result;
 use pingora_proxy::Session;
@@ -57,10 +58,10 @@ pub enum Answer {
 impl Answer {
     /// The answer to a request that failed on its way to or from a backend with an error of
     /// status `status` (see [`headers::error_status`]).
-    pub fn after_failure(status: u16, not_retried: bool, busy: bool) -> Answer {
-        if not_retried {
+    pub fn after_failure(status: u16, a: &Attempt) -> Answer {
+        if a.not_retried {
             Answer::NotRetried { status }
-        } else if busy {
+        } else if a.busy {
             Answer::Busy
         } else {
             match status {
@@ -133,17 +134,18 @@ mod tests {
 
     #[test]
     fn failures_map_to_their_answers() {
-        assert_eq!(
-            Answer::after_failure(502, true, false),
-            Answer::NotRetried { status: 502 }
-        );
-        assert_eq!(Answer::after_failure(503, false, true), Answer::Busy);
-        assert_eq!(Answer::after_failure(503, false, false), Answer::NoBackend);
-        assert_eq!(
-            Answer::after_failure(502, false, false),
-            Answer::BackendFailed
-        );
-        let other = Answer::after_failure(408, false, false);
+        let attempt = |not_retried, busy| Attempt {
+            not_retried,
+            busy,
+            ..Attempt::default()
+        };
+        let after =
+            |status, not_retried, busy| Answer::after_failure(status, &attempt(not_retried, busy));
+        assert_eq!(after(502, true, false), Answer::NotRetried { status: 502 });
+        assert_eq!(after(503, false, true), Answer::Busy);
+        assert_eq!(after(503, false, false), Answer::NoBackend);
+        assert_eq!(after(502, false, false), Answer::BackendFailed);
+        let other = after(408, false, false);
         assert_eq!((other.status(), other.retry_after()), (408, None));
         assert_eq!(Answer::Busy.retry_after(), Some(1));
         assert_eq!(Answer::Full { retry_after: 5 }.retry_after(), Some(5));

@@ -26,6 +26,8 @@ pub struct Attempt {
     pub retrying: bool,
     /// Set when a failed request was not retried because it is not idempotent.
     pub not_retried: bool,
+    /// Refused because the backend stayed at `max_connections` past `queue_timeout`.
+    pub busy: bool,
     /// A plugin rejected the key the request presented (forged, expired ...).
     pub invalid: bool,
     /// A migration moved this session here; its first request says so.

@@ -317,7 +317,7 @@ impl Upstream {
     }
 
     /// A request connected to backend `idx`: its passive failure streak ends.
-    pub fn connected(&self, set: &BackendSet, idx: usize) {
+    pub(super) fn connection_succeeded(&self, set: &BackendSet, idx: usize) {
         let c = &set.backends[idx].connect_failures;
         if c.load(RELAXED) != 0 {
             c.store(0, RELAXED);

@@ -60,7 +60,7 @@ fn a_successful_connect_ends_the_streak() {
     let up = &gw.upstreams[0];
     let table = up.current.load_full();
     up.connect_failed(&table, 1, 0);
-    up.connected(&table, 1);
+    up.connection_succeeded(&table, 1);
     up.connect_failed(&table, 1, 0);
     assert_eq!(health(&gw, "b"), "up");
     up.connect_failed(&table, 1, 0);

@@ -3,12 +3,18 @@
 //! (release the session's in-flight count and count the request). Only pre-resolved metric
 //! handles here; a failover away from a backend that is no longer in the set — rare — resolves
 //! its label on the spot.
-use super::{BackendSet, Upstream};
-use crate::headers::AffinityHeaders;
+use super::{BackendSet, Clock, Upstream};
+use crate::conn_limit::Slot;
+use crate::headers::{self, AffinityHeaders};
 use crate::metrics::REGISTRY_SAMPLE;
 use crate::policy::{AfterError, Answer, Attempt};
-use berth_plugins::{Affinity, RequestView};
+use crate::views::RespView;
+use berth_plugins::{Affinity, DecisionView, RequestView};
 use berth_routing::{Decision, Millis, Reason, Refusal, SessionKey};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
 use std::time::{Duration, Instant};
 
 /// True for one call in [`REGISTRY_SAMPLE`] on this thread (no shared counter: no cache line
@@ -109,6 +115,72 @@ impl Upstream {
         Some(d)
     }
 
+    /// The peer for the attempt's backend — after a failed connect, the next backend first —
+    /// holding one of its connection slots (`max_connections`) in `slot`.
+    pub async fn peer(
+        &self,
+        set: &BackendSet,
+        a: &mut Attempt,
+        slot: &mut Option<Slot>,
+        clock: &Clock,
+    ) -> Result<Box<HttpPeer>> {
+        // A retry goes elsewhere: the failed backend's slot is free again.
+        *slot = None;
+        if std::mem::take(&mut a.retrying) && self.failover(set, a, clock.now()).is_none() {
+            self.metrics.no_backend.inc();
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no other backend is available");
+        }
+        let Some(d) = a.decision else {
+            return Error::e_explain(ErrorType::InternalError, "no routing decision");
+        };
+        if let Some(limit) = &set.backends[d.backend].conns {
+            let Some(s) = limit.acquire(self.settings.queue_timeout).await else {
+                self.metrics.busy.inc();
+                a.busy = true;
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(503),
+                    "backend at its connection limit",
+                );
+            };
+            *slot = Some(s);
+        }
+        let mut peer = Box::new(set.backends[d.backend].peer.clone());
+        if let Some(key) = a.key.filter(|_| self.settings.pool.per_session) {
+            // Connections of their own per session: the pool key includes the session.
+            peer.group_key ^= key.0 as u64;
+        }
+        Ok(peer)
+    }
+
+    /// The backend's response header is on its way: the affinity chain may add to it (a
+    /// cookie) and learn a key from it (see [`Upstream::learn`]).
+    pub fn on_response(
+        &self,
+        set: &BackendSet,
+        a: &Attempt,
+        resp: &mut ResponseHeader,
+        clock: &Clock,
+    ) {
+        let Some(d) = a.decision else { return };
+        if !self.chain.sees_responses() {
+            // Header and IP affinity: nothing to add or learn (and no clocks to read).
+            return;
+        }
+        let view = DecisionView {
+            upstream: &self.name,
+            backend: set.router.name(d.backend),
+            reason: d.reason,
+            decided_by_me: false,
+            key_expires: a.key_expires,
+            now_unix: crate::views::now_unix(),
+            session: a.key,
+        };
+        let now = clock.now();
+        let learn = |key, replaces| self.learn(set, a, key, replaces, now);
+        self.chain
+            .on_response(&view, a.decided_by, &mut RespView(resp), learn);
+    }
+
     /// Pin a session key a plugin produced while answering (a learn-mode app cookie, a newly
     /// issued token) to the decided backend. When it replaces the key the request came with,
     /// the old key is dropped so the session is counted once.
@@ -128,7 +200,7 @@ impl Upstream {
     }
 
     /// What the backend is told about this request (`X-Berth-*` headers).
-    pub fn affinity_headers<'s>(&self, a: &Attempt, set: &'s BackendSet) -> AffinityHeaders<'s> {
+    fn affinity_headers<'s>(&self, a: &Attempt, set: &'s BackendSet) -> AffinityHeaders<'s> {
         let Some(d) = a.decision else {
             return AffinityHeaders::default();
         };
@@ -191,6 +263,32 @@ impl Upstream {
 
 /// What a failure on the way to or from a backend leads to.
 impl Upstream {
+    /// A connection to the attempt's backend is handed to the request (`reused` from the pool):
+    /// counted, and the backend's passive failure streak ends.
+    pub fn connected(&self, set: &BackendSet, a: &Attempt, reused: bool) {
+        if let Some(d) = a.decision {
+            set.backends[d.backend].metrics.connected(reused);
+            self.connection_succeeded(set, d.backend);
+        }
+    }
+
+    /// The headers of the request to the backend: Berth's `X-Berth-*`, the forwarding ones
+    /// (`forward_headers`), and `Connection: close` when keep-alive is off.
+    pub fn request_headers(
+        &self,
+        session: &Session,
+        req: &mut RequestHeader,
+        set: &BackendSet,
+        a: &Attempt,
+    ) -> Result<()> {
+        if self.settings.pool.idle_timeout.is_none() {
+            // keepalive off: the backend closes after answering, so nothing is pooled.
+            req.insert_header(http::header::CONNECTION, "close")?;
+        }
+        let signal = self.affinity_headers(a, set);
+        headers::to_upstream(session, req, &signal, self.settings.forward_headers)
+    }
+
     /// The name of the backend `a` was sent to, in `set`.
     pub fn backend_name<'s>(&self, set: &'s BackendSet, a: &Attempt) -> &'s str {
         a.decision
@@ -211,16 +309,25 @@ impl Upstream {
         retry
     }
 
-    /// A request failed after it was sent (see [`Attempt::proxy_failed`]): true when Pingora is
-    /// to retry it (on the same backend over a new connection, or on the next backend).
+    /// A request failed on its way to or from the backend with `e` (see
+    /// [`Attempt::proxy_failed`]): true when Pingora is to retry it (on the same backend over
+    /// a new connection, or on the next backend).
     pub fn proxy_failure(
         &self,
         a: &mut Attempt,
-        retriable: bool,
+        session: &Session,
+        e: &Error,
         upstream_reused: bool,
-        retry: &pingora_error::RetryType,
     ) -> bool {
-        match a.proxy_failed(retriable, upstream_reused, retry) {
+        // A client at fault (e.g. a protected header nominated by `Connection`): another
+        // backend would refuse it too.
+        if e.esource() == &ErrorSource::Downstream {
+            return false;
+        }
+        let retriable = headers::is_idempotent(session.req_header())
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        match a.proxy_failed(retriable, upstream_reused, &e.retry) {
             AfterError::GiveUp { .. } => false,
             AfterError::SameBackend => true,
             AfterError::NextBackend => {

@@ -17,7 +17,7 @@
 use crate::params::{show, Obj};
 use crate::{Affinity, AffinityPlugin, KeyOutcome, PluginContext, RequestView};
 use berth_routing::SessionKey;
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_yaml::Value;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -70,13 +70,14 @@ impl IpPlugin {
     /// The session key of an address: masked to its prefix.
     pub fn key_of(&self, ip: IpAddr) -> SessionKey {
         match canonical(ip) {
+            // Prefixes are checked when the plugin is built (a longer one masks nothing).
             IpAddr::V4(a) => {
-                let masked = u32::from(a) & mask32(self.v4_prefix);
-                SessionKey::new(NAMESPACE, &masked.to_be_bytes())
+                let net = Ipv4Net::new(a, self.v4_prefix).map_or(a, |n| n.network());
+                SessionKey::new(NAMESPACE, &net.octets())
             }
             IpAddr::V6(a) => {
-                let masked = u128::from(a) & mask128(self.v6_prefix);
-                SessionKey::new(NAMESPACE, &masked.to_be_bytes())
+                let net = Ipv6Net::new(a, self.v6_prefix).map_or(a, |n| n.network());
+                SessionKey::new(NAMESPACE, &net.octets())
             }
         }
     }
@@ -170,18 +171,6 @@ fn canonical_net(net: IpNet) -> IpNet {
         }
     }
     net
-}
-
-fn mask32(prefix: u8) -> u32 {
-    u32::MAX
-        .checked_shl(32 - u32::from(prefix.min(32)))
-        .unwrap_or(0)
-}
-
-fn mask128(prefix: u8) -> u128 {
-    u128::MAX
-        .checked_shl(128 - u32::from(prefix.min(128)))
-        .unwrap_or(0)
 }
 
 /// Build an `ip` plugin from its settings.

@@ -15,8 +15,6 @@ use std::sync::Arc;
 
 mod loads;
 mod shard;
-#[cfg(test)]
-mod shard_tests;
 mod snapshot;
 mod table;
 #[cfg(test)]

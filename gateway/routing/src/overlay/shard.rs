@@ -552,3 +552,7 @@ impl Shard {
         assert_eq!(active, self.active);
     }
 }
+
+#[cfg(test)]
+#[path = "shard_tests.rs"]
+mod tests;

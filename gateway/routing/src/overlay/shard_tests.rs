@@ -6,9 +6,9 @@
 //!
 //! Deterministic: seeds 1..=SEEDS, each printed when its run fails;
 //! `BERTH_SHARD_SEED=n` replays one.
-use super::loads::Loads;
-use super::shard::Shard;
-use super::{Imported, Lookup, Pin, PinOutcome, PinRecord};
+use super::super::loads::Loads;
+use super::super::{Imported, Lookup, Pin, PinOutcome, PinRecord};
+use super::Shard;
 use crate::{BackendId, SessionKey};
 use std::sync::Arc;
 

@@ -8,6 +8,7 @@
 //! * Passive only (no `health`): consecutive connect failures mark a backend down without any
 //!   active check; after the cooldown it is tried again and recovers when it answers.
 use berth_tests::config::{self, UPSTREAM};
+use berth_tests::metrics::zero_or_unborn;
 use berth_tests::sessions::{self, Placed};
 use berth_tests::{first_n, tally, Backend, Gateway};
 use std::time::{Duration, Instant};
@@ -115,7 +116,15 @@ fn a_failing_http_check_takes_a_backend_down_and_its_recovery_moves_nothing_back
         ),
         1.0
     );
-    assert_eq!(transitions(&gw, &f, "up"), 0.0);
+    // Born on first use: no to="up" series until the first recovery (to="down" above proves
+    // the name and labels).
+    let text = gw.metrics();
+    let up = [
+        ("upstream", UPSTREAM),
+        ("backend", f.as_str()),
+        ("to", "up"),
+    ];
+    zero_or_unborn(&text, "berth_health_transitions_total", &up).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(backend_up(&gw, &f), 0.0, "berth_backend_up of {f}");
     for b in backends.iter().filter(|b| b.name != f) {
         assert_eq!(

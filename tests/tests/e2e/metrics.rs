@@ -266,7 +266,8 @@ fn drain_remaining_falls_to_zero_after_migrate() {
 fn health_transitions_are_counted() {
     let backends = Backend::start_many(2);
     let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
-    let health = "{type: http, path: /__health, interval: 100ms, timeout: 1s, rise: 1, fall: 1}";
+    // A timeout no loaded machine reaches: a healthy backend never fails a check here.
+    let health = "{type: http, path: /__health, interval: 100ms, timeout: 5s, rise: 1, fall: 1}";
     let gw = Gateway::start(&config::header_app(
         &specs,
         &[("upstreams.app.health", health)],

@@ -137,11 +137,12 @@ impl Backend {
         self.count_path("/__health")
     }
 
-    /// Make `GET /__health` answer 200 only after 1 s (until [`Backend::set_healthy`]).
-    pub fn set_health_slow(&self) {
+    /// Make `GET /__health` answer only after `delay` (until [`Backend::set_healthy`]).
+    pub fn set_health_slow(&self, delay: std::time::Duration) {
+        let path = format!("/__health/slow?ms={}", delay.as_millis());
         let resp = Client::new(self.addr)
             .fresh_connections()
-            .send(&Request::new("POST", "/__health/slow"));
+            .send(&Request::new("POST", &path));
         assert_eq!(
             resp.status,
             204,

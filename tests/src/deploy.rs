@@ -1,6 +1,6 @@
 //! Reading `deploy/`: its files, and the PromQL expressions (with the metric and label names
 //! they use) in the Prometheus rules, the Grafana dashboard and the prometheus-adapter/HPA
-//! manifests. Used by `tests/deploy_files.rs`.
+//! manifests. Used by `tests/tests/e2e/deploy_files.rs`.
 use crate::workspace_root;
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;

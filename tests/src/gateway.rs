@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause between readiness polls.
 const POLL: Duration = Duration::from_millis(20);
+/// How long [`Gateway::wait_metric`] waits for a metric to reach its value.
+const METRIC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running `berth -c <tempdir>/berth.yaml`. Killed (by PID) when dropped; when that happens
 /// during a panic, its log is printed to help debug the failure. After an upgrade
@@ -196,26 +198,34 @@ impl Gateway {
         }
     }
 
-    /// Sum of the samples of metric `name` whose labels include `labels` (0 when none).
+    /// Sum of the samples of metric `name` whose labels include `labels`. Panics (with the
+    /// series the family has) when none matches: a missing series never reads as 0, see
+    /// [`crate::metrics::sum`].
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         crate::metrics::sum(&self.metrics(), name, labels)
     }
 
     /// Poll [`Gateway::metric`] until `ok(value)` holds (metrics are recorded after the
-    /// response is sent, so a test may be a moment ahead of them) or 5 s pass; the last value.
+    /// response is sent, so a test may be a moment ahead of them) or 10 s pass; the last value.
+    /// A series that does not exist yet counts as not there yet; one that still does not
+    /// exist at the deadline panics, as in [`Gateway::metric`].
     pub fn wait_metric(
         &self,
         name: &str,
         labels: &[(&str, &str)],
         ok: impl Fn(f64) -> bool,
     ) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + METRIC_TIMEOUT;
         loop {
-            let v = self.metric(name, labels);
-            if ok(v) || Instant::now() > deadline {
-                return v;
+            let text = self.metrics();
+            match crate::metrics::value(&text, name, labels) {
+                Some(v) if ok(v) => return v,
+                Some(v) if Instant::now() > deadline => return v,
+                None if Instant::now() > deadline => {
+                    panic!("{}", crate::metrics::missing(&text, name, labels))
+                }
+                _ => std::thread::sleep(POLL),
             }
-            std::thread::sleep(POLL);
         }
     }
 

@@ -77,14 +77,96 @@ fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
 }
 
 /// Sum of every sample named `name` whose labels include all of `labels` (other labels may be
-/// present). 0 when none matches.
-pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    parse(text)
+/// present); `None` when no sample matches. Reading a metric as 0 when its series is missing is
+/// how a misspelt name or label passes an `== 0` assertion: use [`sum`], which refuses that.
+pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for s in parse(text)
         .iter()
         .filter(|s| s.name == name)
         .filter(|s| labels.iter().all(|(k, v)| s.label(k) == Some(v)))
-        .map(|s| s.value)
-        .sum()
+    {
+        *found.get_or_insert(0.0) += s.value;
+    }
+    found
+}
+
+/// [`value`] of a series that must exist: panics, saying which series the family has, when no
+/// sample of `name` matches `labels`. So `sum(...) == 0.0` holds only for a real series at 0.
+pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    value(text, name, labels).unwrap_or_else(|| panic!("{}", missing(text, name, labels)))
+}
+
+/// Why [`value`] found nothing: the family is absent, or which label sets it has.
+pub fn missing(text: &str, name: &str, labels: &[(&str, &str)]) -> String {
+    let all = parse(text);
+    let series: Vec<String> = all
+        .iter()
+        .filter(|s| s.name == name)
+        .take(12)
+        .map(|s| format!("{:?}", s.labels))
+        .collect();
+    if series.is_empty() {
+        let mut families: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+        families.dedup();
+        format!(
+            "no series {name}{labels:?}: the scrape has no metric {name:?} (a misspelt name, or \
+             a series the gateway creates on first use; see BORN_ON_FIRST_USE). Metrics: \
+             {families:?}"
+        )
+    } else {
+        format!(
+            "no series {name}{labels:?} (a misspelt label or value?); its series include:\n  {}",
+            series.join("\n  ")
+        )
+    }
+}
+
+/// Families the gateway creates a series of only when it first counts one (name, label
+/// names): until then the scrape has no such series, so an assertion that one is 0 cannot
+/// tell "nothing happened" from a misspelt name. [`zero_or_unborn`] is for these alone; every
+/// other family is pre-registered and read with [`sum`]. `metrics::every_family_is_documented_
+/// and_asserted` checks this list against a real gateway.
+pub const BORN_ON_FIRST_USE: &[(&str, &[&str])] = &[
+    // One series per (upstream, backend, to) at a backend's first health transition.
+    (
+        "berth_health_transitions_total",
+        &["upstream", "backend", "to"],
+    ),
+    // Created by the first upgrade that hands sessions over / drops some.
+    ("berth_upgrade_sessions_received_total", &["upstream"]),
+    ("berth_upgrade_sessions_dropped_total", &["upstream", "why"]),
+];
+
+/// `Ok` when the series `name{labels}` of a [`BORN_ON_FIRST_USE`] family is absent or sums to
+/// 0. `Err` when it is not 0, and panics when `name` is not such a family or a label name is
+/// not one of its label names (so a misspelling cannot pass).
+pub fn zero_or_unborn(text: &str, name: &str, labels: &[(&str, &str)]) -> Result<(), String> {
+    let (_, names) = BORN_ON_FIRST_USE
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not created on first use (BORN_ON_FIRST_USE): its series exist from \
+                 the start; read it with metrics::sum"
+            )
+        });
+    for (k, _) in labels {
+        assert!(names.contains(k), "{name} has no label {k:?}: {names:?}");
+    }
+    match value(text, name, labels) {
+        Some(v) if v != 0.0 => Err(format!("{name}{labels:?} = {v}, want 0 (or no series yet)")),
+        _ => Ok(()),
+    }
+}
+
+/// The metric family names of a scrape (`# TYPE` lines), in order.
+pub fn families(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The `promtool` binary: on `PATH`, else installed with `apt-get install prometheus`
@@ -157,6 +239,8 @@ berth_requests_total{upstream="app",backend="b2",reason="sticky",class="2xx"} 10
 berth_affinity_invalid_total{upstream="app",plugin="cookie",why="bad_signature"} 1
 odd{a="x\"y,}",b="2"} 5 1700000000
 plain 2.5
+# TYPE zero counter
+zero 0
 "#;
 
     #[test]
@@ -171,12 +255,56 @@ plain 2.5
             ),
             4.0
         );
-        assert_eq!(
-            sum(TEXT, "berth_affinity_invalid_total", &[("why", "expired")]),
-            0.0
-        );
         assert_eq!(sum(TEXT, "plain", &[]), 2.5);
         assert_eq!(sum(TEXT, "odd", &[("a", "x\"y,}"), ("b", "2")]), 5.0);
-        assert_eq!(sum(TEXT, "missing", &[]), 0.0);
+        assert_eq!(sum(TEXT, "zero", &[]), 0.0);
+    }
+
+    #[test]
+    fn a_missing_series_is_none_not_zero() {
+        assert_eq!(
+            value(TEXT, "berth_affinity_invalid_total", &[("why", "expired")]),
+            None
+        );
+        assert_eq!(value(TEXT, "missing", &[]), None);
+        assert_eq!(value(TEXT, "zero", &[]), Some(0.0));
+        assert_eq!(value(TEXT, "plain", &[]), Some(2.5));
+    }
+
+    #[test]
+    fn sum_refuses_a_misspelt_name_or_label() {
+        for (name, labels) in [
+            ("berth_request_total", &[][..]),
+            ("berth_requests_total", &[("reason", "nwe")][..]),
+            ("berth_requests_total", &[("reson", "new")][..]),
+        ] {
+            let caught = std::panic::catch_unwind(|| sum(TEXT, name, labels));
+            assert!(caught.is_err(), "{name}{labels:?} read as a value");
+        }
+        assert!(missing(TEXT, "berth_requests_total", &[("reason", "nwe")]).contains("reason"));
+    }
+
+    #[test]
+    fn zero_or_unborn_is_only_for_families_created_on_first_use() {
+        let t = "berth_health_transitions_total{upstream=\"app\",backend=\"b1\",to=\"down\"} 1\n";
+        let f = "berth_health_transitions_total";
+        assert_eq!(
+            zero_or_unborn(t, f, &[("backend", "b1"), ("to", "up")]),
+            Ok(())
+        );
+        assert_eq!(zero_or_unborn("", f, &[]), Ok(()));
+        assert!(zero_or_unborn(t, f, &[("to", "down")]).is_err());
+        assert!(std::panic::catch_unwind(|| zero_or_unborn(t, f, &[("too", "up")])).is_err());
+        assert!(
+            std::panic::catch_unwind(|| zero_or_unborn(t, "berth_requests_total", &[])).is_err()
+        );
+    }
+
+    #[test]
+    fn families_are_the_type_lines() {
+        assert_eq!(
+            families(TEXT),
+            ["berth_requests_total", "zero"].map(String::from)
+        );
     }
 }

@@ -18,7 +18,8 @@
 //!   `GET /__count?max_in_flight` — the most counted requests it was answering at once.
 //! * `/__slow?ms=N` (counted) answers after N milliseconds (at most 60 s).
 //! * `GET /__health` — `200 ok` while healthy, `503 failing` after `POST /__health/fail`;
-//!   `POST /__health/slow` makes it answer 200 only after 1 s; `POST /__health/ok` makes it
+//!   `POST /__health/slow?ms=N` makes it answer only after N ms (default 1,000, at most 60 s);
+//!   `POST /__health/ok` makes it
 //!   healthy and prompt again (the toggles answer `204`).
 //! * `/__drop`, or any request with `X-Demo-Drop: 1` or `X-Demo-Drop: <list naming this
 //!   backend>` (e.g. `b1,b3`): the request (and its body) is read and counted, then the
@@ -45,7 +46,8 @@ struct State {
     /// Every request except `/__count` and the health toggles, per path (no query).
     by_path: Mutex<HashMap<String, u64>>,
     healthy: AtomicBool,
-    slow_health: AtomicBool,
+    /// Milliseconds a health check waits before its answer (0: none).
+    slow_health: AtomicU64,
     /// Counted requests being answered now, and the most at once.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -98,7 +100,7 @@ fn main() -> ExitCode {
         by_method: Mutex::new(HashMap::new()),
         by_path: Mutex::new(HashMap::new()),
         healthy: AtomicBool::new(true),
-        slow_health: AtomicBool::new(false),
+        slow_health: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
         max_in_flight: AtomicU64::new(0),
     });
@@ -229,15 +231,22 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
             state
                 .healthy
                 .store(path != "/__health/fail", Ordering::SeqCst);
-            state
-                .slow_health
-                .store(path == "/__health/slow", Ordering::SeqCst);
+            let slow = if path == "/__health/slow" {
+                query_param(query, "ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000u64)
+                    .min(60_000)
+            } else {
+                0
+            };
+            state.slow_health.store(slow, Ordering::SeqCst);
             return Some(plain("204 No Content", "", req.keep_alive));
         }
         "/__health" => {
             bump(&state.by_path, path);
-            if state.slow_health.load(Ordering::SeqCst) {
-                std::thread::sleep(std::time::Duration::from_secs(1));
+            let slow = state.slow_health.load(Ordering::SeqCst);
+            if slow > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(slow));
             }
             return Some(if state.healthy.load(Ordering::SeqCst) {
                 plain("200 OK", "ok\n", req.keep_alive)

@@ -9,7 +9,6 @@
 //! added at runtime, one draining, one drained, learned sessions placed by the app), so
 //! without the hand-over sessions would move.
 
-#[path = "upgrade_scenario/mod.rs"]
 mod scenario;
 use berth_tests::config;
 use berth_tests::{first_n, Backend, Gateway, Request};

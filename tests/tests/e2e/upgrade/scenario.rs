@@ -1,6 +1,6 @@
 //! The upgrade test's scenario: its configuration, sessions of three kinds (header, Berth's
 //! cookie token, the app's learned cookie), the load threads that keep them busy across the
-//! upgrades, and the admin-state check. Used by `tests/upgrade.rs`.
+//! upgrades, and the admin-state check. Used by `upgrade.rs`.
 use berth_tests::config::{self, COOKIE_NAME};
 use berth_tests::sessions::HEADER;
 use berth_tests::{Client, Gateway, Request, Response};

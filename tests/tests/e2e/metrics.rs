@@ -1,8 +1,15 @@
 //! Issue #5, must-show 3: `/metrics` after scripted scenarios with real backends — each metric
 //! with its exact value — and `promtool check metrics` clean on every real scrape.
+//!
+//! Every metric family is asserted here with a value from a scenario, and
+//! [`every_family_is_documented_and_asserted`] holds the README's metric table, the families a
+//! running Berth exposes and the families this file asserts to each other: a family added to
+//! the gateway without a row and an assertion here fails it. Metrics are read with
+//! `berth_tests::metrics::sum`, which fails on a series that does not exist.
 use berth_tests::config::{self, COOKIE_NAME, UPSTREAM};
-use berth_tests::metrics::{promtool_check, sum};
+use berth_tests::metrics::{families, promtool_check, sum, zero_or_unborn, BORN_ON_FIRST_USE};
 use berth_tests::{sessions, tally, Backend, ClosedPort, Gateway, Request};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Scrape `/metrics` and require `promtool check metrics` to pass on it.
@@ -144,9 +151,24 @@ fn ten_failovers_from_a_dead_backend_and_every_request_counted() {
             ("berth_registry_operations_total", &[("op", "remove")], 0.0),
             ("berth_upstream_connections_total", &[], requests),
             ("berth_drain_remaining_sessions", &[], 0.0),
-            ("berth_health_transitions_total", &[], 0.0),
+            // Every session was used within the active window (default 5 m).
+            ("berth_sessions_active", &[app], k),
+            ("berth_sessions_active", &[("backend", "b3")], 0.0),
+            // The harness's sessions.max 100,000, rounded up to 64 shards of 1,563.
+            ("berth_session_table_capacity", &[app], 100_032.0),
+            // Nothing was refused, unrouted, rebalanced, migrated or dropped from a log.
+            ("berth_requests_unrouted_total", &[], 0.0),
+            ("berth_requests_refused_total", &[], 0.0),
+            ("berth_sessions_rebalanced_total", &[app], 0.0),
+            ("berth_sessions_migrated_total", &[app], 0.0),
+            ("berth_access_log_dropped_total", &[], 0.0),
+            ("berth_admin_denied_total", &[], 0.0),
+            ("berth_backend_up", &[app], 3.0),
+            ("berth_affinity_invalid_total", &[], 0.0),
+            ("berth_retries_total", &[("why", "idempotent")], 0.0),
         ],
     );
+    zero_or_unborn(&text, "berth_health_transitions_total", &[]).unwrap_or_else(|e| panic!("{e}"));
     // The duration histogram is cumulative and its sum is the time spent.
     let secs = sum(&text, "berth_request_duration_seconds_sum", &[]);
     assert!(secs > 0.0, "duration sum {secs}");
@@ -266,7 +288,8 @@ fn drain_remaining_falls_to_zero_after_migrate() {
 fn health_transitions_are_counted() {
     let backends = Backend::start_many(2);
     let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
-    let health = "{type: http, path: /__health, interval: 100ms, timeout: 1s, rise: 1, fall: 1}";
+    // A timeout no loaded machine reaches: a healthy backend never fails a check here.
+    let health = "{type: http, path: /__health, interval: 100ms, timeout: 5s, rise: 1, fall: 1}";
     let gw = Gateway::start(&config::header_app(
         &specs,
         &[("upstreams.app.health", health)],
@@ -314,6 +337,12 @@ fn pins_created_evicted_and_expired() {
             ("berth_pins_total", &[("event", "created")], 8.0),
             ("berth_pins_total", &[("event", "evicted")], 3.0),
             ("berth_sessions", &[], 5.0),
+            // max 5 is one shard of 5.
+            (
+                "berth_session_table_capacity",
+                &[("upstream", UPSTREAM)],
+                5.0,
+            ),
         ],
     );
     let expired = gw.wait_metric("berth_pins_total", &[("event", "expired")], |v| v >= 5.0);
@@ -361,4 +390,160 @@ fn registry_latency_is_sampled_from_real_selections() {
         &[("upstream", UPSTREAM)],
     );
     assert!(total > 0.0, "4 selections took {total} s");
+}
+
+/// What Berth itself answers and refuses: no route (404), a request over the limits (414), an
+/// admin request with a wrong token; each counted once.
+#[test]
+fn unrouted_refused_and_denied_requests() {
+    let backends = Backend::start_many(1);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let yaml = config::set(
+        &config::header_app(&specs, &[]),
+        "routes.0.host",
+        "app.test",
+    );
+    let gw = Gateway::start_with_admin(&yaml);
+    let mut client = gw.client();
+    let r = client.send(&Request::get("/").header("Host", "elsewhere.test"));
+    assert_eq!(r.status, 404, "{}", r.summary());
+    let r =
+        client.send(&Request::get(&format!("/{}", "u".repeat(20_000))).header("Host", "app.test"));
+    assert_eq!(r.status, 414, "{}", r.summary());
+    client.close();
+    let r = client.send(&Request::get("/").header("Host", "app.test"));
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let r = gw.admin_send("GET", "/admin/backends", None, Some("Bearer wrong"));
+    assert_eq!(r.status, 401, "{}", r.summary());
+    gw.wait_metric("berth_requests_total", &[], |v| v >= 1.0);
+    let text = scrape(&gw);
+    expect(
+        &text,
+        &[
+            ("berth_requests_unrouted_total", &[("why", "no_route")], 1.0),
+            ("berth_requests_unrouted_total", &[], 1.0),
+            (
+                "berth_requests_refused_total",
+                &[("why", "uri_too_long")],
+                1.0,
+            ),
+            ("berth_requests_refused_total", &[], 1.0),
+            ("berth_admin_denied_total", &[], 1.0),
+            ("berth_requests_total", &[], 1.0),
+        ],
+    );
+}
+
+/// An upgrade hands the sessions of the backends the new file keeps over, and counts those of
+/// the backend it dropped.
+#[test]
+fn upgrade_sessions_received_and_dropped() {
+    let backends = Backend::start_many(3);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let mut gw = Gateway::start_with_admin(&config::header_app(&specs, &[]));
+    let placed = sessions::open(&gw, &sessions::ids(0, 60), 4);
+    let on_b3 = placed.iter().filter(|p| p.home == "b3").count();
+    assert!(on_b3 > 0, "no session on b3");
+    let fresh = scrape(&gw);
+    for (name, _) in BORN_ON_FIRST_USE
+        .iter()
+        .filter(|(n, _)| n.contains("upgrade"))
+    {
+        zero_or_unborn(&fresh, name, &[]).unwrap_or_else(|e| panic!("{e}"));
+    }
+    gw.rewrite_config(&config::header_app(&specs[..2], &[]));
+    let _old = gw.upgrade();
+    // Until the old process exits both answer on the admin listener: ask the new one.
+    let new = gw.pid().expect("the new process runs");
+    let text = gw.admin_on(new, "GET", "/metrics", None).text();
+    promtool_check(&text).unwrap_or_else(|e| panic!("{e}\n--- scrape ---\n{text}"));
+    let app = ("upstream", UPSTREAM);
+    expect(
+        &text,
+        &[
+            (
+                "berth_upgrade_sessions_received_total",
+                &[app],
+                (placed.len() - on_b3) as f64,
+            ),
+            (
+                "berth_upgrade_sessions_dropped_total",
+                &[app, ("why", "backend_gone")],
+                on_b3 as f64,
+            ),
+            ("berth_upgrade_sessions_dropped_total", &[app], on_b3 as f64),
+            ("berth_sessions", &[app], (placed.len() - on_b3) as f64),
+        ],
+    );
+}
+
+/// The README's metric table, the families a running Berth exposes, and the families this
+/// file asserts are the same set. A fresh gateway exposes every family except those created on
+/// first use ([`BORN_ON_FIRST_USE`], which must then be absent: once the gateway registers one
+/// up front, it leaves that list and is read with `sum` like the others). The other tests in
+/// this file produce those and assert them; this file names every family in an assertion, and
+/// `sum` fails on a name that does not exist.
+#[test]
+fn every_family_is_documented_and_asserted() {
+    let readme = std::fs::read_to_string(berth_tests::workspace_root().join("README.md"))
+        .expect("read README.md");
+    let documented: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `berth_"))
+        .filter_map(|l| l.split('`').next())
+        .map(|rest| format!("berth_{rest}"))
+        .collect();
+    assert!(
+        documented.len() >= 20,
+        "README metric table: {documented:?}"
+    );
+
+    let backends = Backend::start_many(2);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let gw = Gateway::start(&config::header_app(&specs, &[]));
+    let r = gw.client().send(&sessions::request("s1", "/"));
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let text = scrape(&gw);
+    let exposed: BTreeSet<String> = families(&text).into_iter().collect();
+    let born: BTreeSet<String> = BORN_ON_FIRST_USE
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let pre_registered: Vec<&String> = exposed.intersection(&born).collect();
+    assert!(
+        pre_registered.is_empty(),
+        "{pre_registered:?} now exist(s) from the start: remove from BORN_ON_FIRST_USE \
+         (tests/src/metrics.rs) and read with metrics::sum where zero_or_unborn is used"
+    );
+    let all: BTreeSet<String> = exposed.union(&born).cloned().collect();
+    assert_eq!(
+        all.iter()
+            .filter(|f| !documented.contains(*f))
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "families Berth has but the README's metric table lacks"
+    );
+    assert_eq!(
+        documented
+            .iter()
+            .filter(|f| !all.contains(*f))
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "families in the README's metric table that Berth does not have"
+    );
+
+    // Named in this file outside this test: in an `expect` table, `sum`, `wait_metric` or
+    // `zero_or_unborn` of a scenario above.
+    let source = include_str!("metrics.rs");
+    let others = &source[..source
+        .find("fn every_family_is_documented_and_asserted")
+        .expect("this test is in metrics.rs")];
+    let unasserted: Vec<&String> = documented
+        .iter()
+        .filter(|f| !others.contains(&format!("\"{f}\"")) && !others.contains(&format!("\"{f}_")))
+        .collect();
+    assert!(
+        unasserted.is_empty(),
+        "families no scenario in tests/tests/e2e/metrics.rs asserts: {unasserted:?}"
+    );
 }

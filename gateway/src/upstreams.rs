@@ -219,9 +219,16 @@ impl Upstream {
                 r.key = Some(key);
                 table.router.select_named(name, key, now)
             }
+            // No key. A session the chain will issue (cookie insert) is placed by load, evenly;
+            // a request that starts no session goes by the ring at a random point.
+            None if self.issues_sessions => {
+                let bits: u64 = rand::random();
+                r.point = bits as u32;
+                table.router.select_keyless(bits, now)
+            }
             None => {
                 r.point = rand::random();
-                table.router.select_unpinned(r.point, self.issues_sessions)
+                table.router.select_unpinned(r.point, false)
             }
         };
         if let Some(t0) = t0 {
@@ -288,8 +295,9 @@ impl Upstream {
         Some(d)
     }
 
-    /// Pin a session key a plugin produced while answering (a learn-mode app cookie, a newly
-    /// issued token) to `backend`. When it replaces the key the request came with, the old
+    /// Pin a session key a plugin produced while answering (a learn-mode app cookie, a token
+    /// re-issued for a session; not a token for a brand-new session, pinned when it comes back)
+    /// to `backend`. When it replaces the key the request came with, the old
     /// key is dropped so the session is counted once.
     pub fn learn(&self, table: &Table, r: &Routing, key: SessionKey, replaces: bool, now: Millis) {
         let Some(d) = r.decision else { return };

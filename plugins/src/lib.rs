@@ -196,7 +196,8 @@ pub trait AffinityPlugin: Send + Sync {
     }
 
     /// True when this plugin hands out sessions itself (cookie insert mode): a request with no
-    /// key at all is then a *new session* (reason `new`) rather than a plain ring-routed request.
+    /// key at all is then a *new session* (reason `new`), placed by load
+    /// (`Router::select_keyless`), rather than a plain ring-routed request.
     fn issues_sessions(&self) -> bool {
         false
     }
@@ -209,8 +210,11 @@ pub trait AffinityPlugin: Send + Sync {
     }
 
     /// Called with the backend's response header before it goes to the client. May add headers
-    /// (a `Set-Cookie` for a new or changed pin) and may return a session key that the gateway
-    /// then pins to `d.backend` (learn mode: the app just issued its own session cookie).
+    /// (a `Set-Cookie` for a new session or a changed pin) and may return a session key that
+    /// the gateway then pins to `d.backend` (learn mode: the app just issued its own session
+    /// cookie). A plugin that issues a session the client may never use (insert mode's token
+    /// for a request without a session) returns `None` for it, so that nothing is pinned until
+    /// the client comes back with it.
     fn on_response(
         &self,
         _d: &DecisionView<'_>,

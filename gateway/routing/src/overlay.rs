@@ -11,8 +11,9 @@
 use crate::{BackendId, Millis, SessionKey};
 use parking_lot::Mutex;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+mod fresh;
 mod loads;
 mod shard;
 mod snapshot;
@@ -139,6 +140,8 @@ pub struct Overlay {
     ttl_s: u32,
     window_s: u32,
     loads: Arc<Loads>,
+    /// Keyless placements not yet come back (allocated by the first one).
+    fresh: OnceLock<fresh::Fresh>,
     cfg: OverlayConfig,
 }
 
@@ -178,6 +181,7 @@ impl Overlay {
                 .unwrap_or(u32::MAX)
                 .max(1),
             loads,
+            fresh: OnceLock::new(),
             cfg,
         }
     }
@@ -311,6 +315,44 @@ impl Overlay {
     /// The lock-free active-session counters (per backend and total).
     pub fn loads(&self) -> &Loads {
         &self.loads
+    }
+
+    /// New sessions placed on `backend` without a key ([`crate::Router::select_keyless`])
+    /// that have not come back yet, as of the last keyless placement or return: they count in
+    /// keyless placement's load, not in [`Overlay::active`]. A placement stops counting when its
+    /// session comes back (and is pinned) or one to two active windows after it was made.
+    #[inline]
+    pub fn pending(&self, backend: BackendId) -> u32 {
+        self.fresh.get().map_or(0, |f| f.get(backend))
+    }
+
+    /// [`Overlay::pending`] over all backends.
+    pub fn pending_total(&self) -> u64 {
+        self.fresh.get().map_or(0, fresh::Fresh::total)
+    }
+
+    /// Expires pending placements as of `now` (keyless placement does it before reading
+    /// [`Overlay::pending`]; other readers may, to see the counts as of `now`).
+    #[inline]
+    pub fn roll_pending(&self, now: Millis) {
+        if let Some(f) = self.fresh.get() {
+            f.roll(now);
+        }
+    }
+
+    /// A keyless placement on `backend` at `now` (see [`Overlay::pending`]).
+    pub(crate) fn placed_pending(&self, backend: BackendId, now: Millis) {
+        self.fresh
+            .get_or_init(|| fresh::Fresh::new(self.cfg.active_window, now))
+            .placed(backend, now);
+    }
+
+    /// A session placed without a key on `backend` came back (its first request with a key).
+    #[inline]
+    pub(crate) fn returned_pending(&self, backend: BackendId, now: Millis) {
+        if let Some(f) = self.fresh.get() {
+            f.returned(backend, now);
+        }
     }
 
     /// Number of pins (including idle-expired ones not yet swept).

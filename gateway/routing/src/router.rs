@@ -16,6 +16,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+mod keyless;
+#[cfg(test)]
+mod keyless_tests;
 mod load;
 #[cfg(test)]
 mod load_tests;
@@ -121,6 +124,9 @@ pub struct Router {
     ineligible: load::Ineligible,
     /// Whether placement checks loads at all (a bound or a cap is configured).
     limited: bool,
+    /// Cumulative ring weights by index, for sampling backends ∝ weight in keyless placement
+    /// over large tables (empty for small ones, which are scanned; see `keyless.rs`).
+    cum_weight: Box<[u64]>,
     cfg: RouterConfig,
     flags: Mutex<()>,
     overlay: Arc<Overlay>,
@@ -162,6 +168,7 @@ impl Router {
             .collect();
         let limited =
             cfg.bound_milli.is_some() || backends.iter().any(|b| b.max_sessions.is_some());
+        let cum_weight = keyless::cumulative(&ring_spec);
         let router = Router {
             by_id: dense_ids(&table, &by_name),
             backends: table.into_boxed_slice(),
@@ -172,6 +179,7 @@ impl Router {
             eligible_weight: AtomicU64::new(0),
             ineligible: load::Ineligible::default(),
             limited,
+            cum_weight,
             cfg,
             flags: Mutex::new(()),
             overlay,
@@ -375,6 +383,10 @@ impl Router {
     /// * no usable pin: the named backend when up (Sticky, pinned now);
     /// * else the stored backup or the next ring node from `key` (Failover, re-pinned,
     ///   previous = the interned id of `name` if it was ever known).
+    ///
+    /// A token without a pin is a session seen for the first time: for one issued to a keyless
+    /// placement ([`Router::select_keyless`]) that is its return, and the named backend's
+    /// [`Overlay::pending`] count goes down by one as the pin takes over.
     pub fn select_named(
         &self,
         name: &str,
@@ -387,6 +399,11 @@ impl Router {
         } else {
             self.overlay.get(key, now)
         };
+        if let (None, Some(i)) = (pin, named) {
+            // First sight of this token: if it was issued for a keyless placement, that
+            // session has come back and is pinned below (counted as active from now on).
+            self.overlay.returned_pending(self.id(i), now);
+        }
         if let Some(pin) = pin {
             if let Some(i) = self.index_of_id(pin.backend).filter(|&i| self.is_up(i)) {
                 if let Some(mut d) = self.spill(key, i, now) {
@@ -437,8 +454,8 @@ impl Router {
     }
 
     /// No key: walk the ring from `point`, pin nothing; reason `Ring` (or `New` when the caller
-    /// will issue a session for it, e.g. a cookie token — then caps and the load bound apply,
-    /// as for any new session).
+    /// will issue a session for it — then caps and the load bound apply, as for any new
+    /// session; [`Router::select_keyless`] places such sessions evenly instead).
     pub fn select_unpinned(&self, point: u32, new_session: bool) -> Result<Decision, Refusal> {
         let (backend, backup) = self.pick(point, &[], new_session)?;
         Ok(Decision {

@@ -59,9 +59,16 @@ impl Upstream {
                 a.key = Some(key);
                 set.router.select_named(name, key, now)
             }
+            // No key. A session the chain will issue (cookie insert) is placed by load, evenly;
+            // a request that starts no session goes by the ring at a random point.
+            None if self.issues_sessions => {
+                let bits: u64 = rand::random();
+                a.point = bits as u32;
+                set.router.select_keyless(bits, now)
+            }
             None => {
                 a.point = rand::random();
-                set.router.select_unpinned(a.point, self.issues_sessions)
+                set.router.select_unpinned(a.point, false)
             }
         };
         if let Some(t0) = t0 {
@@ -181,8 +188,9 @@ impl Upstream {
             .on_response(&view, a.decided_by, &mut RespView(resp), learn);
     }
 
-    /// Pin a session key a plugin produced while answering (a learn-mode app cookie, a newly
-    /// issued token) to the decided backend. When it replaces the key the request came with,
+    /// Pin a session key a plugin produced while answering (a learn-mode app cookie, a token
+    /// re-issued for a session; not a token for a brand-new session, pinned when it comes back)
+    /// to the decided backend. When it replaces the key the request came with,
     /// the old key is dropped so the session is counted once.
     pub fn learn(
         &self,

@@ -5,7 +5,9 @@
 //!   ([`KeyOutcome::Invalid`]) and the request routed as new. On the response, a `Set-Cookie`
 //!   is added unless the request was routed `sticky` by this plugin's own token and that token
 //!   still has at least half its TTL left (its expiry comes back as
-//!   [`DecisionView::key_expires`]; when unknown, the token is re-issued).
+//!   [`DecisionView::key_expires`]; when unknown, the token is re-issued). A token issued to a
+//!   request without a session is not handed to the gateway to pin: the session exists once
+//!   the client sends the token back.
 //! * **learn** — the application's own session cookie (e.g. `JSESSIONID`) is the session key,
 //!   in namespace `cookie:<name>`. When a backend response sets that cookie, the new value is
 //!   returned from [`AffinityPlugin::on_response`] for the gateway to pin to that backend.
@@ -176,7 +178,12 @@ impl CookiePlugin {
     }
 
     /// Insert mode: add a `Set-Cookie` for `d.backend` unless the request's own token is fresh.
-    /// Returns the new token's session key, so the gateway tracks the session under it.
+    /// Returns the token's session key when the request already belonged to a session (a
+    /// re-issued token, or a cookie for a session another plugin found, e.g. a header), so the
+    /// gateway keeps tracking it under that key; `None` for a brand-new session: it exists
+    /// (is pinned, counts as active) only once the client shows it kept the cookie, by sending
+    /// the token back ([`Affinity::Backend`], pinned by the gateway on first sight). A client
+    /// that never keeps cookies (a crawler, a health checker) then costs no pin.
     fn issue(
         &self,
         ins: &Insert,
@@ -206,7 +213,7 @@ impl CookiePlugin {
         value.push_str(&tok);
         value.push_str(&ins.attrs);
         resp.append_header("set-cookie", value);
-        Some(SessionKey(sid))
+        d.session.map(|_| SessionKey(sid))
     }
 
     /// Learn mode: the value the backend's last `Set-Cookie` for our cookie sets, if any.

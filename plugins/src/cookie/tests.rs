@@ -47,17 +47,22 @@ fn set_cookies(p: &dyn AffinityPlugin, d: &DecisionView<'_>) -> Vec<String> {
         .into_iter()
         .map(String::from)
         .collect();
-    // Insert mode returns the new token's session key exactly when it issues a cookie.
+    // Insert mode returns the token's session key exactly when it issues a cookie for a
+    // request that already had a session; a brand-new session is not pinned until its token
+    // comes back.
     assert_eq!(
         key.is_some(),
-        !added.is_empty(),
+        !added.is_empty() && d.session.is_some(),
         "key {key:?} for {added:?}"
     );
-    if let (Some(k), Some(cookie)) = (key, added.first()) {
+    if let Some(cookie) = added.first() {
         let pair = cookie.split(';').next().unwrap_or("");
         let req = FakeRequest::new().at(NOW).header("cookie", pair);
         match p.key(&req) {
-            KeyOutcome::Key(Affinity::Backend { key, .. }) => assert_eq!(key, k),
+            KeyOutcome::Key(Affinity::Backend { key: read, .. }) => {
+                let want = key.or(d.session);
+                assert!(want.is_none_or(|k| k == read), "{read:?} vs {want:?}");
+            }
             other => panic!("issued token does not read back: {other:?}"),
         }
     }
@@ -242,6 +247,67 @@ fn reissue_rules() {
         ..decision(Reason::New, false, None)
     };
     assert!(set_cookies(&*p, &odd).is_empty());
+}
+
+/// A brand-new session's token is issued but not handed back to be pinned: the session exists
+/// once the client returns the token. A request that already had a session (a header key, a
+/// re-issued token) keeps being tracked under its key.
+#[test]
+fn a_new_session_is_pinned_only_when_its_token_comes_back() {
+    let p = plugin(INSERT);
+    let mut resp = FakeResponse::new();
+    assert_eq!(
+        p.on_response(&decision(Reason::New, false, None), &mut resp),
+        None
+    );
+    let cookie = resp.added("set-cookie")[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let back = with_cookie(&cookie);
+    let KeyOutcome::Key(Affinity::Backend { name, key, .. }) = p.key(&back) else {
+        panic!("the issued token reads back");
+    };
+    assert_eq!(
+        name, "b1",
+        "the token names the backend the gateway pins on first sight"
+    );
+    let header = SessionKey(7);
+    let found_by_header = DecisionView {
+        session: Some(header),
+        ..decision(Reason::New, false, None)
+    };
+    let mut resp = FakeResponse::new();
+    assert_eq!(p.on_response(&found_by_header, &mut resp), Some(header));
+    let refreshed = DecisionView {
+        session: Some(key),
+        ..decision(Reason::Sticky, true, Some(NOW + 1))
+    };
+    let mut resp = FakeResponse::new();
+    assert_eq!(p.on_response(&refreshed, &mut resp), Some(key));
+    assert_eq!(resp.added("set-cookie").len(), 1);
+
+    // Through a chain (cookie insert, then a header): a request with neither pins nothing.
+    let header_plugin = plugin("type: header\nname: X-Session-Id");
+    let chain = crate::Chain::new(vec![plugin(INSERT), header_plugin]);
+    let bare = FakeRequest::new().at(NOW);
+    let none = chain.key(&bare);
+    assert_eq!((none.affinity, none.decided_by), (None, None));
+    let mut pinned = Vec::new();
+    let mut resp = FakeResponse::new();
+    chain.on_response(
+        &decision(Reason::New, false, None),
+        None,
+        &mut resp,
+        |k, _| pinned.push(k),
+    );
+    assert!(pinned.is_empty(), "{pinned:?}");
+    assert_eq!(
+        resp.added("set-cookie").len(),
+        1,
+        "a cookie is still issued"
+    );
 }
 
 #[test]

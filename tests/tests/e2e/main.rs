@@ -46,6 +46,7 @@ mod load;
 mod membership;
 mod metrics;
 mod migrate;
+mod new_sessions;
 mod proxy_basics;
 mod retries;
 mod session_flood;

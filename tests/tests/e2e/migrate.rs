@@ -252,6 +252,21 @@ fn migrated_cookie_sessions_get_a_cookie_for_their_new_backend() {
         .into_iter()
         .max_by_key(|(_, n)| *n)
         .expect("users");
+    // A cookie session exists (is pinned, can be migrated) once its token comes back.
+    let row = gw.backend_info(&m);
+    assert_eq!(
+        row.sessions, 0,
+        "no session before its token came back: {row:?}"
+    );
+    for (i, (u, home)) in users.iter_mut().enumerate() {
+        let r = u.get("/again").unwrap_or_else(|e| panic!("user {i}: {e}"));
+        assert_eq!(
+            (r.status, r.backend(), r.affinity()),
+            (200, home.as_str(), "sticky"),
+            "user {i}: {}",
+            r.summary()
+        );
+    }
     let row = gw.backend_info(&m);
     assert_eq!(
         row.sessions, on_m as u64,

@@ -57,6 +57,31 @@ impl Loads {
         self.total
             .fetch_add(i64::from(delta) as u64, Ordering::Relaxed);
     }
+
+    /// Takes one from `id` unless it is at zero; true when it took one.
+    pub(super) fn take_one(&self, id: BackendId) -> bool {
+        let i = id.0 as usize;
+        let Some(c) = self.chunks.get(i / CHUNK).and_then(OnceLock::get) else {
+            return false;
+        };
+        let took = c[i % CHUNK]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1))
+            .is_ok();
+        if took {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+        }
+        took
+    }
+
+    /// Sets every counter and the total to zero (chunks stay allocated).
+    pub(super) fn clear(&self) {
+        for c in self.chunks.iter().filter_map(OnceLock::get) {
+            for a in c.iter() {
+                a.store(0, Ordering::Relaxed);
+            }
+        }
+        self.total.store(0, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -78,5 +103,21 @@ mod tests {
         l.add(u32::MAX, 1);
         assert_eq!(l.get(BackendId(u32::MAX)), 0);
         assert_eq!(l.total(), 4);
+    }
+
+    #[test]
+    fn take_one_stops_at_zero_and_clear_resets() {
+        let l = Loads::default();
+        assert!(!l.take_one(BackendId(3)), "nothing allocated yet");
+        l.add(3, 2);
+        l.add(9_000, 1);
+        assert!(l.take_one(BackendId(3)));
+        assert!(l.take_one(BackendId(3)));
+        assert!(!l.take_one(BackendId(3)));
+        assert_eq!((l.get(BackendId(3)), l.total()), (0, 1));
+        l.clear();
+        assert_eq!((l.get(BackendId(9_000)), l.total()), (0, 0));
+        l.add(9_000, 1);
+        assert_eq!((l.get(BackendId(9_000)), l.total()), (1, 1));
     }
 }

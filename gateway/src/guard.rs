@@ -11,6 +11,16 @@
 //! never timed here; a `1xx` interim answer (`100 Continue`) keeps waiting for the body.
 //! Bodies are timed by Pingora (`limits.body_timeout`, set per request in the proxy).
 //!
+//! Shutdown (SIGQUIT after `berth -u`, SIGTERM): once Pingora's accept loops have stopped it
+//! calls the app's `cleanup`, and Pingora's HTTP cleanup ends at once every read still waiting
+//! for a request head — also on a connection accepted a moment before, whose first request
+//! has not arrived yet: that client gets its connection closed without a response
+//! (issue 19). [`Guarded`] first keeps reading for a drain window (half the grace period, see
+//! [`drain_window`]): no connection is accepted any more, a request that arrives on any
+//! connection the process holds is served with `Connection: close` (Pingora turns keep-alive
+//! off for requests read after the shutdown started), and only then are the connections that
+//! stayed silent closed.
+//!
 //! Cost: one timer per connection, not per request. A deadline is a time stamped when a read
 //! would wait in a timed phase (at most one clock read per request); the connection's single
 //! timer is re-armed only when it would fire too late for the deadline now due, and when it
@@ -46,10 +56,20 @@ pub struct Deadlines {
     pub idle: Duration,
 }
 
+/// How long a shutting-down process keeps reading requests on the connections it holds after
+/// it stopped accepting (see the module docs): half of `grace_period` (Pingora's
+/// `grace_period_seconds`, after which the process stops whatever still runs), so a request
+/// that arrives at the end of the window has the other half to be answered.
+pub fn drain_window(grace_period: Duration) -> Duration {
+    grace_period / 2
+}
+
 /// A [`ServerApp`] whose connections are wrapped in [`HeadDeadline`].
 pub struct Guarded<A> {
     inner: Arc<A>,
     deadlines: Deadlines,
+    /// See [`drain_window`]; zero: none (Pingora's own behaviour).
+    drain: Duration,
 }
 
 impl<A> Guarded<A> {
@@ -57,7 +77,14 @@ impl<A> Guarded<A> {
         Guarded {
             inner: Arc::new(inner),
             deadlines,
+            drain: Duration::ZERO,
         }
+    }
+
+    /// Keep serving requests on held connections for `drain` after the accept loops stopped.
+    pub fn drain_for(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
     }
 }
 
@@ -72,7 +99,21 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         self.inner.process_new(guarded, shutdown).await
     }
 
+    /// Pingora calls this once every accept loop of the service has ended (`Service::
+    /// start_service`: `join_all` of the loops, then `cleanup`): nothing is accepted any more.
+    /// The inner app's cleanup (Pingora's HTTP cleanup: end every read waiting for a request)
+    /// follows the drain window.
     async fn cleanup(&self) {
+        if !self.drain.is_zero() {
+            log::info!(
+                "shutdown: no longer accepting; requests arriving within {:?} on connections \
+                 already accepted are still served (with Connection: close), then idle \
+                 connections are closed",
+                self.drain
+            );
+            tokio::time::sleep(self.drain).await;
+            log::info!("shutdown: drain window over; closing idle connections");
+        }
         self.inner.cleanup().await
     }
 }
@@ -422,6 +463,48 @@ mod tests {
         .expect("the deadline fired");
         let e = r.expect_err("a timeout error, not EOF");
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// An inner app that counts its cleanups.
+    struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+    #[async_trait]
+    impl ServerApp for Counted {
+        async fn process_new(self: &Arc<Self>, _s: Stream, _w: &ShutdownWatch) -> Option<Stream> {
+            None
+        }
+        async fn cleanup(&self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_reads_are_ended_only_after_the_drain_window() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        assert_eq!(
+            drain_window(Duration::from_secs(5)),
+            Duration::from_millis(2500)
+        );
+        let cleaned = Arc::new(AtomicUsize::new(0));
+        // No window: the inner cleanup (Pingora's end of idle reads) at once.
+        Guarded::new(Counted(cleaned.clone()), D).cleanup().await;
+        assert_eq!(cleaned.load(SeqCst), 1);
+        // With one: not while it lasts.
+        let g = Arc::new(
+            Guarded::new(Counted(cleaned.clone()), D).drain_for(Duration::from_secs(3600)),
+        );
+        let task = tokio::spawn({
+            let g = g.clone();
+            async move { g.cleanup().await }
+        });
+        tokio::time::sleep(PAST).await;
+        assert_eq!(
+            cleaned.load(SeqCst),
+            1,
+            "idle reads ended within the window"
+        );
+        assert!(!task.is_finished());
+        task.abort();
     }
 
     #[tokio::test]

@@ -62,6 +62,10 @@ pub struct Cli {
     pub daemon: bool,
 }
 
+/// Pingora's grace period when `server.grace_period_seconds` is not set (`EXIT_TIMEOUT` in
+/// pingora-core 0.9.1 `server/mod.rs`).
+const PINGORA_GRACE_PERIOD_SECONDS: u64 = 300;
+
 /// Exit code for an invalid configuration.
 pub const EXIT_BAD_CONFIG: i32 = 2;
 
@@ -155,11 +159,18 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     // `berth -u -d` returns at once, then SIGQUIT to the old process hands the sockets over.
     let bootstrap = server.bootstrap_as_a_service();
 
-    // Every client connection goes through the slow-client guard (see `guard`).
+    // Every client connection goes through the slow-client guard (see `guard`), which also
+    // keeps serving the connections it holds for a while after a shutdown stopped accepting.
     let app = pingora_proxy::http_proxy(&server.configuration, proxy::Proxy { gw: gw.clone() });
+    let grace = Duration::from_secs(
+        server
+            .configuration
+            .grace_period_seconds
+            .unwrap_or(PINGORA_GRACE_PERIOD_SECONDS),
+    );
     let mut proxy = Service::new(
         "berth proxy".into(),
-        guard::Guarded::new(app, gw.limits.deadlines()),
+        guard::Guarded::new(app, gw.limits.deadlines()).drain_for(guard::drain_window(grace)),
     );
     for l in &listeners {
         proxy.add_tcp(&l.addr);

@@ -200,6 +200,13 @@ impl Client {
     pub fn connections_opened(&self) -> u64 {
         self.connections
     }
+    /// Open a connection now; the next request is written on it (when it is still open).
+    pub fn connect_now(&mut self) -> io::Result<()> {
+        if self.conn.is_none() {
+            self.conn = Some(self.connect()?);
+        }
+        Ok(())
+    }
     /// Drop the current connection (the next request opens a new one).
     pub fn close(&mut self) {
         self.conn = None;

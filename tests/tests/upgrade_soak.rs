@@ -11,7 +11,6 @@
 //! are the CI size (`make test`); `make upgrade-soak` runs 1,000,000 requests and 10 upgrades.
 
 #[path = "upgrade_scenario/mod.rs"]
-#[allow(dead_code)] // the admin-state checks are `upgrade.rs`'s
 mod scenario;
 use berth_tests::{first_n, Backend, Gateway};
 use scenario::*;

@@ -1,6 +1,8 @@
 //! The upgrade tests' scenario: its configuration, sessions of three kinds (header, Berth's
 //! cookie token, the app's learned cookie), the load threads that keep them busy across the
 //! upgrades, and the admin-state check. Used by `tests/upgrade.rs` and `tests/upgrade_soak.rs`.
+// Each of the two test binaries uses a part of it.
+#![allow(dead_code)]
 use berth_tests::config::{self, COOKIE_NAME};
 use berth_tests::sessions::HEADER;
 use berth_tests::{Client, Gateway, Request, Response};

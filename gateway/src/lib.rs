@@ -65,6 +65,10 @@ pub struct Cli {
     pub daemon: bool,
 }
 
+/// Pingora's grace period when `server.grace_period_seconds` is not set (`EXIT_TIMEOUT` in
+/// pingora-core 0.9.1 `server/mod.rs`).
+const PINGORA_GRACE_PERIOD_SECONDS: u64 = 300;
+
 /// Exit code for an invalid configuration.
 pub const EXIT_BAD_CONFIG: i32 = 2;
 
@@ -157,15 +161,24 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
     // `berth -u -d` returns at once, then SIGQUIT to the old process hands the sockets over.
     let bootstrap = server.bootstrap_as_a_service();
 
-    // Every client connection goes through the slow-client guard (see `client_deadlines`).
+    // Every client connection goes through the slow-client guard (see `client_deadlines`),
+    // which also keeps serving the connections it holds for a while after a shutdown stopped
+    // accepting.
     let proxy = proxy::Proxy {
         gw: gw.clone(),
         log: access_log.clone(),
     };
     let app = pingora_proxy::http_proxy(&server.configuration, proxy);
+    let grace = Duration::from_secs(
+        server
+            .configuration
+            .grace_period_seconds
+            .unwrap_or(PINGORA_GRACE_PERIOD_SECONDS),
+    );
     let mut proxy = Service::new(
         "berth proxy".into(),
-        client_deadlines::Guarded::new(app, gw.limits.deadlines()),
+        client_deadlines::Guarded::new(app, gw.limits.deadlines())
+            .drain_for(client_deadlines::drain_window(grace)),
     );
     for l in &listeners {
         proxy.add_tcp(&l.addr);

@@ -152,6 +152,8 @@ pub struct Client {
     source: Option<IpAddr>,
     keep_alive: bool,
     timeout: Duration,
+    /// Pause between opening a connection and writing its first request.
+    first_write_after: Duration,
     conn: Option<BufReader<TcpStream>>,
     connections: u64,
 }
@@ -164,6 +166,7 @@ impl Client {
             source: None,
             keep_alive: true,
             timeout: Duration::from_secs(15),
+            first_write_after: Duration::ZERO,
             conn: None,
             connections: 0,
         }
@@ -178,6 +181,13 @@ impl Client {
         self.keep_alive = false;
         self
     }
+    /// Wait `pause` after opening a connection before writing its first request, as a client
+    /// that opens connections ahead of its requests (a browser's preconnect) or is slow to
+    /// write does. Default: none.
+    pub fn first_write_after(mut self, pause: Duration) -> Client {
+        self.first_write_after = pause;
+        self
+    }
     /// Connect/read/write timeout (default 15 s).
     pub fn timeout(mut self, t: Duration) -> Client {
         self.timeout = t;
@@ -189,6 +199,13 @@ impl Client {
     /// How many TCP connections this client has opened.
     pub fn connections_opened(&self) -> u64 {
         self.connections
+    }
+    /// Open a connection now; the next request is written on it (when it is still open).
+    pub fn connect_now(&mut self) -> io::Result<()> {
+        if self.conn.is_none() {
+            self.conn = Some(self.connect()?);
+        }
+        Ok(())
     }
     /// Drop the current connection (the next request opens a new one).
     pub fn close(&mut self) {
@@ -236,7 +253,13 @@ impl Client {
     fn exchange(&mut self, req: &Request) -> io::Result<Response> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => self.connect()?,
+            None => {
+                let c = self.connect()?;
+                if !self.first_write_after.is_zero() {
+                    std::thread::sleep(self.first_write_after);
+                }
+                c
+            }
         };
         conn.get_mut().write_all(&self.encode(req))?;
         let (head, status) = loop {

@@ -11,6 +11,16 @@
 //! never timed here; a `1xx` interim answer (`100 Continue`) keeps waiting for the body.
 //! Bodies are timed by Pingora (`limits.body_timeout`, set per request in the proxy).
 //!
+//! Shutdown (SIGQUIT after `berth -u`, SIGTERM): once Pingora's accept loops have stopped it
+//! calls the app's `cleanup`, and Pingora's HTTP cleanup ends at once every read still waiting
+//! for a request head — also on a connection accepted a moment before, whose first request
+//! has not arrived yet: that client gets its connection closed without a response
+//! (issue 19). [`Guarded`] first keeps reading for a drain window (half the grace period, see
+//! [`drain_window`]): no connection is accepted any more, a request that arrives on any
+//! connection the process holds is served with `Connection: close` (Pingora turns keep-alive
+//! off for requests read after the shutdown started), and only then are the connections that
+//! stayed silent closed.
+//!
 //! Cost: one timer per connection, not per request. A deadline is a time stamped when a read
 //! would wait in a timed phase (at most one clock read per request); the connection's single
 //! timer is re-armed only when it would fire too late for the deadline now due, and when it
@@ -46,10 +56,20 @@ pub struct Deadlines {
     pub idle: Duration,
 }
 
+/// How long a shutting-down process keeps reading requests on the connections it holds after
+/// it stopped accepting (see the module docs): half of `grace_period` (Pingora's
+/// `grace_period_seconds`, after which the process stops whatever still runs), so a request
+/// that arrives at the end of the window has the other half to be answered.
+pub fn drain_window(grace_period: Duration) -> Duration {
+    grace_period / 2
+}
+
 /// A [`ServerApp`] whose connections are wrapped in [`HeadDeadline`].
 pub struct Guarded<A> {
     inner: Arc<A>,
     deadlines: Deadlines,
+    /// See [`drain_window`]; zero: none (Pingora's own behaviour).
+    drain: Duration,
 }
 
 impl<A> Guarded<A> {
@@ -57,7 +77,14 @@ impl<A> Guarded<A> {
         Guarded {
             inner: Arc::new(inner),
             deadlines,
+            drain: Duration::ZERO,
         }
+    }
+
+    /// Keep serving requests on held connections for `drain` after the accept loops stopped.
+    pub fn drain_for(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
     }
 }
 
@@ -72,7 +99,21 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         self.inner.process_new(guarded, shutdown).await
     }
 
+    /// Pingora calls this once every accept loop of the service has ended (`Service::
+    /// start_service`: `join_all` of the loops, then `cleanup`): nothing is accepted any more.
+    /// The inner app's cleanup (Pingora's HTTP cleanup: end every read waiting for a request)
+    /// follows the drain window.
     async fn cleanup(&self) {
+        if !self.drain.is_zero() {
+            log::info!(
+                "shutdown: no longer accepting; requests arriving within {:?} on connections \
+                 already accepted are still served (with Connection: close), then idle \
+                 connections are closed",
+                self.drain
+            );
+            tokio::time::sleep(self.drain).await;
+            log::info!("shutdown: drain window over; closing idle connections");
+        }
         self.inner.cleanup().await
     }
 }

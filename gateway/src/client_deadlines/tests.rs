@@ -62,6 +62,47 @@ async fn times_out(s: &mut HeadDeadline) {
     assert_eq!(e.kind(), io::ErrorKind::TimedOut);
 }
 
+/// An inner app that counts its cleanups.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait]
+impl ServerApp for Counted {
+    async fn process_new(self: &Arc<Self>, _s: Stream, _w: &ShutdownWatch) -> Option<Stream> {
+        None
+    }
+    async fn cleanup(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn idle_reads_are_ended_only_after_the_drain_window() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    assert_eq!(
+        drain_window(Duration::from_secs(5)),
+        Duration::from_millis(2500)
+    );
+    let cleaned = Arc::new(AtomicUsize::new(0));
+    // No window: the inner cleanup (Pingora's end of idle reads) at once.
+    Guarded::new(Counted(cleaned.clone()), D).cleanup().await;
+    assert_eq!(cleaned.load(SeqCst), 1);
+    // With one: not while it lasts.
+    let g =
+        Arc::new(Guarded::new(Counted(cleaned.clone()), D).drain_for(Duration::from_secs(3600)));
+    let task = tokio::spawn({
+        let g = g.clone();
+        async move { g.cleanup().await }
+    });
+    tokio::time::sleep(PAST).await;
+    assert_eq!(
+        cleaned.load(SeqCst),
+        1,
+        "idle reads ended within the window"
+    );
+    assert!(!task.is_finished());
+    task.abort();
+}
+
 #[tokio::test]
 async fn a_silent_new_connection_is_cut() {
     let (mut s, _client) = pair().await;

@@ -52,6 +52,8 @@ mod retries;
 mod session_flood;
 mod token_security;
 mod upgrade;
+mod upgrade_drain;
+mod upgrade_soak;
 
 /// The layout of this test binary checks itself.
 mod layout {

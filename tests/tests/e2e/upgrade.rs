@@ -9,12 +9,11 @@
 //! added at runtime, one draining, one drained, learned sessions placed by the app), so
 //! without the hand-over sessions would move.
 
-mod scenario;
+pub(crate) mod scenario;
 use berth_tests::config;
 use berth_tests::{first_n, Backend, Gateway, Request};
 use scenario::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[test]
@@ -84,14 +83,9 @@ fn upgrading_twice_under_load_fails_no_request_and_moves_no_session() {
         200
     );
 
-    let load = Load {
-        stop: AtomicBool::new(false),
-        phase: AtomicU8::new(0),
-        sent: Default::default(),
-        failures: Mutex::new(Vec::new()),
-        opened: AtomicU64::new(0),
-        raced: AtomicU64::new(0),
-    };
+    // Phases: 0 before the first upgrade, 1 during it (until the old process exited), 2
+    // between, 3 during the second, 4 after.
+    let load = Load::default();
     let mut parts: Vec<Vec<Session>> = vec![Vec::new(); THREADS];
     for (i, s) in sessions.iter().enumerate() {
         parts[i % THREADS].push(s.clone());
@@ -106,7 +100,7 @@ fn upgrading_twice_under_load_fails_no_request_and_moves_no_session() {
             .enumerate()
             .map(|(t, mine)| {
                 let load = &load;
-                scope.spawn(move || run_load(addr, load, t, mine))
+                scope.spawn(move || run_load(addr, load, t, mine, &TAKES_NEW).connections)
             })
             .collect();
         std::thread::sleep(Duration::from_secs(1));

@@ -1,6 +1,6 @@
-//! The upgrade test's scenario: its configuration, sessions of three kinds (header, Berth's
+//! The upgrade tests' scenario: its configuration, sessions of three kinds (header, Berth's
 //! cookie token, the app's learned cookie), the load threads that keep them busy across the
-//! upgrades, and the admin-state check. Used by `upgrade.rs`.
+//! upgrades, and the admin-state check. Used by `upgrade.rs` and `upgrade_soak.rs`.
 use berth_tests::config::{self, COOKIE_NAME};
 use berth_tests::sessions::HEADER;
 use berth_tests::{Client, Gateway, Request, Response};
@@ -169,16 +169,55 @@ pub fn learn(client: &mut Client, value: &str) -> Session {
 }
 
 /// Everything the load threads share.
+#[derive(Default)]
 pub struct Load {
     pub stop: AtomicBool,
-    /// 0 before the first upgrade, 1 during it (until the old process exited), 2 between,
-    /// 3 during the second, 4 after.
+    /// Which of `sent` counts the requests sent now (the tests give the phases their meaning,
+    /// e.g. 0 before the first upgrade, 1 during it).
     pub phase: AtomicU8,
     pub sent: [AtomicU64; 5],
+    /// Every request that failed or reached another backend than its session's, with why.
     pub failures: Mutex<Vec<String>>,
+    /// Of `failures`: answered 200 by another backend than the session's (a moved session).
+    pub moved: AtomicU64,
     pub opened: AtomicU64,
     /// Requests of sessions opened during the load that were answered `new` again.
     pub raced: AtomicU64,
+    /// Every fourth thread (one of two that open a connection per request) waits this long
+    /// between opening a connection and writing its request (see
+    /// [`Client::first_write_after`]).
+    pub first_write_after: Duration,
+}
+
+impl Load {
+    /// Requests sent so far, all phases.
+    pub fn total(&self) -> u64 {
+        self.sent.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn fail(&self, why: String) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(why);
+    }
+
+    /// Failures so far.
+    pub fn failed(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+/// What one load thread did.
+#[derive(Debug, Clone, Copy)]
+pub struct Ran {
+    /// A new connection per request (else keep-alive).
+    pub fresh: bool,
+    pub requests: u64,
+    pub connections: u64,
 }
 
 pub struct StopOnDrop<'a>(pub &'a AtomicBool);
@@ -189,11 +228,23 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-/// One load thread: its sessions in a loop, one new header session per round, until stopped.
-/// Returns the connections it opened.
-pub fn run_load(addr: SocketAddr, load: &Load, t: usize, mut mine: Vec<Session>) -> u64 {
-    let mut client = if t.is_multiple_of(2) {
+/// One load thread: its sessions in a loop, one new header session per round (for the first 60
+/// rounds; each must land on one of `takes_new`), until stopped. Even threads keep their
+/// connection alive, odd ones open one per request.
+pub fn run_load(
+    addr: SocketAddr,
+    load: &Load,
+    t: usize,
+    mut mine: Vec<Session>,
+    takes_new: &[&str],
+) -> Ran {
+    let fresh = !t.is_multiple_of(2);
+    let mut client = if !fresh {
         Client::new(addr)
+    } else if t % 4 == 3 {
+        Client::new(addr)
+            .fresh_connections()
+            .first_write_after(load.first_write_after)
     } else {
         Client::new(addr).fresh_connections()
     };
@@ -208,16 +259,18 @@ pub fn run_load(addr: SocketAddr, load: &Load, t: usize, mut mine: Vec<Session>)
             if r.is_err() {
                 client.close();
             }
+            let moved = matches!(&r, Ok(r) if r.status == 200 && r.backend() != s.home);
             match s.check(r) {
                 Ok(false) => {}
                 Ok(true) => {
                     load.raced.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => load
-                    .failures
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!("phase {phase}: {e}")),
+                Err(e) => {
+                    if moved {
+                        load.moved.fetch_add(1, Ordering::Relaxed);
+                    }
+                    load.fail(format!("phase {phase}: {e}"));
+                }
             }
         }
         round += 1;
@@ -225,11 +278,12 @@ pub fn run_load(addr: SocketAddr, load: &Load, t: usize, mut mine: Vec<Session>)
             let id = format!("during-load-{t}-{round}");
             let phase = load.phase.load(Ordering::SeqCst) as usize;
             load.sent[phase].fetch_add(1, Ordering::Relaxed);
+            n += 1;
             match client.try_send(&Request::get("/open").header(HEADER, &id)) {
                 Ok(r)
                     if r.status == 200
                         && r.affinity() == "new"
-                        && TAKES_NEW.contains(&r.backend()) =>
+                        && takes_new.contains(&r.backend()) =>
                 {
                     load.opened.fetch_add(1, Ordering::Relaxed);
                     mine.push(Session {
@@ -238,18 +292,23 @@ pub fn run_load(addr: SocketAddr, load: &Load, t: usize, mut mine: Vec<Session>)
                         during_load: true,
                     });
                 }
-                other => load
-                    .failures
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!(
-                        "phase {phase}: new session {id} must land on one of {TAKES_NEW:?}: {:?}",
+                other => {
+                    if other.is_err() {
+                        client.close();
+                    }
+                    load.fail(format!(
+                        "phase {phase}: new session {id} must land on one of {takes_new:?}: {:?}",
                         other.map(|r| r.summary())
-                    )),
+                    ))
+                }
             }
         }
     }
-    client.connections_opened()
+    Ran {
+        fresh,
+        requests: n,
+        connections: client.connections_opened(),
+    }
 }
 
 pub fn state_of(rows: &serde_json::Value, upstream: &str, id: &str) -> Option<String> {

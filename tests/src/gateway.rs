@@ -365,12 +365,23 @@ impl Gateway {
         std::fs::rename(&tmp, &self.config_path).expect("replace the config");
     }
 
-    /// Send SIGHUP (by PID, with `kill -HUP`).
+    /// Send SIGHUP (by PID, with `kill -HUP`) once the process handles it. Berth answers
+    /// `/healthz` before its reload service has installed its SIGHUP handler, and on a loaded
+    /// machine that can take seconds: a SIGHUP sent earlier would be lost (or kill it).
     pub fn sighup(&self) {
-        self.proc
-            .as_ref()
-            .expect("the gateway is running")
-            .signal("HUP");
+        let proc = self.proc.as_ref().expect("the gateway is running");
+        let pid = proc.pid();
+        crate::wait_for(START_TIMEOUT, POLL, || {
+            crate::process::catches(pid, 1).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "berth (pid {pid}) installed no SIGHUP handler in {START_TIMEOUT:?}\n--- berth \
+                 log ---\n{}",
+                self.log_tail(40)
+            )
+        });
+        proc.signal("HUP");
     }
 
     /// True while the process has not exited.

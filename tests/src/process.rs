@@ -73,6 +73,19 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill -{sig} {pid}: {status}");
 }
 
+/// True when process `pid` has a handler installed for signal number `signum` (its `SigCgt`
+/// mask in `/proc/<pid>/status`): a signal sent before that would be lost (ignored when the
+/// process inherited SIG_IGN) or kill it (the default action of e.g. SIGHUP).
+pub fn catches(pid: u32, signum: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (signum - 1)) != 0)
+}
+
 /// True while `pid` exists and is not a zombie (a daemon's zombie lingers until whoever
 /// adopted it reaps it).
 pub fn alive(pid: u32) -> bool {

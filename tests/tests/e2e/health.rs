@@ -339,10 +339,11 @@ fn passive_connect_failures_mark_a_backend_down_without_active_checks() {
     gw.wait_backend("b3", "retried after the cooldown", SHOWN, |b| {
         b.health == "up"
     });
-    assert_eq!(
-        transitions(&gw, "b3", "up"),
-        1.0,
-        "to=up after the cooldown"
+    // At least once: a cooldown that ended before the restart found b3 still dead, and a
+    // request marked it down for another one (how often depends on timing, not on Berth).
+    assert!(
+        transitions(&gw, "b3", "up") >= 1.0,
+        "berth_health_transitions_total to=up after the cooldown"
     );
     let reached = (3000..3300).find(|&i| {
         let r = client.send(&sessions::request(&sessions::id(i), "/"));

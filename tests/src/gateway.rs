@@ -12,6 +12,25 @@ use std::time::{Duration, Instant};
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause between readiness polls.
 const POLL: Duration = Duration::from_millis(20);
+/// How many times [`Gateway::start_with_env`] starts `berth` on fresh ports when one was taken.
+pub const PORT_TRIES: u32 = 5;
+
+/// Why a started `berth` is not ready.
+#[derive(Debug)]
+pub(crate) enum NotReady {
+    /// One of its ports is another process's: start again on other ports.
+    PortTaken(String),
+    Other(String),
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::PortTaken(s) | NotReady::Other(s) => f.write_str(s),
+        }
+    }
+}
+
 /// How long [`Gateway::wait_metric`] waits for a metric to reach its value.
 const METRIC_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,12 +68,27 @@ impl Gateway {
 
     /// [`Gateway::start`] with extra environment variables for the process (the test's own
     /// `BERTH_ADMIN_TOKEN` is never inherited).
+    ///
+    /// The ports come from [`crate::free_addr`]: free a moment before `berth` binds them, so
+    /// another process (another test's backend) may take one first. Then `berth` retries the
+    /// bind in the background while the other process answers; this is detected (its log
+    /// says so, or the port's listening socket is not `berth`'s) and `berth` is started again
+    /// on fresh ports, up to [`PORT_TRIES`] times.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
-        let (mut gw, full) = Gateway::prepare(yaml, env);
-        let log_path = gw.log_path.clone();
-        let child = gw.launch(&[], &log_path);
-        gw.proc = Some(Proc::Child(child));
-        gw.ready_or_panic(&full)
+        for attempt in 1..=PORT_TRIES {
+            let (mut gw, full) = Gateway::prepare(yaml, env);
+            let log_path = gw.log_path.clone();
+            let child = gw.launch(&[], &log_path);
+            gw.proc = Some(Proc::Child(child));
+            match gw.wait_ready() {
+                Ok(()) => return gw,
+                Err(NotReady::PortTaken(why)) if attempt < PORT_TRIES => {
+                    eprintln!("berth-tests: {why}; starting berth again on other ports");
+                }
+                Err(why) => gw.fail_start(&full, why),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// A gateway not started yet: temp dir, ports, config file written. Also returns the
@@ -89,13 +123,15 @@ impl Gateway {
     /// Wait until it serves, or panic with the config and the log.
     pub(crate) fn ready_or_panic(mut self, full: &str) -> Gateway {
         if let Err(why) = self.wait_ready() {
-            let log = self.log();
-            drop(self); // not while panicking: the log is in the message below, once
-            panic!(
-                "berth did not come up: {why}\n--- config ---\n{full}\n--- berth log ---\n{log}"
-            );
+            self.fail_start(full, why);
         }
         self
+    }
+
+    fn fail_start(self, full: &str, why: NotReady) -> ! {
+        let log = self.log();
+        drop(self); // not while panicking: the log is in the message below, once
+        panic!("berth did not come up: {why}\n--- config ---\n{full}\n--- berth log ---\n{log}");
     }
 
     /// Start `berth <args> -c <config>` with this gateway's environment, output to `log`.
@@ -116,32 +152,64 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
     }
 
-    pub(crate) fn wait_ready(&mut self) -> Result<(), String> {
+    /// Ready: `/healthz` answers 200 from this `berth` (`X-Berth-Pid`), and both listening
+    /// sockets are its own.
+    pub(crate) fn wait_ready(&mut self) -> Result<(), NotReady> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(proc) = self.proc.as_mut() {
-                match proc.exited() {
-                    Some(Some(status)) => return Err(format!("berth exited with {status}")),
-                    Some(None) => return Err("berth is gone".into()),
-                    None => {}
+            let Some(proc) = self.proc.as_mut() else {
+                return Err(NotReady::Other("no berth process".into()));
+            };
+            match proc.exited() {
+                Some(Some(status)) => {
+                    return Err(NotReady::Other(format!("berth exited with {status}")))
                 }
+                Some(None) => return Err(NotReady::Other("berth is gone".into())),
+                None => {}
+            }
+            let pid = proc.pid();
+            if let Some(line) = self
+                .log()
+                .lines()
+                .find(|l| l.contains("is in use, will try again"))
+            {
+                return Err(NotReady::PortTaken(format!("a port was taken: {line}")));
             }
             let health = Client::new(self.admin_addr)
                 .fresh_connections()
                 .timeout(Duration::from_secs(2))
                 .try_send(&Request::get("/healthz"));
             let last = match health {
+                Ok(r) if r.status == 200 && r.header("x-berth-pid") != Some(&pid.to_string()) => {
+                    return Err(NotReady::PortTaken(format!(
+                        "{} is another process's (answered {})",
+                        self.admin_addr,
+                        r.summary()
+                    )))
+                }
                 Ok(r) if r.status == 200 => {
-                    if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
-                        return Ok(());
+                    match [self.addr, self.admin_addr]
+                        .into_iter()
+                        .find(|a| !crate::process::listens_on(pid, a.port()))
+                    {
+                        None => return Ok(()),
+                        Some(a)
+                            if TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok() =>
+                        {
+                            return Err(NotReady::PortTaken(format!(
+                                "{a} accepts connections but is not berth's (pid {pid})"
+                            )))
+                        }
+                        Some(a) => format!("/healthz is 200 but berth does not listen on {a} yet"),
                     }
-                    format!("/healthz is 200 but {} refuses connections", self.addr)
                 }
                 Ok(r) => format!("/healthz answered {}", r.summary()),
                 Err(e) => format!("/healthz on {}: {e}", self.admin_addr),
             };
             if Instant::now() > deadline {
-                return Err(format!("not ready after {START_TIMEOUT:?} (last: {last})"));
+                return Err(NotReady::Other(format!(
+                    "not ready after {START_TIMEOUT:?} (last: {last})"
+                )));
             }
             std::thread::sleep(POLL);
         }
@@ -365,12 +433,23 @@ impl Gateway {
         std::fs::rename(&tmp, &self.config_path).expect("replace the config");
     }
 
-    /// Send SIGHUP (by PID, with `kill -HUP`).
+    /// Send SIGHUP (by PID, with `kill -HUP`) once the process handles it. Berth answers
+    /// `/healthz` before its reload service has installed its SIGHUP handler, and on a loaded
+    /// machine that can take seconds: a SIGHUP sent earlier would be lost (or kill it).
     pub fn sighup(&self) {
-        self.proc
-            .as_ref()
-            .expect("the gateway is running")
-            .signal("HUP");
+        let proc = self.proc.as_ref().expect("the gateway is running");
+        let pid = proc.pid();
+        crate::wait_for(START_TIMEOUT, POLL, || {
+            crate::process::catches(pid, 1).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "berth (pid {pid}) installed no SIGHUP handler in {START_TIMEOUT:?}\n--- berth \
+                 log ---\n{}",
+                self.log_tail(40)
+            )
+        });
+        proc.signal("HUP");
     }
 
     /// True while the process has not exited.

@@ -73,6 +73,55 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill -{sig} {pid}: {status}");
 }
 
+/// True when process `pid` has a handler installed for signal number `signum` (its `SigCgt`
+/// mask in `/proc/<pid>/status`): a signal sent before that would be lost (ignored when the
+/// process inherited SIG_IGN) or kill it (the default action of e.g. SIGHUP).
+pub fn catches(pid: u32, signum: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (signum - 1)) != 0)
+}
+
+/// True when process `pid` holds a listening TCP socket on `port` (any local address): its
+/// open files (`/proc/<pid>/fd`) include the socket inode `/proc/net/tcp{,6}` lists in state
+/// LISTEN for that port.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    // sl local_address rem_address st ... inode (column 9); 0A = LISTEN.
+                    (f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A").then(|| f[9].to_string())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_string)
+        })
+        .any(|inode| inodes.contains(&inode))
+}
+
 /// True while `pid` exists and is not a zombie (a daemon's zombie lingers until whoever
 /// adopted it reaps it).
 pub fn alive(pid: u32) -> bool {
@@ -102,4 +151,29 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
 pub fn read_pid_file(path: &Path) -> Option<u32> {
     let pid = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
     alive(pid).then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listening_socket_is_found_and_a_bound_one_is_not() {
+        let me = std::process::id();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("bound").port();
+        assert!(listens_on(me, port));
+        drop(listener);
+        assert!(!listens_on(me, port));
+        let closed = crate::ClosedPort::new();
+        assert!(!listens_on(me, closed.addr.port()), "bound, not listening");
+    }
+
+    #[test]
+    fn caught_signals_are_read_from_proc() {
+        // Rust's runtime handles SIGSEGV (stack overflow reports); nothing here handles SIGHUP.
+        let me = std::process::id();
+        assert!(catches(me, 11), "SIGSEGV");
+        assert!(!catches(me, 1), "SIGHUP");
+    }
 }

@@ -339,10 +339,11 @@ fn passive_connect_failures_mark_a_backend_down_without_active_checks() {
     gw.wait_backend("b3", "retried after the cooldown", SHOWN, |b| {
         b.health == "up"
     });
-    assert_eq!(
-        transitions(&gw, "b3", "up"),
-        1.0,
-        "to=up after the cooldown"
+    // At least once: a cooldown that ended before the restart found b3 still dead, and a
+    // request marked it down for another one (how often depends on timing, not on Berth).
+    assert!(
+        transitions(&gw, "b3", "up") >= 1.0,
+        "berth_health_transitions_total to=up after the cooldown"
     );
     let reached = (3000..3300).find(|&i| {
         let r = client.send(&sessions::request(&sessions::id(i), "/"));
@@ -440,8 +441,8 @@ fn backends_added_at_runtime_are_checked_and_removed_ones_are_not() {
 
     let r = gw.admin("DELETE", "/admin/backends/b1", None);
     assert_eq!(r.status, 200, "{}", r.summary());
-    // A check already under way when b1 was removed may still arrive: wait until the count
-    // holds still for 5 intervals, then for 10 more.
+    // A check already under way when b1 was removed may still arrive (within its 2 s
+    // timeout): wait until the count holds still for 3 s, then for 3 s more.
     let settled = |quiet: Duration| {
         let mut last = backends[0].health_checks();
         berth_tests::wait_for(Duration::from_secs(30), quiet, || {
@@ -449,8 +450,8 @@ fn backends_added_at_runtime_are_checked_and_removed_ones_are_not() {
             std::mem::replace(&mut last, now).eq(&now).then_some(now)
         })
     };
-    let checks = settled(Duration::from_secs(1)).expect("b1's check count never settled");
-    std::thread::sleep(Duration::from_secs(2));
+    let checks = settled(Duration::from_secs(3)).expect("b1's check count never settled");
+    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         backends[0].health_checks(),
         checks,
@@ -471,13 +472,16 @@ fn a_reload_keeps_a_down_backend_down() {
         &[("upstreams.app.health", HTTP_HEALTH)],
     ));
     gw.sighup();
-    // From the moment b4 shows until well past a check interval, b1 must never look up.
+    // From the moment b4 shows until well past two check intervals, and for at least 10
+    // looks (however slowly they come), b1 must never look up.
     let mut seen = Vec::new();
     let mut since_reload = None;
     let deadline = Instant::now() + SHOWN;
-    while since_reload.is_none_or(|t: Instant| t.elapsed() < Duration::from_millis(600)) {
+    while seen.len() < 10
+        || since_reload.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(1))
+    {
         assert!(
-            Instant::now() < deadline,
+            since_reload.is_some() || Instant::now() < deadline,
             "b4 not listed {SHOWN:?} after SIGHUP"
         );
         let rows = gw.backends();
@@ -488,11 +492,6 @@ fn a_reload_keeps_a_down_backend_down() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        seen.len() >= 5,
-        "only {} looks after the reload",
-        seen.len()
-    );
     assert!(
         seen.iter().all(|h| h == "down"),
         "b1 (failing its checks) after a reload that added b4: {seen:?}"

@@ -203,9 +203,11 @@ fn killing_a_backend_under_load_fails_no_request_and_moves_only_its_sessions() {
             .collect();
         shared.wait_rounds();
 
-        backends[vi].kill();
+        // Phase and time first, then the kill: a response that shows the kill (a move) always
+        // finds `killed_at` set, however the load threads are scheduled.
         *shared.killed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         shared.phase.store(KILLED, Ordering::SeqCst);
+        backends[vi].kill();
         // The active check notices within fall × interval (+ timeout).
         let (_, took) = gw.wait_backend(&victim, "down", HEALTH_WAIT, |b| b.health == "down");
         restart_report.push_str(&format!(

@@ -166,10 +166,10 @@ fn adding_and_removing_backends_through_a_config_reload() {
     let all: Vec<&Backend> = backends.iter().collect();
     gw.rewrite_config(&config::header_app(&specs(&all), &[]));
     gw.sighup();
-    gw.wait_backends(Duration::from_secs(5), |rows| {
+    gw.wait_backends(Duration::from_secs(15), |rows| {
         rows.iter().any(|b| b.id == "b4")
     })
-    .unwrap_or_else(|rows| panic!("b4 not listed 5 s after SIGHUP: {rows:?}"));
+    .unwrap_or_else(|rows| panic!("b4 not listed 15 s after SIGHUP: {rows:?}"));
     assert_eq!(gw.pid(), pid, "reloaded in place");
     visit_all(&gw, &mut placed, None).unwrap_or_else(|e| panic!("after adding b4 by SIGHUP: {e}"));
     let homes = new_homes(&gw, 1000, SESSIONS);
@@ -181,10 +181,10 @@ fn adding_and_removing_backends_through_a_config_reload() {
     let without_b2: Vec<&Backend> = backends.iter().filter(|b| b.name != "b2").collect();
     gw.rewrite_config(&config::header_app(&specs(&without_b2), &[]));
     gw.sighup();
-    gw.wait_backends(Duration::from_secs(5), |rows| {
+    gw.wait_backends(Duration::from_secs(15), |rows| {
         rows.iter().all(|b| b.id != "b2")
     })
-    .unwrap_or_else(|rows| panic!("b2 still listed 5 s after SIGHUP: {rows:?}"));
+    .unwrap_or_else(|rows| panic!("b2 still listed 15 s after SIGHUP: {rows:?}"));
     let on_b2 = placed.iter().filter(|p| p.home == "b2").count();
     let moved = visit_all(&gw, &mut placed, Some("b2"))
         .unwrap_or_else(|e| panic!("after removing b2 by SIGHUP: {e}"));
@@ -205,7 +205,7 @@ fn a_reload_with_an_invalid_config_changes_nothing_and_logs_the_errors() {
     yaml = config::set(&yaml, "upstreams.app.bogus_key", "1");
     gw.rewrite_config(&yaml);
     gw.sighup();
-    let logged = berth_tests::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+    let logged = berth_tests::wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
         let log = gw.log();
         (log.contains("upstreams.app.backends[1].addr") && log.contains("bogus_key")).then_some(())
     });
@@ -233,7 +233,7 @@ fn a_reload_can_start_and_end_a_drain() {
     let drained = config::header_app(&specs(&all), &[("upstreams.app.backends.0.drain", "true")]);
     gw.rewrite_config(&drained);
     gw.sighup();
-    gw.wait_backend("b1", "draining", Duration::from_secs(5), |b| {
+    gw.wait_backend("b1", "draining", Duration::from_secs(15), |b| {
         b.state == "draining"
     });
     visit_all(&gw, &mut placed, None).unwrap_or_else(|e| panic!("b1 draining by reload: {e}"));
@@ -245,7 +245,7 @@ fn a_reload_can_start_and_end_a_drain() {
 
     gw.rewrite_config(&config::header_app(&specs(&all), &[]));
     gw.sighup();
-    gw.wait_backend("b1", "active", Duration::from_secs(5), |b| {
+    gw.wait_backend("b1", "active", Duration::from_secs(15), |b| {
         b.state == "active"
     });
     let homes = new_homes(&gw, 2000, 150);

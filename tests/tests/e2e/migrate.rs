@@ -106,8 +106,8 @@ fn migrating_fifty_sessions_moves_exactly_fifty_once_at_a_bounded_rate() {
             break t0.elapsed();
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "migration of 50 at 25/s not done in 10 s: {m}'s sessions went {seen:?}"
+            t0.elapsed() < Duration::from_secs(30),
+            "migration of 50 at 25/s not done in 30 s: {m}'s sessions went {seen:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -142,7 +142,7 @@ fn migrating_without_a_count_empties_the_backend() {
         scheduled, on_m as u64,
         "all of {m}'s sessions are scheduled"
     );
-    let (row, took) = gw.wait_backend(&m, "empty", Duration::from_secs(10), |b| b.sessions == 0);
+    let (row, took) = gw.wait_backend(&m, "empty", Duration::from_secs(30), |b| b.sessions == 0);
     eprintln!("{on_m} sessions off {m} at the default rate in {took:?}");
     assert_eq!(row.state, "active", "migrating is not draining: {row:?}");
     let moved = check_after_migration(&gw, &placed, &m);
@@ -207,7 +207,7 @@ fn migrated_sessions_go_only_to_eligible_backends() {
     assert_eq!(on_b2, homes["b2"] as u64);
     let on_b1 = homes["b1"];
     assert_eq!(migrate(&gw, "b1", None), on_b1 as u64);
-    gw.wait_backend("b1", "empty", Duration::from_secs(10), |b| b.sessions == 0);
+    gw.wait_backend("b1", "empty", Duration::from_secs(30), |b| b.sessions == 0);
     assert_eq!(
         gw.backend_info("b2").sessions,
         on_b2,

@@ -8,8 +8,9 @@
 //! One client thread in four waits 1 ms between opening a connection and writing its request.
 //! A connection the old process accepted just before it stopped accepting, and whose request
 //! had not arrived when Pingora ended the reads still waiting for one, used to be closed
-//! without a response (issue 19): with that pause about one upgrade in three lost a request
-//! here; with clients that write at once, 0 in 40 upgrades (1,012,711 requests).
+//! without a response (issue 19): with that pause, 11 requests in 50 upgrades (four runs) were
+//! lost that way here; with clients that all write at once, 0 in 40 upgrades (1,012,711
+//! requests): the window is the time between a client's connect and its request.
 //!
 //! Size knobs (environment): `BERTH_SOAK_REQUESTS` (at least this many requests, default
 //! 20,000), `BERTH_SOAK_UPGRADES` (at least this many upgrades, default 3), `BERTH_SOAK_THREADS`

@@ -34,12 +34,14 @@ fn the_old_process_answers_requests_on_connections_it_accepted_before_it_stopped
     let mut silent = TcpStream::connect(gw.addr).expect("connect");
 
     let mut old = gw.upgrade();
-    // Pingora logs this as each accept loop ends, right before the app's cleanup.
-    let stopped = format!("Shutting down {}", gw.addr);
+    // Logged by the cleanup Pingora calls once the accept loops have ended: the moment at
+    // which Pingora on its own closes every connection still waiting for a request. (Waiting
+    // for Pingora's "Shutting down <addr>" instead, the first request below fails without the
+    // drain window — not always: the cleanup can come some time after that line.)
     berth_tests::wait_for(Duration::from_secs(30), Duration::from_millis(5), || {
-        old.log().contains(&stopped).then_some(())
+        old.log().contains("no longer accepting").then_some(())
     })
-    .unwrap_or_else(|| panic!("the old process never stopped accepting:\n{}", old.log()));
+    .unwrap_or_else(|| panic!("the old process never started draining:\n{}", old.log()));
 
     for (what, client, id) in [
         ("a first request", &mut first, "s-first"),
@@ -67,9 +69,6 @@ fn the_old_process_answers_requests_on_connections_it_accepted_before_it_stopped
             r.summary()
         );
     }
-
-    let log = old.log();
-    assert!(log.contains("no longer accepting"), "{log}");
 
     // The silent one is closed once the drain window is over, before the process exits.
     silent

@@ -44,7 +44,7 @@ pub use health::{HealthState, Thresholds};
 pub use interner::Interner;
 pub use overlay::{
     Change, Imported, Loads, Lookup, Overlay, OverlayConfig, OverlayStats, Pin, PinInfo,
-    PinOutcome, PinRecord, Taken, Wake,
+    PinOutcome, PinRecord, Taken, Wake, PENDING_SPAN,
 };
 pub use ring::{Hashing, Ring, DEFAULT_POINTS_PER_WEIGHT, MAX_POINTS_PER_BACKEND};
 pub use router::{BackendSpec, Move, Router, RouterConfig};

@@ -21,6 +21,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use fresh::PENDING_SPAN;
 pub use loads::Loads;
 use shard::Shard;
 pub use snapshot::{Change, Imported, PinRecord, Taken, Wake};
@@ -142,6 +143,8 @@ pub struct Overlay {
     loads: Arc<Loads>,
     /// Keyless placements not yet come back (allocated by the first one).
     fresh: OnceLock<fresh::Fresh>,
+    /// How long they count (see [`Overlay::with_pending_span`]).
+    pending_span: Millis,
     cfg: OverlayConfig,
 }
 
@@ -182,6 +185,7 @@ impl Overlay {
                 .max(1),
             loads,
             fresh: OnceLock::new(),
+            pending_span: fresh::PENDING_SPAN,
             cfg,
         }
     }
@@ -317,13 +321,29 @@ impl Overlay {
         &self.loads
     }
 
+    /// The same overlay with keyless placements counting as pending for `span` to `2·span`
+    /// (default [`PENDING_SPAN`], one second; a knob for experiments such as `make sim`'s
+    /// `--pending-span`). At least 1 ms.
+    pub fn with_pending_span(mut self, span: Millis) -> Self {
+        self.pending_span = span.max(1);
+        self
+    }
+
     /// New sessions placed on `backend` without a key ([`crate::Router::select_keyless`])
     /// that have not come back yet, as of the last keyless placement or return: they count in
     /// keyless placement's load, not in [`Overlay::active`]. A placement stops counting when its
-    /// session comes back (and is pinned) or one to two active windows after it was made.
+    /// session comes back (and is pinned) or after one to two [`PENDING_SPAN`]s.
     #[inline]
     pub fn pending(&self, backend: BackendId) -> u32 {
         self.fresh.get().map_or(0, |f| f.get(backend))
+    }
+
+    /// Keyless placements on `backend` over the last one to two minutes (60 pending spans),
+    /// come back or not, as of the last keyless placement or return: what breaks ties between
+    /// backends of equal keyless placement load.
+    #[inline]
+    pub fn recent_placements(&self, backend: BackendId) -> u32 {
+        self.fresh.get().map_or(0, |f| f.recent(backend))
     }
 
     /// [`Overlay::pending`] over all backends.
@@ -343,7 +363,7 @@ impl Overlay {
     /// A keyless placement on `backend` at `now` (see [`Overlay::pending`]).
     pub(crate) fn placed_pending(&self, backend: BackendId, now: Millis) {
         self.fresh
-            .get_or_init(|| fresh::Fresh::new(self.cfg.active_window, now))
+            .get_or_init(|| fresh::Fresh::new(self.pending_span, now))
             .placed(backend, now);
     }
 

@@ -1,9 +1,11 @@
 //! Load-placement simulation of the routing core (issue 4, item 7): one synthetic trace of
 //! session arrivals, heavy-tailed activity and departures, one backend failure and one scale-up,
-//! replayed against (a) Ketama alone, (b) Ketama + overlay, (c) + bounded load and (d) + idle
-//! rebalancing. See `gateway/routing/SIMULATION.md` and `--help`.
+//! replayed against (a) Ketama alone, (b) Ketama + overlay, (c) + bounded load, (d) + idle
+//! rebalancing and (e) sessions without a key placed by load (issue 19); plus bursts of new
+//! keyless sessions (`burst.rs`). See `gateway/routing/SIMULATION.md` and `--help`.
 //!
 //! `make sim` (or `cargo run --release -p berth-routing --example sim -- [options]`).
+mod burst;
 mod policy;
 mod report;
 mod rng;
@@ -17,16 +19,17 @@ use std::time::Instant;
 use trace::{Trace, TraceConfig};
 
 const HELP: &str = "\
-sim — replay one synthetic session trace against four placement policies
+sim — replay one synthetic session trace against five placement policies
 
 options (defaults in brackets):
   --quick                 smoke run: 10 and 100 backends, 20k/50k sessions, 300 s
   --large                 the largest run: 1,000 backends, 10,000,000 sessions
+  --no-bursts             skip the bursts of new keyless sessions printed first
   --backends LIST         backend counts, comma-separated [10,100,1000]
   --sessions LIST         expected sessions per backend count (one value = all) [200000,1000000,2000000]
   --seconds N             simulated seconds [1200]; failure at N/2, scale-up at 3N/4, warm-up N/4
   --seed N                trace seed [1]
-  --policies abcd         which policies to run [abcd]
+  --policies abcde        which policies to run [abcde]
   --eps X                 bounded-load epsilon [0.25]
   --window S              active window, seconds [60]
   --idle-for S            (d) move only sessions unused this long [20]
@@ -39,9 +42,17 @@ options (defaults in brackets):
   --gap-alpha A           Pareto shape of each gap's factor [1.3]
   --req-ms MS             mean request duration (in flight) [100]
   --batch N               placements per timed batch [1024]
+  --keyless-return WHEN   (e) a session's token comes back: at-once (right after its first
+                          request, as a browser's next resource request) or second-request
+                          (with its second request of the trace) [at-once]
+  --crawlers X            (e) keyless requests that never come back, per session arrival [1]
+  --pending-span MS       (e) a keyless placement counts as pending for MS to 2·MS unless it
+                          comes back [1000]
 ";
 
 struct Args {
+    /// Print the bursts of new keyless sessions first (`burst.rs`).
+    bursts: bool,
     backends: Vec<usize>,
     sessions: Vec<u64>,
     policies: Vec<Policy>,
@@ -66,6 +77,7 @@ fn one<T: std::str::FromStr>(v: &str) -> Result<T, String> {
 
 fn defaults() -> Args {
     Args {
+        bursts: true,
         backends: vec![10, 100, 1000],
         sessions: vec![200_000, 1_000_000, 2_000_000],
         policies: Policy::ALL.to_vec(),
@@ -91,6 +103,9 @@ fn defaults() -> Args {
             rebalance_every_s: 1,
             warmup_s: 0,
             batch: 1024,
+            back_at_once: true,
+            crawlers: 1.0,
+            pending_span_ms: berth_routing::PENDING_SPAN,
         },
     }
 }
@@ -105,6 +120,10 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         }
         if flag == "--large" {
             (a.backends, a.sessions) = (vec![1000], vec![10_000_000]);
+            continue;
+        }
+        if flag == "--no-bursts" {
+            a.bursts = false;
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -130,6 +149,15 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "--gap-alpha" => t.gap_alpha = one(v)?,
             "--req-ms" => t.req_ms = one(v)?,
             "--batch" => a.p.batch = one(v)?,
+            "--keyless-return" => {
+                a.p.back_at_once = match v.as_str() {
+                    "at-once" => true,
+                    "second-request" => false,
+                    _ => return Err(format!("--keyless-return {v:?}: at-once or second-request")),
+                }
+            }
+            "--crawlers" => a.p.crawlers = one(v)?,
+            "--pending-span" => a.p.pending_span_ms = one(v)?,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -147,7 +175,7 @@ fn policies(v: &str) -> Result<Vec<Policy>, String> {
         .map(|c| {
             let p = Policy::ALL.iter().find(|p| p.letter() == c);
             p.copied()
-                .ok_or_else(|| format!("unknown policy {c:?} (a, b, c, d)"))
+                .ok_or_else(|| format!("unknown policy {c:?} (a, b, c, d, e)"))
         })
         .collect()
 }
@@ -191,6 +219,9 @@ fn main() -> ExitCode {
         timer_overhead().map_or("?".into(), |x| format!("{x:.0}"))
     );
     let mut ok = true;
+    if args.bursts {
+        ok &= burst::report(args.trace.seed);
+    }
     for (i, &n) in args.backends.iter().enumerate() {
         let sessions = args.sessions[if args.sessions.len() == 1 { 0 } else { i }];
         ok &= run(&args, n, sessions);

@@ -16,14 +16,18 @@ pub enum Policy {
     Bounded,
     /// (d) (c) + periodic rebalancing of idle sessions.
     Rebalanced,
+    /// (e) Sessions without a key (cookie insert): placed by load (`select_keyless`), pinned
+    /// when they come back with their token (`select_named`), bounded as (c).
+    Keyless,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 4] = [
+    pub const ALL: [Policy; 5] = [
         Policy::Ketama,
         Policy::Overlay,
         Policy::Bounded,
         Policy::Rebalanced,
+        Policy::Keyless,
     ];
 
     pub fn label(self) -> &'static str {
@@ -32,6 +36,7 @@ impl Policy {
             Policy::Overlay => "(b) Ketama + overlay",
             Policy::Bounded => "(c) + bounded load",
             Policy::Rebalanced => "(d) + idle rebalancing",
+            Policy::Keyless => "(e) keyless (cookie insert) by load",
         }
     }
 
@@ -42,6 +47,7 @@ impl Policy {
             Policy::Overlay => 'b',
             Policy::Bounded => 'c',
             Policy::Rebalanced => 'd',
+            Policy::Keyless => 'e',
         }
     }
 
@@ -50,7 +56,12 @@ impl Policy {
     }
 
     pub fn bounded(self) -> bool {
-        matches!(self, Policy::Bounded | Policy::Rebalanced)
+        matches!(self, Policy::Bounded | Policy::Rebalanced | Policy::Keyless)
+    }
+
+    /// Sessions arrive without a key: placed by `select_keyless`, pinned when they come back.
+    pub fn keyless(self) -> bool {
+        self == Policy::Keyless
     }
 }
 
@@ -72,6 +83,13 @@ pub struct SimParams {
     pub warmup_s: u32,
     /// Placements per timed batch.
     pub batch: u32,
+    /// (e): the token comes back right after the first request (a browser fetching the page's
+    /// resources); otherwise with the session's second request of the trace.
+    pub back_at_once: bool,
+    /// (e): keyless requests that never come back (crawlers), per session arrival.
+    pub crawlers: f64,
+    /// (e): how long a keyless placement counts as pending (ms; `Overlay::with_pending_span`).
+    pub pending_span_ms: u64,
 }
 
 /// The key of session `id`: bits 0..32 are the id (so a key handed back by `rebalance` names its
@@ -185,6 +203,12 @@ pub struct Outcome {
     pub placed_excess: f64,
     /// max/mean over the table's backends, sampled each second after warm-up.
     pub over_time: Ratio,
+    /// (e): the same for the placement signal, active + pending keyless placements.
+    pub over_time_signal: Ratio,
+    /// (e): sessions that came back (were pinned) / placed.
+    pub returned: u64,
+    /// (e): keyless requests that never came back (crawlers).
+    pub crawls: u64,
     pub scale_up: EventMoves,
     pub failure: EventMoves,
     /// Backend changes nothing explains (pin lost, sticky elsewhere): must be 0.

@@ -161,6 +161,31 @@ pub fn checks(p: &SimParams, rows: &[(Policy, Outcome)]) -> bool {
             r.max_time.as_secs_f64() * 1e3
         );
     }
+    if let Some((_, e)) = rows.iter().find(|r| r.0 == Policy::Keyless) {
+        println!(
+            "- (e): {} keyless sessions placed, {} came back (were pinned; {}), plus {} keyless \
+             requests that never came back (crawlers; pending span {} ms); placed/mean for (e) is \
+             the placement signal (active + pending) of the chosen backend right after each \
+             keyless placement; the signal's max/mean over time: max {:.3}, avg {:.3}",
+            thousands(e.placements),
+            thousands(e.returned),
+            if p.back_at_once {
+                "each right after its first request"
+            } else {
+                "with their second request"
+            },
+            thousands(e.crawls),
+            p.pending_span_ms,
+            e.over_time_signal.max,
+            e.over_time_signal.avg().unwrap_or(0.0)
+        );
+        if e.placed.max > 1.05 {
+            fail(format!(
+                "(e): a keyless placement left its backend at {:.3} × the mean (goal ≤ 1.05)",
+                e.placed.max
+            ));
+        }
+    }
     let table_means: Vec<String> = rows
         .iter()
         .map(|(policy, o)| format!("{} {:.3}", policy.letter(), o.placed_table.max))
@@ -174,7 +199,8 @@ pub fn checks(p: &SimParams, rows: &[(Policy, Outcome)]) -> bool {
         println!(
             "- checks passed: one trace for all policies; every load the router reported every \
              second equals the simulator's own count; no unexplained move; no pin evicted; \
-             no busy session rebalanced; (c)/(d) never placed at or above the bound"
+             no busy session rebalanced; (c)/(d)/(e) never placed at or above the bound; \
+             (e) placed every keyless session at ≤ 1.05 × the mean"
         );
     }
     ok

@@ -5,7 +5,13 @@
 //! until the first sweep at which its last use is a whole window old, and stays active while a
 //! request is in flight. For (a), which has no overlay, that account *is* the load; for the
 //! others it is checked against the router's loads every second (`Outcome::mismatches`).
+//!
+//! (e) sessions arrive without a key: the first request is placed by `select_keyless` and pins
+//! nothing (not tracked in flight, not active); every later request carries the token naming
+//! the session's backend (`select_named`), and the first of them pins it. A session that never
+//! sends a second request never counts anywhere.
 use crate::policy::{backend_name, key, session_of, EventMoves, Outcome, Policy, SimParams, Table};
+use crate::rng;
 use crate::stats::{below_bound, max_over_mean};
 use crate::trace::{Event, Trace, TraceConfig};
 use berth_routing::{BackendSpec, Decision, Interner, Overlay, OverlayConfig, Reason};
@@ -22,6 +28,11 @@ struct Sess {
     last_s: u32,
     active: bool,
     live: bool,
+    /// Pinned: always for (a)–(d); for (e) once its token came back.
+    returned: bool,
+    /// Requests in flight the overlay does not track ((e): the keyless first request). The
+    /// first releases are taken to be theirs.
+    untracked: u8,
 }
 
 pub struct Runner<'a> {
@@ -40,17 +51,22 @@ pub struct Runner<'a> {
     live: u64,
     failed: Option<u32>,
     added: Option<u32>,
+    /// Seed of (e)'s random bits for `select_keyless`.
+    seed: u64,
     pub out: Outcome,
 }
 
 impl<'a> Runner<'a> {
     pub fn new(policy: Policy, p: &'a SimParams, trace: &TraceConfig) -> Self {
-        let overlay = Arc::new(Overlay::new(OverlayConfig {
-            // Room for every session of the trace: nothing is evicted, departures remove pins.
-            max_entries: trace.sessions as usize * 11 / 10 + 10_000,
-            idle_ttl: 0,
-            active_window: u64::from(p.window_s) * 1000,
-        }));
+        let overlay = Arc::new(
+            Overlay::new(OverlayConfig {
+                // Room for every session of the trace: nothing is evicted, departures remove pins.
+                max_entries: trace.sessions as usize * 11 / 10 + 10_000,
+                idle_ttl: 0,
+                active_window: u64::from(p.window_s) * 1000,
+            })
+            .with_pending_span(p.pending_span_ms),
+        );
         let names = Interner::default();
         let specs: Vec<_> = (0..p.backends)
             .map(|n| BackendSpec::new(&backend_name(n), 1))
@@ -70,6 +86,7 @@ impl<'a> Runner<'a> {
             live: 0,
             failed: None,
             added: None,
+            seed: trace.seed,
             out: Outcome::new(p.batch),
         }
     }
@@ -164,7 +181,7 @@ impl<'a> Runner<'a> {
             self.out
                 .mismatch(|| format!("t={now_s}s load of {b}: router {got}, sim {after}"));
         }
-        if late {
+        if late && !self.policy.keyless() {
             let mean = self.active_total() as f64 * w as f64 / self.table.weight.max(1) as f64;
             self.out.placed.add(after as f64 / mean);
             let excess = after as f64 - (1.0 + f64::from(self.p.eps_milli) / 1000.0) * mean;
@@ -187,9 +204,15 @@ impl<'a> Runner<'a> {
             last_s: now_s,
             active: false,
             live: true,
+            returned: !self.policy.keyless(),
+            untracked: 0,
         });
         self.live += 1;
         self.out.peak_live = self.out.peak_live.max(self.live);
+        if self.policy.keyless() {
+            self.arrive_keyless(sid, t, now_s);
+            return;
+        }
         let k = key(sid);
         let a = self.active_total();
         let router = &self.table.router;
@@ -214,7 +237,127 @@ impl<'a> Runner<'a> {
         self.placed(sid, d.backend, a, now_s, now_s >= self.p.warmup_s);
     }
 
+    /// (e): placed by load; nothing pinned or active until the session comes back.
+    fn arrive_keyless(&mut self, sid: u32, t: u64, now_s: u32) {
+        let a = self.active_total();
+        let bits = rng::draw(self.seed ^ 0x006B_6579_6C65_7373, u64::from(sid), 0);
+        let start = Instant::now();
+        let d = self.table.router.select_keyless(bits, t);
+        self.out.place_ns.add(start.elapsed().as_nanos() as u64);
+        let Ok(d) = d else {
+            self.out
+                .mismatch(|| format!("session {sid} refused: {d:?}"));
+            return;
+        };
+        if d.reason != Reason::New {
+            self.out
+                .mismatch(|| format!("session {sid} arrived: {d:?}"));
+        }
+        self.out.placements += 1;
+        let idx = d.backend;
+        let b = self.table.ids[idx];
+        let w = u64::from(self.table.router.weight(idx));
+        let load = u64::from(self.shadow[b as usize]);
+        let late = now_s >= self.p.warmup_s;
+        if !below_bound(load, a, w, self.table.weight, self.p.eps_milli) {
+            self.out.over_bound += 1;
+            self.out.over_bound_late += u64::from(late);
+            if self.out.first_over_bound.is_none() {
+                self.out.first_over_bound = Some(format!(
+                    "t={now_s}s session {sid} → {} at load {load} (A={a})",
+                    self.table.router.name(idx)
+                ));
+            }
+        }
+        let s = &mut self.sess[sid as usize];
+        s.backend = b;
+        s.untracked = 1;
+        if self.p.back_at_once {
+            // The browser's next request, before anything else happens: the session exists.
+            let name = self.table.router.name(idx).to_string();
+            match self.table.router.select_named(&name, key(sid), t) {
+                Ok(d) if d.backend == idx && d.reason == Reason::Sticky => {
+                    self.sess[sid as usize].returned = true;
+                    self.out.returned += 1;
+                    self.touch(sid, now_s);
+                }
+                other => self
+                    .out
+                    .mismatch(|| format!("session {sid} back at once: {other:?}")),
+            }
+        }
+        self.crawl(sid, t);
+        if late {
+            // The placement signal (active + pending) of the chosen backend over its mean.
+            let r = &self.table.router;
+            let total: u64 = (0..r.len())
+                .filter(|&i| r.takes_new(i))
+                .map(|i| r.keyless_load(i))
+                .sum();
+            let mean = total as f64 * w as f64 / self.table.weight.max(1) as f64;
+            let after = r.keyless_load(idx) as f64;
+            self.out.placed.add(after / mean);
+            let eps = 1.0 + f64::from(self.p.eps_milli) / 1000.0;
+            self.out.placed_excess = self.out.placed_excess.max(after - eps * mean);
+            self.out.placed_table.add(after / mean);
+        }
+    }
+
+    /// (e): the crawler requests that come with session `sid`'s arrival: keyless placements
+    /// that never come back.
+    fn crawl(&mut self, sid: u32, t: u64) {
+        let x = self.p.crawlers.max(0.0);
+        let frac = rng::unit(rng::draw(self.seed ^ 0xC4A3_1E45, u64::from(sid), 0));
+        let n = x.floor() as u64 + u64::from(frac < x.fract());
+        for c in 0..n {
+            let bits = rng::draw(self.seed ^ 0xC4A3_1E45, u64::from(sid), c + 1);
+            if self.table.router.select_keyless(bits, t).is_ok() {
+                self.out.crawls += 1;
+            }
+        }
+    }
+
+    /// (e): a request with the session's token (naming its backend); the first one pins it.
+    fn request_keyless(&mut self, sid: u32, t: u64) {
+        let now_s = (t / 1000) as u32;
+        let k = key(sid);
+        let a = self.active_total();
+        let s = self.sess[sid as usize];
+        let Some(name) = self.names.name(berth_routing::BackendId(s.backend)) else {
+            self.out
+                .mismatch(|| format!("session {sid}: backend {} has no name", s.backend));
+            return;
+        };
+        let start = Instant::now();
+        let d = self.table.router.select_named(&name, k, t);
+        if s.returned {
+            self.out.hit_ns.add(start.elapsed().as_nanos() as u64);
+        }
+        let Ok(d) = d else {
+            self.out
+                .mismatch(|| format!("session {sid} refused: {d:?}"));
+            return;
+        };
+        if !s.returned {
+            self.sess[sid as usize].returned = true;
+            self.out.returned += 1;
+        }
+        if self.table.ids[d.backend] == s.backend {
+            if d.reason != Reason::Sticky {
+                self.out
+                    .unexpected_move(|| format!("t={now_s}s session {sid}: {d:?}"));
+            }
+            self.touch(sid, now_s);
+            return;
+        }
+        self.moved(sid, s.backend, d, a, now_s);
+    }
+
     fn request(&mut self, sid: u32, t: u64) {
+        if self.policy.keyless() {
+            self.request_keyless(sid, t);
+            return;
+        }
         let now_s = (t / 1000) as u32;
         let k = key(sid);
         let a = self.active_total();
@@ -266,6 +409,11 @@ impl<'a> Runner<'a> {
     }
 
     fn release(&mut self, sid: u32, t: u64) {
+        let s = &mut self.sess[sid as usize];
+        if s.untracked > 0 {
+            s.untracked -= 1;
+            return;
+        }
         if self.policy.pins() && !self.overlay.release(key(sid), t) {
             self.out
                 .mismatch(|| format!("release of session {sid}: not pinned"));
@@ -277,7 +425,7 @@ impl<'a> Runner<'a> {
         let s = self.sess[sid as usize];
         if self.policy.pins() {
             let pinned = self.overlay.remove(key(sid)).map(|b| b.0);
-            if pinned != Some(s.backend) {
+            if pinned != s.returned.then_some(s.backend) {
                 self.out
                     .mismatch(|| format!("session {sid} left {pinned:?}, sim {}", s.backend));
             }
@@ -299,7 +447,8 @@ impl<'a> Runner<'a> {
         }
         for sid in std::mem::take(&mut self.expiry[s as usize]) {
             let x = self.sess[sid as usize];
-            if x.live && x.active && x.last_s + self.p.window_s <= s && trace.in_flight(sid) == 0 {
+            let tracked = trace.in_flight(sid) - u16::from(x.untracked);
+            if x.live && x.active && x.last_s + self.p.window_s <= s && tracked == 0 {
                 self.sess[sid as usize].active = false;
                 self.shadow[x.backend as usize] -= 1;
                 self.shadow_total -= 1;
@@ -313,6 +462,9 @@ impl<'a> Runner<'a> {
             && s.is_multiple_of(self.p.rebalance_every_s)
         {
             self.rebalance(s, trace);
+        }
+        if self.policy.keyless() {
+            self.overlay.roll_pending(u64::from(s) * 1000);
         }
         self.sample(s);
     }
@@ -378,6 +530,12 @@ impl<'a> Runner<'a> {
         if let Some(x) = max_over_mean(loads) {
             self.out.over_time.add(x);
         }
+        if self.policy.keyless() {
+            let signal = (0..r.len()).map(|i| (r.keyless_load(i), u64::from(r.weight(i))));
+            if let Some(x) = max_over_mean(signal) {
+                self.out.over_time_signal.add(x);
+            }
+        }
         if self.live > 0 {
             self.out
                 .active_share
@@ -409,9 +567,14 @@ impl<'a> Runner<'a> {
             .iter()
             .filter(|s| s.live && s.backend == id)
             .count() as u64;
-        if self.policy.pins() && self.overlay.count(berth_routing::BackendId(id)) != on_failed {
+        let pinned = self
+            .sess
+            .iter()
+            .filter(|s| s.live && s.returned && s.backend == id)
+            .count() as u64;
+        if self.policy.pins() && self.overlay.count(berth_routing::BackendId(id)) != pinned {
             self.out
-                .mismatch(|| format!("pins on the failed backend ≠ {on_failed}"));
+                .mismatch(|| format!("pins on the failed backend ≠ {pinned}"));
         }
         self.out.failure = EventMoves {
             live: self.live,

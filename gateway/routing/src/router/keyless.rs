@@ -11,10 +11,12 @@
 //! none is under the bound, the lowest of those under their caps; when all are at their caps,
 //! [`Refusal::Full`].
 //!
-//! * Tables of up to [`EXACT_MAX`] backends are scanned whole, starting at a random index (ties
-//!   go to a random one of the tied backends, so concurrent gateways' threads do not all pick
-//!   the same). Placing by `(load + 1)/w` keeps `load_i / w_i ≤ (load_j + 1) / w_j` for every
-//!   pair: equal backends never differ by more than one session.
+//! * Tables of up to [`EXACT_MAX`] backends are scanned whole, starting at a random index.
+//!   Placing by `(load + 1)/w` keeps `load_i / w_i ≤ (load_j + 1) / w_j` for every pair: equal
+//!   backends never differ by more than one session. Ties go to the backend with the fewest
+//!   keyless placements per unit of weight over the last minute or two
+//!   ([`Overlay::recent_placements`]), then to the first from the random start (so concurrent
+//!   threads do not all pick the same).
 //! * Larger tables take the better of two backends drawn with probability ∝ weight ("the power
 //!   of two choices", Mitzenmacher; Azar et al.): two loads read instead of N, and the most
 //!   loaded backend stays within O(log log N) sessions of the mean. If fewer than two eligible
@@ -32,9 +34,13 @@
 //! return leaves unchanged (one pending becomes one active) and a concurrent placement changes
 //! at once: 300 placements on three equal backends land 100/100/100 whether they come back
 //! immediately, all at the end, or never; threads racing on the same reads can overshoot by at
-//! most one each. Placements that never come back (clients without cookies) stop counting
-//! after one to two active windows — as long as a one-request session would have counted as
-//! active — and were placed by the same rule, so they weigh evenly meanwhile.
+//! most one each. A placement counts until its session comes back or for one to two seconds
+//! ([`crate::PENDING_SPAN`]): enough for a first answer and the browser's next request, and
+//! short, because a placement that never turns into a session (a client without cookies)
+//! hides imbalance of the active counts while it counts (see `overlay/fresh.rs`). A burst that
+//! outlasts the span, nobody coming back, would then drift like a random walk (the expired
+//! generations' small differences add up); the tie-break by recent placements keeps it within
+//! three sessions of even (`keyless_tests::a_burst_longer_than_the_span_stays_even`).
 use super::load::Totals;
 use super::Router;
 use crate::{BackendIdx, Decision, Millis, Reason, Refusal};
@@ -63,22 +69,29 @@ pub(super) fn cumulative(ring_spec: &[(&str, u32)]) -> Box<[u64]> {
 }
 
 /// A candidate: how well it fits (0 = under every cap, 1 = over the bound but under its cap),
-/// its load after placement, its weight, its index.
+/// its load after placement, its recent placements (the tie-break), its weight, its index.
 #[derive(Clone, Copy)]
 struct Cand {
     tier: u8,
     load1: u64,
+    recent: u64,
     weight: u64,
     idx: BackendIdx,
 }
 
 impl Cand {
-    /// Strictly better: a better tier, or a lower `(load + 1) / w` in the same tier.
+    /// Strictly better: a better tier; in the same tier a lower `(load + 1) / w`; at equal
+    /// loads, fewer recent placements per unit of weight.
     fn beats(&self, other: &Cand) -> bool {
-        self.tier < other.tier
-            || (self.tier == other.tier
-                && u128::from(self.load1) * u128::from(other.weight)
-                    < u128::from(other.load1) * u128::from(self.weight))
+        let per_weight = |a: u64, b: u64| {
+            (u128::from(a) * u128::from(other.weight))
+                .cmp(&(u128::from(b) * u128::from(self.weight)))
+        };
+        self.tier
+            .cmp(&other.tier)
+            .then_with(|| per_weight(self.load1, other.load1))
+            .then_with(|| per_weight(self.recent, other.recent))
+            .is_lt()
     }
 }
 
@@ -141,6 +154,7 @@ impl Router {
         Some(Cand {
             tier,
             load1: self.keyless_load(i) + 1,
+            recent: u64::from(self.overlay.recent_placements(self.backends[i].id)),
             weight: u64::from(self.backends[i].weight),
             idx: i,
         })

@@ -17,6 +17,8 @@
 //!    membership changes (20 ms), BEAT each second  Pingora bootstrap: waits on upgrade_sock
 //!  SIGQUIT ─► sends listening fds ─────────────────► serves; listens on <upgrade_sock>.state
 //!  keeps serving 5 s, then grace period, then       (for the next upgrade)
+//!    (its first half: held connections answered
+//!    with Connection: close, see client_deadlines)
 //!    drains runtimes; sends the last changes, BYE ─► stops following
 //!  exits
 //! ```

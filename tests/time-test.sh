@@ -8,7 +8,8 @@
 #
 # For each it clones this repository once into $WORK (default /tmp/berth-time-test), checks
 # the revision out there, builds everything once untimed (its own target dir, shared by all
-# revisions: only tests/ differs), then `cargo clean -p berth-tests` and times the three steps
+# revisions: only tests/ differs; CARGO_TARGET_DIR overrides it), then `cargo clean -p
+# berth-tests` and times the three steps
 # of `make test`: `cargo build -p berth -p berth-tests --bins`, `cargo test --workspace
 # --no-run` (compiling and linking the test executables), `cargo test --workspace --
 # --test-threads=2`. It prints the seconds of each, the berth-tests test executables (count
@@ -21,7 +22,7 @@ ROUNDS=${ROUNDS:-1}
 [ $# -gt 0 ] || { sed -n '2,16p' "$0"; exit 2; }
 mkdir -p "$WORK"
 [ -d "$WORK/src/.git" ] || git clone -q "$ROOT" "$WORK/src"
-export CARGO_TARGET_DIR="$WORK/target"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WORK/target}"
 src="$WORK/src"
 now() { date +%s.%N; }
 secs() { printf '%.1f' "$(echo "$2 - $1" | bc)"; }

@@ -135,10 +135,12 @@ fn thousand_cookie_sessions_stick_and_spread_evenly() {
         first_n(&failures, 10)
     );
     let homes = tally(results.iter().filter_map(|r| r.as_deref().ok()));
-    // New cookie sessions land at random ring points: 1,000 binomial draws over ring shares
-    // fixed by the backend names (about 0.29–0.37 here), so ±4 standard deviations (~15 each)
-    // around them. (267 was ~2σ below the smallest share and failed about once in 40 runs.)
-    check_spread(&homes, &["b1", "b2", "b3"], 230, 430).unwrap_or_else(|e| panic!("{e}"));
+    // New cookie sessions are placed by load (fewest sessions per unit of weight, counting
+    // those on their way back), not by the ring's shares: even up to the placements the
+    // THREADS concurrent browsers make on the same loads (tests/tests/new_sessions.rs checks
+    // ±5%).
+    let (lo, hi) = (USERS / 3 - THREADS, USERS / 3 + 1 + THREADS);
+    check_spread(&homes, &["b1", "b2", "b3"], lo, hi).unwrap_or_else(|e| panic!("{e}"));
     for b in &backends {
         let expected = homes[&b.name] as u64 * (1 + FOLLOW_UPS as u64);
         assert_eq!(

@@ -26,12 +26,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WORK/target}"
 src="$WORK/src"
 now() { date +%s.%N; }
 secs() { printf '%.1f' "$(echo "$2 - $1" | bc)"; }
+n=0
 for round in $(seq 1 "$ROUNDS"); do
   for rev in "$@"; do
+    n=$((n + 1))
     sha=$(git -C "$ROOT" rev-parse --short "$rev")
     git -C "$src" fetch -q "$ROOT" '+refs/heads/*:refs/remotes/root/*'
     git -C "$src" checkout -q --detach "$(git -C "$ROOT" rev-parse "$rev")"
-    log="$WORK/$sha-$round"
+    log="$WORK/$n-$sha"
     ( cd "$src" && cargo build -q -p berth -p berth-tests --bins && cargo test -q --workspace --no-run ) \
       > "$log.warm" 2>&1
     ( cd "$src" && cargo clean -q -p berth-tests )

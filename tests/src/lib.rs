@@ -9,6 +9,7 @@
 //!   source address 127.0.0.X) and a simulated browser;
 //! * [`browser::Browser`] — headless Chromium over WebDriver (installed on demand);
 //! * [`config`] — configs for one upstream `app`; [`token`] — craft signed cookie tokens;
+//!   [`tls`] — test certificates (rcgen), TLS listener configs, curl as a TLS client;
 //!   [`metrics`] — read `/metrics`;
 //! * [`upgrade`] — `berth -u` (also as a daemon with a pid file): the gateway becomes the new
 //!   process, the old one is a [`upgrade::Retired`] to watch exit; [`process`] — pids, signals.
@@ -39,6 +40,7 @@ pub mod http;
 pub mod metrics;
 pub mod process;
 pub mod sessions;
+pub mod tls;
 pub mod token;
 pub mod upgrade;
 

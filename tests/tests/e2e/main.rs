@@ -50,6 +50,7 @@ mod new_sessions;
 mod proxy_basics;
 mod retries;
 mod session_flood;
+mod tls_listener;
 mod token_security;
 mod upgrade;
 mod upgrade_drain;

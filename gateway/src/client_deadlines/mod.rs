@@ -32,7 +32,7 @@
 //! through these deadlines (Pingora's own peek waits without a deadline, and for 24 bytes, so a
 //! request shorter than that would never be answered).
 //!
-//! TLS: the TLS listener (`crate::tls`) completes the handshake first and hands the decrypted
+//! TLS: the TLS listener (the `tls` module) completes the handshake first and hands the decrypted
 //! stream here, so the deadlines see request bytes, never TLS records.
 //!
 //! Cost: one timer per connection, not per request. A deadline is a time stamped when a read

@@ -1,7 +1,7 @@
 //! `listeners:` — where clients connect, and what each listener speaks: plain HTTP/1.1, plus
 //! HTTP/2 with prior knowledge (`h2c: true`), or TLS (`tls:`) with HTTP/2 offered by ALPN.
 //! Only the file's shape is checked here; the certificate files themselves are read and
-//! checked by `crate::tls` (at `berth -t`, at start and on SIGHUP).
+//! checked by the `tls` module (at `berth -t`, at start and on SIGHUP).
 use super::super::{defaults, CertFiles, Listener, ListenerTls, TlsVersion};
 use berth_plugins::params::Obj;
 use std::net::SocketAddr;

@@ -142,6 +142,31 @@ pub fn berth_bin() -> PathBuf {
     binary("BERTH_BIN", "berth")
 }
 
+/// Where `make run`'s self-signed certificate lives (relative to the workspace root, as
+/// conf/berth.yaml names it).
+pub const DEMO_TLS_DIR: &str = "target/demo-tls";
+
+/// Generate the demo certificate of conf/berth.yaml when missing (`berth-demo-cert`, as `make
+/// demo-cert` does). Panics when the binary fails.
+pub fn ensure_demo_cert() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(make_demo_cert);
+}
+
+fn make_demo_cert() {
+    let bin = binary("BERTH_DEMO_CERT_BIN", "berth-demo-cert");
+    let out = std::process::Command::new(&bin)
+        .arg(DEMO_TLS_DIR)
+        .current_dir(workspace_root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    assert!(
+        out.status.success(),
+        "berth-demo-cert failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The demo backend binary: `$BERTH_DEMO_BACKEND_BIN`, else `<target>/debug/berth-demo-backend`.
 pub fn demo_backend_bin() -> PathBuf {
     binary("BERTH_DEMO_BACKEND_BIN", "berth-demo-backend")

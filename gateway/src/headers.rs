@@ -195,6 +195,18 @@ pub async fn respond(
         .await
 }
 
+/// A request body's last piece when it is empty becomes no piece. Pingora 0.9.1 writes an
+/// empty piece to an HTTP/1.1 backend as a chunk of size 0 — the chunked terminator — and then
+/// the terminator again when the body ends (issue #935): an HTTP/2 client that ends its body
+/// with an empty DATA frame (streaming clients, `curl -T -`) would leave a stray `0\r\n\r\n`
+/// on the pooled connection, which the backend reads as a bad request and answers on the next
+/// request that reuses the connection.
+pub fn drop_empty_last_chunk(body: &mut Option<Bytes>, end_of_stream: bool) {
+    if end_of_stream && body.as_ref().is_some_and(Bytes::is_empty) {
+        *body = None;
+    }
+}
+
 /// Safe to send twice: idempotent methods (RFC 9110), or any request carrying an
 /// `Idempotency-Key` header (the application deduplicates).
 pub fn is_idempotent(req: &RequestHeader) -> bool {
@@ -265,6 +277,18 @@ mod tests {
             .iter()
             .map(|v| v.to_str().unwrap().to_string())
             .collect()
+    }
+
+    #[test]
+    fn an_empty_last_body_piece_is_dropped() {
+        let mut b = Some(Bytes::new());
+        drop_empty_last_chunk(&mut b, false);
+        assert_eq!(b, Some(Bytes::new()), "not the end: left to Pingora, which skips it");
+        drop_empty_last_chunk(&mut b, true);
+        assert_eq!(b, None);
+        let mut b = Some(Bytes::from_static(b"x"));
+        drop_empty_last_chunk(&mut b, true);
+        assert_eq!(b.as_deref(), Some(&b"x"[..]));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::policy::{Answer, Attempt};
 use crate::upstream::{BackendSet, Upstream};
 use crate::views::ReqView;
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora_core::{modules::http::HttpModules, protocols::Digest, upstreams::peer::HttpPeer};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -133,14 +134,10 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        let retry = match ctx.routed() {
-            Some((upstream, set, attempt)) => {
-                let name = upstream.backend_name(set, attempt);
-                headers::conceal_peer(&mut e, &peer._address, name);
-                upstream.proxy_failure(attempt, session, &e, client_reused)
-            }
-            None => false,
-        };
+        let retry = ctx.routed().is_some_and(|(upstream, set, attempt)| {
+            headers::conceal_peer(&mut e, &peer._address, upstream.backend_name(set, attempt));
+            upstream.proxy_failure(attempt, session, &e, client_reused)
+        });
         e.set_retry(retry);
         e
     }
@@ -170,16 +167,19 @@ impl ProxyHttp for Proxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let code = headers::error_status(e);
-        if code > 0 && session.response_written().is_none() {
-            let answer = Answer::after_failure(code, &ctx.attempt);
-            let sent = answer.send(session).await;
-            sent.unwrap_or_else(|err| log::debug!("error response not sent: {err}"));
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        Answer::after_error(session, e, &ctx.attempt).await
+    }
+
+    /// Pingora issue #935: see [`headers::drop_empty_last_chunk`].
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        headers::drop_empty_last_chunk(body, end_of_stream);
+        Ok(())
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {

@@ -10,6 +10,7 @@
 //! * [`browser::Browser`] — headless Chromium over WebDriver (installed on demand);
 //! * [`config`] — configs for one upstream `app`; [`token`] — craft signed cookie tokens;
 //!   [`tls`] — test certificates (rcgen), TLS listener configs, curl as a TLS client;
+//!   [`h2`] — an HTTP/2 client (h2c, or h2 over TLS);
 //!   [`metrics`] — read `/metrics`;
 //! * [`upgrade`] — `berth -u` (also as a daemon with a pid file): the gateway becomes the new
 //!   process, the old one is a [`upgrade::Retired`] to watch exit; [`process`] — pids, signals.
@@ -36,6 +37,7 @@ pub mod client;
 pub mod config;
 pub mod deploy;
 pub mod gateway;
+pub mod h2;
 pub mod http;
 pub mod metrics;
 pub mod process;

@@ -39,6 +39,7 @@ mod harness_selftest;
 mod header_affinity;
 mod health;
 mod hostile_http;
+mod http2;
 mod ip_affinity;
 mod kill_under_load;
 mod live_membership;

@@ -283,7 +283,11 @@ mod tests {
     fn an_empty_last_body_piece_is_dropped() {
         let mut b = Some(Bytes::new());
         drop_empty_last_chunk(&mut b, false);
-        assert_eq!(b, Some(Bytes::new()), "not the end: left to Pingora, which skips it");
+        assert_eq!(
+            b,
+            Some(Bytes::new()),
+            "not the end: left to Pingora, which skips it"
+        );
         drop_empty_last_chunk(&mut b, true);
         assert_eq!(b, None);
         let mut b = Some(Bytes::from_static(b"x"));

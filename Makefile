@@ -22,7 +22,7 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run test bench sim bench-peers bench-ab bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
 	@sed -n '3,15p' Makefile
@@ -48,14 +48,21 @@ deps:
 build: deps
 	$(CARGO) build -p berth -p berth-tests --bins
 
-run: build
+## The self-signed certificate of conf/berth.yaml's HTTPS listener (127.0.0.1:8443), generated
+## on this machine and never committed; renewed when older than 29 days.
+DEMO_TLS_DIR := target/demo-tls
+demo-cert: build
+	@$(TARGET_DIR)/debug/berth-demo-cert $(DEMO_TLS_DIR)
+
+run: build demo-cert
 	@echo "demo cookie secret: $$BERTH_COOKIE_SECRET (set BERTH_COOKIE_SECRET to change it)"
 	@pids=""; \
 	trap 'kill $$pids 2>/dev/null; wait' EXIT; trap 'exit 130' INT TERM; \
 	for b in $(DEMO_BACKENDS); do \
 	  $(TARGET_DIR)/debug/berth-demo-backend $${b%%=*} $${b#*=} >/dev/null & pids="$$pids $$!"; \
 	done; \
-	echo "Berth on http://localhost:8080 (admin/metrics on http://127.0.0.1:9180). Try: curl -i localhost:8080/"; \
+	echo "Berth on http://localhost:8080 (HTTP/1.1 and h2c) and https://127.0.0.1:8443 (TLS, HTTP/2; self-signed: $(DEMO_TLS_DIR)/berth-demo.pem); admin/metrics on http://127.0.0.1:9180."; \
+	echo "Try: curl -i localhost:8080/   curl -k -i https://127.0.0.1:8443/   curl --http2-prior-knowledge -i localhost:8080/"; \
 	$(TARGET_DIR)/debug/berth -c conf/berth.yaml & pids="$$pids $$!"; \
 	wait $$!
 
@@ -164,7 +171,7 @@ fuzz: deps
 fmt:
 	$(CARGO) fmt --all
 
-check-conf: build
+check-conf: build demo-cert
 	@for f in conf/*.yaml conf/examples/*.yaml deploy/docker/berth.yaml; do $(TARGET_DIR)/debug/berth -t -c $$f || exit 1; done
 
 ## upgrade-demo: three demo backends, `berth -d`, 200 sessions under load, an admin drain, then

@@ -33,7 +33,7 @@ fn main() {
     for _ in 0..n {
         let mut up = black_box(&parsed).clone();
         if mode == "forward" {
-            forward(&mut up, &signal, true, Some(ip)).unwrap();
+            forward(&mut up, &signal, true, Some(ip), false).unwrap();
         }
         black_box(&up);
     }

@@ -49,15 +49,17 @@ pub fn host(req: &RequestHeader) -> Option<&str> {
 /// Set the headers the backend receives. Client-sent `X-Berth-*` headers are removed first, so
 /// a client cannot fake Berth's signals.
 ///
-/// `forwarded`: also set `X-Forwarded-For`/`-Proto` (the upstream's `forward_headers`).
+/// `forwarded`: also set `X-Forwarded-For`/`-Proto` (the upstream's `forward_headers`);
+/// `tls`: the client's connection is TLS (`X-Forwarded-Proto: https`).
 pub fn to_upstream(
     session: &Session,
     req: &mut RequestHeader,
     signal: &AffinityHeaders<'_>,
     forwarded: bool,
+    tls: bool,
 ) -> Result<()> {
     let client = if forwarded { client_ip(session) } else { None };
-    forward(req, signal, forwarded, client)
+    forward(req, signal, forwarded, client, tls)
 }
 
 /// [`to_upstream`] without the session. `forwarding` off: the client's own `X-Forwarded-*`
@@ -75,6 +77,7 @@ pub fn forward(
     signal: &AffinityHeaders<'_>,
     forwarding: bool,
     client: Option<IpAddr>,
+    tls: bool,
 ) -> Result<()> {
     let mut sent_xff = false;
     let mut strip = false;
@@ -113,7 +116,8 @@ pub fn forward(
             req.append_header(XFF, ip_value(ip))?;
         }
     }
-    req.append_header(XF_PROTO, HeaderValue::from_static("http"))?;
+    let proto = if tls { "https" } else { "http" };
+    req.append_header(XF_PROTO, HeaderValue::from_static(proto))?;
     Ok(())
 }
 
@@ -191,6 +195,18 @@ pub async fn respond(
         .await
 }
 
+/// A request body's last piece when it is empty becomes no piece. Pingora 0.9.1 writes an
+/// empty piece to an HTTP/1.1 backend as a chunk of size 0 — the chunked terminator — and then
+/// the terminator again when the body ends (issue #935): an HTTP/2 client that ends its body
+/// with an empty DATA frame (streaming clients, `curl -T -`) would leave a stray `0\r\n\r\n`
+/// on the pooled connection, which the backend reads as a bad request and answers on the next
+/// request that reuses the connection.
+pub fn drop_empty_last_chunk(body: &mut Option<Bytes>, end_of_stream: bool) {
+    if end_of_stream && body.as_ref().is_some_and(Bytes::is_empty) {
+        *body = None;
+    }
+}
+
 /// Safe to send twice: idempotent methods (RFC 9110), or any request carrying an
 /// `Idempotency-Key` header (the application deduplicates).
 pub fn is_idempotent(req: &RequestHeader) -> bool {
@@ -264,6 +280,22 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_last_body_piece_is_dropped() {
+        let mut b = Some(Bytes::new());
+        drop_empty_last_chunk(&mut b, false);
+        assert_eq!(
+            b,
+            Some(Bytes::new()),
+            "not the end: left to Pingora, which skips it"
+        );
+        drop_empty_last_chunk(&mut b, true);
+        assert_eq!(b, None);
+        let mut b = Some(Bytes::from_static(b"x"));
+        drop_empty_last_chunk(&mut b, true);
+        assert_eq!(b.as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
     fn addresses_format_as_display_does() {
         for ip in [
             IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)),
@@ -293,7 +325,7 @@ mod tests {
         let ip = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
         // Nothing to strip: the common case.
         let mut req = parsed(&[("Host", "app.example"), ("X-Session-Id", "s1")]);
-        forward(&mut req, &signal, true, ip).unwrap();
+        forward(&mut req, &signal, true, ip, false).unwrap();
         assert_eq!(values(&req, AFFINITY), ["sticky"]);
         assert_eq!(values(&req, XFF), ["192.0.2.7"]);
         assert_eq!(values(&req, XF_PROTO), ["http"]);
@@ -321,7 +353,7 @@ mod tests {
             previous: Some("b1".into()),
             backup: Some(&backup),
         };
-        forward(&mut req, &moved, true, ip).unwrap();
+        forward(&mut req, &moved, true, ip, false).unwrap();
         assert_eq!(values(&req, AFFINITY), ["reassigned"]);
         assert_eq!(values(&req, PREVIOUS), ["b1"]);
         assert_eq!(values(&req, BACKUP), ["b2"]);
@@ -330,11 +362,12 @@ mod tests {
         assert!(values(&req, XF_HOST).is_empty());
         assert_eq!(values(&req, "host"), ["app.example"]);
 
-        // No peer address (a Unix socket): no X-Forwarded-For of Berth's.
-        let mut req = parsed(&[("Host", "app.example")]);
-        forward(&mut req, &signal, true, None).unwrap();
+        // No peer address (a Unix socket): no X-Forwarded-For of Berth's. Over TLS: https, in
+        // place of what the client claimed.
+        let mut req = parsed(&[("Host", "app.example"), ("X-Forwarded-Proto", "http")]);
+        forward(&mut req, &signal, true, None, true).unwrap();
         assert!(values(&req, XFF).is_empty());
-        assert_eq!(values(&req, XF_PROTO), ["http"]);
+        assert_eq!(values(&req, XF_PROTO), ["https"]);
 
         // forward_headers off: the client's X-Forwarded-* pass through, X-Berth-* are still ours.
         let mut req = parsed(&[
@@ -343,7 +376,7 @@ mod tests {
             ("X-Forwarded-Host", "a.example"),
             ("X-Berth-Affinity", "fake"),
         ]);
-        forward(&mut req, &signal, false, ip).unwrap();
+        forward(&mut req, &signal, false, ip, false).unwrap();
         assert_eq!(values(&req, XFF), ["6.6.6.6"]);
         assert_eq!(values(&req, XF_PROTO), ["https"]);
         assert_eq!(values(&req, XF_HOST), ["a.example"]);

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod tls;
 pub mod upkeep;
 pub mod upstream;
 pub mod views;
@@ -83,7 +84,11 @@ pub fn main_with(registry: Registry) -> i32 {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Validation comes first: with -u, an invalid file must leave the running Berth alone
     // (nothing is connected to, sent or taken before this point).
-    let config = match config::load_file(&cli.conf, &registry) {
+    // The certificate files of TLS listeners are part of the configuration: read and checked
+    // here too (readable, key matching, not expired).
+    let loaded = config::load_file(&cli.conf, &registry)
+        .and_then(|c| tls::read_certificates(&c.listeners).map(|certs| (c, certs)));
+    let (config, certificates) = match loaded {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors {
@@ -106,11 +111,16 @@ pub fn main_with(registry: Registry) -> i32 {
         println!("berth: {} is valid", cli.conf);
         return 0;
     }
-    serve(config, &cli, registry)
+    serve(config, certificates, &cli, registry)
 }
 
 /// Start the server; returns only if it cannot start.
-fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
+fn serve(
+    mut config: config::Config,
+    certificates: Vec<Vec<tls::certs::Loaded>>,
+    cli: &Cli,
+    registry: Registry,
+) -> i32 {
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
@@ -163,27 +173,65 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
 
     // Every client connection goes through the slow-client guard (see `client_deadlines`),
     // which also keeps serving the connections it holds for a while after a shutdown stopped
-    // accepting.
-    let proxy = proxy::Proxy {
-        gw: gw.clone(),
-        log: access_log.clone(),
-    };
-    let app = pingora_proxy::http_proxy(&server.configuration, proxy);
+    // accepting. Listeners are served by kind, each kind a Pingora service of its own (its own
+    // runtime and upstream connection pool), so plain HTTP/1.1 listeners run exactly the code
+    // they would without the others: plain, plain with h2c, TLS.
     let grace = Duration::from_secs(
         server
             .configuration
             .grace_period_seconds
             .unwrap_or(PINGORA_GRACE_PERIOD_SECONDS),
     );
-    let mut proxy = Service::new(
-        "berth proxy".into(),
+    let edge = tls::Edge::new(&listeners, certificates, &gw.metrics).map(Arc::new);
+    let server_conf = server.configuration.clone();
+    let guarded = |tls: bool, h2: bool| {
+        let proxy = proxy::Proxy {
+            gw: gw.clone(),
+            log: access_log.clone(),
+            tls,
+        };
+        let mut app = pingora_proxy::http_proxy(&server_conf, proxy);
+        if h2 {
+            let mut options = pingora_core::apps::HttpServerOptions::default();
+            // Plain listeners of this kind are h2c ones; on TLS, ALPN decides.
+            options.h2c = !tls;
+            // An HTTP/2 connection without a stream in flight is closed after this.
+            options.h2_idle_timeout = Some(gw.limits.keepalive_timeout);
+            app.server_options = Some(options);
+        }
         client_deadlines::Guarded::new(app, gw.limits.deadlines())
-            .drain_for(client_deadlines::drain_window(grace)),
-    );
-    for l in &listeners {
-        proxy.add_tcp(&l.addr);
+            .drain_for(client_deadlines::drain_window(grace))
+    };
+    let of_kind = |h2c: bool, tls: bool| -> Vec<&str> {
+        listeners
+            .iter()
+            .filter(|l| l.h2c == h2c && l.tls.is_some() == tls)
+            .map(|l| l.addr.as_str())
+            .collect()
+    };
+    let plain = of_kind(false, false);
+    if !plain.is_empty() {
+        let mut service = Service::new("berth proxy".into(), guarded(false, false));
+        plain.iter().for_each(|addr| service.add_tcp(addr));
+        server.add_service(service).add_dependency(&bootstrap);
     }
-    server.add_service(proxy).add_dependency(&bootstrap);
+    let h2c = of_kind(true, false);
+    if !h2c.is_empty() {
+        let app = client_deadlines::H2c(Arc::new(guarded(false, true)));
+        let mut service = Service::new("berth proxy h2c".into(), app);
+        h2c.iter().for_each(|addr| service.add_tcp(addr));
+        server.add_service(service).add_dependency(&bootstrap);
+    }
+    if let Some(edge) = &edge {
+        let app = tls::accept::Terminate {
+            edge: edge.clone(),
+            guarded: Arc::new(guarded(true, true)),
+            handshake_timeout: gw.limits.header_timeout,
+        };
+        let mut service = Service::new("berth proxy tls".into(), app);
+        edge.listeners.iter().for_each(|l| service.add_tcp(&l.addr));
+        server.add_service(service).add_dependency(&bootstrap);
+    }
 
     let token = std::env::var(&admin_conf.token_env)
         .ok()
@@ -217,6 +265,7 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
         conf_path: cli.conf.clone(),
         registry,
         access_log: access_log.clone(),
+        edge,
     };
     server.add_service(background_service("berth reload", reloader));
     if let Some(log) = access_log {
@@ -231,7 +280,11 @@ fn serve(mut config: config::Config, cli: &Cli, registry: Registry) -> i32 {
         gw.upstreams.len(),
         listeners
             .iter()
-            .map(|l| l.addr.as_str())
+            .map(|l| match (&l.tls, l.h2c) {
+                (Some(_), _) => format!("{} (TLS)", l.addr),
+                (None, true) => format!("{} (h2c)", l.addr),
+                (None, false) => l.addr.clone(),
+            })
             .collect::<Vec<_>>()
             .join(", "),
         admin_listen

@@ -8,20 +8,21 @@ use crate::policy::{Answer, Attempt};
 use crate::upstream::{BackendSet, Upstream};
 use crate::views::ReqView;
 use async_trait::async_trait;
-use pingora_core::modules::http::HttpModules;
-use pingora_core::protocols::Digest;
-use pingora_core::upstreams::peer::HttpPeer;
+use bytes::Bytes;
+use pingora_core::{modules::http::HttpModules, protocols::Digest, upstreams::peer::HttpPeer};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Berth's proxy.
+/// Berth's proxy (one per kind of listener: see `lib.rs`).
 pub struct Proxy {
     pub gw: Arc<Gateway>,
     /// The access log, when configured.
     pub log: Option<Arc<AccessLog>>,
+    /// Serves TLS listeners: `X-Forwarded-Proto: https`, `Secure` cookies.
+    pub tls: bool,
 }
 
 /// Per-request state.
@@ -80,8 +81,8 @@ impl ProxyHttp for Proxy {
         Ok(false)
     }
 
+    /// Disjoint field borrows: no reference-count traffic on the request path.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        // Disjoint field borrows: no reference-count traffic on the request path.
         let Ctx {
             upstream: Some(upstream),
             set: Some(set),
@@ -133,14 +134,10 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        let retry = match ctx.routed() {
-            Some((upstream, set, attempt)) => {
-                let name = upstream.backend_name(set, attempt);
-                headers::conceal_peer(&mut e, &peer._address, name);
-                upstream.proxy_failure(attempt, session, &e, client_reused)
-            }
-            None => false,
-        };
+        let retry = ctx.routed().is_some_and(|(upstream, set, attempt)| {
+            headers::conceal_peer(&mut e, &peer._address, upstream.backend_name(set, attempt));
+            upstream.proxy_failure(attempt, session, &e, client_reused)
+        });
         e.set_retry(retry);
         e
     }
@@ -152,7 +149,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         match ctx.routed() {
-            Some((upstream, set, attempt)) => upstream.request_headers(session, req, set, attempt),
+            Some((u, set, attempt)) => u.request_headers(session, req, set, attempt, self.tls),
             None => Ok(()),
         }
     }
@@ -164,23 +161,25 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some((upstream, set, attempt)) = ctx.routed() {
-            upstream.on_response(set, attempt, resp, &self.gw.clock);
+            upstream.on_response(set, attempt, resp, &self.gw.clock, self.tls);
         }
         Ok(())
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let code = headers::error_status(e);
-        if code > 0 && session.response_written().is_none() {
-            let sent = Answer::after_failure(code, &ctx.attempt)
-                .send(session)
-                .await;
-            sent.unwrap_or_else(|err| log::debug!("error response not sent: {err}"));
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        Answer::after_error(session, e, &ctx.attempt).await
+    }
+
+    /// Pingora issue #935: see [`headers::drop_empty_last_chunk`].
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        headers::drop_empty_last_chunk(body, end_of_stream);
+        Ok(())
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {

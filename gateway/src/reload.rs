@@ -3,9 +3,16 @@
 //! on unchanged backends stay put. An invalid file changes nothing: every error is logged and
 //! the previous configuration keeps serving. Changes beyond backends (listeners, routes,
 //! plugins, new upstreams) need an upgrade (`berth -u`) and are reported as such.
+//!
+//! The certificates of the TLS listeners are re-read too (from the files the re-read
+//! configuration names for each running TLS listener) and swapped in for new handshakes;
+//! connections already open keep theirs. A certificate that cannot be used (unreadable, key
+//! not matching, expired) refuses the whole reload: nothing changes, the old certificates and
+//! backends keep serving.
 use crate::access_log::AccessLog;
 use crate::config;
 use crate::gateway::Gateway;
+use crate::tls::Edge;
 use async_trait::async_trait;
 use berth_plugins::Registry;
 use pingora_core::server::ShutdownWatch;
@@ -20,6 +27,8 @@ pub struct Reloader {
     pub registry: Registry,
     /// Reopened on SIGHUP (log rotation).
     pub access_log: Option<Arc<AccessLog>>,
+    /// The TLS listeners, whose certificates are re-read.
+    pub edge: Option<Arc<Edge>>,
 }
 
 #[async_trait]
@@ -67,6 +76,35 @@ impl Reloader {
                 return false;
             }
         };
+        if let Some(edge) = &self.edge {
+            match edge.reload(&cfg.listeners) {
+                Ok(n) => log::info!("reload: {n} TLS certificate(s) loaded"),
+                Err(errors) => {
+                    for e in &errors {
+                        log::error!("reload refused: {e}");
+                    }
+                    log::error!(
+                        "reload refused: {} certificate error(s); still serving the previous \
+                         certificates and configuration",
+                        errors.len()
+                    );
+                    return false;
+                }
+            }
+        }
+        let tls_running = |addr: &str| {
+            self.edge
+                .as_ref()
+                .is_some_and(|e| e.listeners.iter().any(|l| l.addr == addr))
+        };
+        for l in &cfg.listeners {
+            if l.tls.is_some() != tls_running(&l.addr) {
+                log::warn!(
+                    "reload: listener {} changed between TLS and plain: that needs an upgrade (berth -u)",
+                    l.addr
+                );
+            }
+        }
         for u in &cfg.upstreams {
             match self.gw.upstreams.iter().find(|up| *up.name == *u.name) {
                 Some(up) => up.reload_backends(&u.backends),

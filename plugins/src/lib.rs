@@ -178,6 +178,8 @@ pub struct DecisionView<'a> {
     /// a re-issued token keeps its session id, and a token issued for a session another plugin
     /// found (e.g. a header) names that same session instead of starting a second one.
     pub session: Option<SessionKey>,
+    /// The client's connection is TLS: cookies issued on it are marked `Secure`.
+    pub tls: bool,
 }
 
 /// An affinity plugin. Implementations must be cheap: `key` runs on every request.
@@ -406,6 +408,7 @@ mod tests {
             now_unix: 50,
             key_expires: None,
             session: Some(SessionKey(7)),
+            tls: false,
         };
         for quiet in [header(), ip()] {
             assert!(!quiet.sees_responses(), "{}", quiet.name());
@@ -497,6 +500,7 @@ mod tests {
             now_unix: 50,
             key_expires: Some(99),
             session: None,
+            tls: false,
         };
         let mut pinned = Vec::new();
         c.on_response(&d, Some(1), &mut FakeResponse::new(), |k, _| pinned.push(k));

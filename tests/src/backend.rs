@@ -117,6 +117,12 @@ impl Backend {
         self.ask_count("/__count?connections")
     }
 
+    /// Requests it refused with 400: a malformed request line or framing (e.g. bytes left
+    /// on a connection after a request's end).
+    pub fn bad_requests(&self) -> u64 {
+        self.ask_count("/__count?bad")
+    }
+
     /// The most `/__slow` requests it was answering at once.
     pub fn max_in_flight(&self) -> u64 {
         self.ask_count("/__count?max_in_flight")

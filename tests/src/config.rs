@@ -117,8 +117,9 @@ fn map(entries: &[(&str, Value)]) -> Value {
 }
 
 /// Complete a config for one test run: `server:` keys the test left out get test defaults
-/// (2 threads, 1 s grace, upgrade socket and pid file in `dir`); `listeners` becomes the one
-/// `listen` address and `admin.listen` the `admin` address (whatever the YAML said).
+/// (2 threads, 1 s grace, upgrade socket and pid file in `dir`); the first listener's address
+/// becomes `listen` (a config without `listeners` gets that one listener) and `admin.listen`
+/// the `admin` address (whatever the YAML said).
 pub fn complete(
     yaml: &str,
     listen: SocketAddr,
@@ -150,10 +151,22 @@ pub fn complete(
     for (k, v) in defaults {
         server.entry(k.into()).or_insert(v);
     }
-    root.insert(
-        "listeners".into(),
-        Value::Sequence(vec![map(&[("addr", listen.to_string().into())])]),
-    );
+    // The first listener is the gateway's `listen` address; a test may give it other keys (e.g.
+    // `h2c: true`) and add listeners of its own after it (e.g. TLS ones, see `crate::tls`).
+    match root.get_mut("listeners") {
+        Some(Value::Sequence(list)) if !list.is_empty() => {
+            list[0]
+                .as_mapping_mut()
+                .expect("a listener is a mapping")
+                .insert("addr".into(), listen.to_string().into());
+        }
+        _ => {
+            root.insert(
+                "listeners".into(),
+                Value::Sequence(vec![map(&[("addr", listen.to_string().into())])]),
+            );
+        }
+    }
     let admin_map = root
         .entry("admin".into())
         .or_insert_with(|| Value::Mapping(Mapping::new()));

@@ -478,12 +478,19 @@ impl Drop for Gateway {
     }
 }
 
-/// `berth -t -c path`: the exit code (-1 when killed by a signal) and stderr.
-/// `BERTH_COOKIE_SECRET` is set to a test value unless the environment has it, so configs
-/// that read the cookie secret from it (like conf/berth.yaml) can validate.
+/// `berth -t -c path` run in the workspace root (as `make run` and `make check-conf` run it,
+/// so relative paths in shipped configs resolve the same): the exit code (-1 when killed by a
+/// signal) and stderr. `BERTH_COOKIE_SECRET` is set to a test value unless the environment has
+/// it, so configs that read the cookie secret from it (like conf/berth.yaml) can validate; the
+/// demo certificate conf/berth.yaml serves is generated first when missing (`make demo-cert`).
 pub fn berth_check(path: &Path) -> (i32, String) {
+    crate::ensure_demo_cert();
     let mut cmd = Command::new(crate::berth_bin());
-    cmd.arg("-t").arg("-c").arg(path).stdin(Stdio::null());
+    cmd.arg("-t")
+        .arg("-c")
+        .arg(path)
+        .current_dir(crate::workspace_root())
+        .stdin(Stdio::null());
     if std::env::var_os("BERTH_COOKIE_SECRET").is_none() {
         cmd.env("BERTH_COOKIE_SECRET", crate::config::COOKIE_SECRET);
     }

@@ -9,6 +9,8 @@
 //!   source address 127.0.0.X) and a simulated browser;
 //! * [`browser::Browser`] — headless Chromium over WebDriver (installed on demand);
 //! * [`config`] — configs for one upstream `app`; [`token`] — craft signed cookie tokens;
+//!   [`tls`] — test certificates (rcgen), TLS listener configs, curl as a TLS client;
+//!   [`h2`] — an HTTP/2 client (h2c, or h2 over TLS);
 //!   [`metrics`] — read `/metrics`;
 //! * [`upgrade`] — `berth -u` (also as a daemon with a pid file): the gateway becomes the new
 //!   process, the old one is a [`upgrade::Retired`] to watch exit; [`process`] — pids, signals.
@@ -35,10 +37,12 @@ pub mod client;
 pub mod config;
 pub mod deploy;
 pub mod gateway;
+pub mod h2;
 pub mod http;
 pub mod metrics;
 pub mod process;
 pub mod sessions;
+pub mod tls;
 pub mod token;
 pub mod upgrade;
 
@@ -138,6 +142,31 @@ fn binary(env: &str, name: &str) -> PathBuf {
 /// The gateway binary: `$BERTH_BIN`, else `<target>/debug/berth`. Panics when it is missing.
 pub fn berth_bin() -> PathBuf {
     binary("BERTH_BIN", "berth")
+}
+
+/// Where `make run`'s self-signed certificate lives (relative to the workspace root, as
+/// conf/berth.yaml names it).
+pub const DEMO_TLS_DIR: &str = "target/demo-tls";
+
+/// Generate the demo certificate of conf/berth.yaml when missing (`berth-demo-cert`, as `make
+/// demo-cert` does). Panics when the binary fails.
+pub fn ensure_demo_cert() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(make_demo_cert);
+}
+
+fn make_demo_cert() {
+    let bin = binary("BERTH_DEMO_CERT_BIN", "berth-demo-cert");
+    let out = std::process::Command::new(&bin)
+        .arg(DEMO_TLS_DIR)
+        .current_dir(workspace_root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    assert!(
+        out.status.success(),
+        "berth-demo-cert failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The demo backend binary: `$BERTH_DEMO_BACKEND_BIN`, else `<target>/debug/berth-demo-backend`.

@@ -21,6 +21,20 @@
 //! off for requests read after the shutdown started), and only then are the connections that
 //! stayed silent closed.
 //!
+//! HTTP/2 (h2c with prior knowledge, or h2 chosen by ALPN on a TLS listener): a connection
+//! that may speak it starts by matching the client's connection preface
+//! (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`) under the same deadlines as a request head: the
+//! idle one until its first byte, the head one for the rest. Once the preface is complete the
+//! connection is HTTP/2 and never timed here: the h2 server closes it after
+//! `limits.keepalive_timeout` without a stream in flight (Pingora's `h2_idle_timeout`). Bytes
+//! that depart from the preface are an HTTP/1.x head, timed as one. On an h2c listener
+//! Pingora peeks at the first bytes to tell the two apart; [`preface::Peeked`] serves that peek
+//! through these deadlines (Pingora's own peek waits without a deadline, and for 24 bytes, so a
+//! request shorter than that would never be answered).
+//!
+//! TLS: the TLS listener (the `tls` module) completes the handshake first and hands the decrypted
+//! stream here, so the deadlines see request bytes, never TLS records.
+//!
 //! Cost: one timer per connection, not per request. A deadline is a time stamped when a read
 //! would wait in a timed phase (at most one clock read per request); the connection's single
 //! timer is re-armed only when it would fire too late for the deadline now due, and when it
@@ -45,6 +59,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+pub mod preface;
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The deadlines the wrapper enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +104,54 @@ impl<A> Guarded<A> {
     pub fn drain_for(mut self, drain: Duration) -> Self {
         self.drain = drain;
         self
+    }
+}
+
+impl<A: ServerApp + Send + Sync + 'static> Guarded<A> {
+    /// Serve a connection that may speak HTTP/2 (see the module docs): a TLS connection that
+    /// chose `h2` by ALPN (`h2: true`) or HTTP/1.1 (`false`), or, wrapped in
+    /// [`preface::Peeked`], a connection of an h2c listener.
+    pub async fn serve(
+        self: &Arc<Self>,
+        stream: Stream,
+        h2: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let guarded = if h2 {
+            HeadDeadline::expecting_preface(stream, self.deadlines)
+        } else {
+            HeadDeadline::new(stream, self.deadlines)
+        };
+        self.inner.process_new(Box::new(guarded), shutdown).await
+    }
+
+    /// The connection of an h2c listener: HTTP/1.1, or HTTP/2 with prior knowledge.
+    pub async fn serve_h2c(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let guarded = HeadDeadline::expecting_preface(stream, self.deadlines);
+        let peeked: Stream = Box::new(preface::Peeked::new(guarded));
+        self.inner.process_new(peeked, shutdown).await
+    }
+}
+
+/// The [`ServerApp`] of h2c listeners: [`Guarded::serve_h2c`] for every connection.
+pub struct H2c<A>(pub Arc<Guarded<A>>);
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for H2c<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.0.serve_h2c(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.0.cleanup().await
     }
 }
 
@@ -130,6 +197,11 @@ enum Phase {
     Response,
     /// After `101 Switching Protocols`: not HTTP any more, never timed.
     Tunnel,
+    /// A connection that may speak HTTP/2, before its first bytes departed from the preface:
+    /// `matched` bytes of [`H2_PREFACE`] arrived so far.
+    Preface { matched: u8 },
+    /// The whole preface arrived: HTTP/2, never timed here.
+    H2,
 }
 
 /// A client connection's stream with the head deadline applied (see the module docs).
@@ -169,6 +241,18 @@ impl HeadDeadline {
         }
     }
 
+    /// A connection that may speak HTTP/2 (see the module docs).
+    pub fn expecting_preface(inner: Stream, deadlines: Deadlines) -> Self {
+        let mut s = HeadDeadline::new(inner, deadlines);
+        s.phase = Phase::Preface { matched: 0 };
+        s
+    }
+
+    /// True once the connection sent the whole HTTP/2 preface.
+    pub fn is_h2(&self) -> bool {
+        self.phase == Phase::H2
+    }
+
     /// Track the bytes just read.
     fn observe_read(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
@@ -185,6 +269,9 @@ impl HeadDeadline {
             mut newlines,
         } = self.phase
         else {
+            if let Phase::Preface { matched } = self.phase {
+                self.observe_preface(usize::from(matched), bytes);
+            }
             return;
         };
         let mut rest = bytes;
@@ -219,11 +306,37 @@ impl HeadDeadline {
         self.phase = Phase::Head { started, newlines };
     }
 
+    /// More bytes of a connection that may open with the HTTP/2 preface.
+    fn observe_preface(&mut self, matched: usize, bytes: &[u8]) {
+        let want = &H2_PREFACE[matched..];
+        let n = want.len().min(bytes.len());
+        if bytes[..n] == want[..n] {
+            self.phase = if matched + n == H2_PREFACE.len() {
+                Phase::H2
+            } else {
+                // At most 23: fits.
+                Phase::Preface {
+                    matched: (matched + n) as u8,
+                }
+            };
+            // The head clock starts at the first byte (stamped if a read has to wait).
+            self.due = None;
+            return;
+        }
+        // Not HTTP/2: an HTTP/1.x head, of which `matched` bytes arrived before these.
+        self.phase = Phase::Head {
+            started: matched > 0,
+            newlines: 0,
+        };
+        self.observe_read(bytes);
+    }
+
     /// Track the bytes about to be written: the first write after a head is the response's
     /// status line.
     fn observe_write(&mut self, bytes: &[u8]) {
         match self.phase {
-            Phase::Response | Phase::Tunnel => {}
+            // HTTP/2 servers write their SETTINGS without waiting for the client's preface.
+            Phase::Response | Phase::Tunnel | Phase::H2 | Phase::Preface { .. } => {}
             Phase::Head { .. } | Phase::Body => {
                 self.phase = match crate::headers::status_of(bytes) {
                     Some(101) => Phase::Tunnel,
@@ -243,10 +356,11 @@ impl HeadDeadline {
             Phase::Head { started: true, .. } => {
                 ("request head not complete", self.deadlines.header)
             }
-            Phase::Head { started: false, .. } | Phase::Response => {
-                ("no request", self.deadlines.idle)
-            }
-            Phase::Body | Phase::Tunnel => return Ok(()),
+            Phase::Head { started: false, .. }
+            | Phase::Response
+            | Phase::Preface { matched: 0 } => ("no request", self.deadlines.idle),
+            Phase::Preface { .. } => ("HTTP/2 preface not complete", self.deadlines.header),
+            Phase::Body | Phase::Tunnel | Phase::H2 => return Ok(()),
         };
         let due = *self.due.get_or_insert_with(|| Instant::now() + wait);
         let timer = self

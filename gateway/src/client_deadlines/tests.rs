@@ -232,3 +232,95 @@ async fn interim_responses_keep_waiting_for_the_body_and_101_is_a_tunnel() {
     assert_eq!(read_n(&mut s, 7).await.unwrap(), b"\x81\x05hello");
     stays_open(&mut s).await;
 }
+
+/// A guarded connection that may speak HTTP/2 (TLS with ALPN h2, or an h2c listener).
+async fn h2_pair(d: Deadlines) -> (HeadDeadline, TcpStream) {
+    let (s, client) = pair_with(d).await;
+    let HeadDeadline { inner, .. } = s;
+    (HeadDeadline::expecting_preface(inner, d), client)
+}
+
+#[tokio::test]
+async fn after_the_h2_preface_nothing_is_timed_here() {
+    let (mut s, mut client) = h2_pair(D).await;
+    // The server's SETTINGS may go out before the client's preface: not a response.
+    s.write_all(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    // The preface split over two reads.
+    client.write_all(&H2_PREFACE[..5]).await.unwrap();
+    assert_eq!(read_n(&mut s, 5).await.unwrap(), &H2_PREFACE[..5]);
+    assert!(!s.is_h2());
+    client.write_all(&H2_PREFACE[5..]).await.unwrap();
+    assert_eq!(read_n(&mut s, 19).await.unwrap(), &H2_PREFACE[5..]);
+    assert!(s.is_h2());
+    // Idle far past both deadlines: the h2 server's own idle timeout decides.
+    stays_open(&mut s).await;
+    stays_open(&mut s).await;
+}
+
+#[tokio::test]
+async fn half_a_preface_is_cut_by_the_head_deadline_and_silence_by_the_idle_one() {
+    let (mut s, mut client) = h2_pair(Deadlines {
+        header: D.header,
+        idle: Duration::from_secs(30),
+    })
+    .await;
+    client.write_all(&H2_PREFACE[..10]).await.unwrap();
+    times_out(&mut s).await;
+    let (mut s, _client) = h2_pair(D).await;
+    times_out(&mut s).await;
+}
+
+#[tokio::test]
+async fn http1_on_a_connection_that_may_speak_h2_is_timed_as_http1() {
+    // POST starts like PRI: the departure is found at the second byte.
+    let (mut s, mut client) = h2_pair(D).await;
+    client.write_all(b"POST / HTTP/1.1\r\n").await.unwrap();
+    assert_eq!(read_n(&mut s, 17).await.unwrap(), b"POST / HTTP/1.1\r\n");
+    assert!(!s.is_h2());
+    times_out(&mut s).await;
+    let (mut s, mut client) = h2_pair(Deadlines {
+        header: D.header,
+        idle: Duration::from_secs(3),
+    })
+    .await;
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    client.write_all(head).await.unwrap();
+    assert_eq!(read_n(&mut s, head.len()).await.unwrap(), head);
+    stays_open(&mut s).await;
+}
+
+#[tokio::test]
+async fn the_h2c_peek_stops_where_the_bytes_depart_from_the_preface() {
+    let (s, mut client) = h2_pair(D).await;
+    let mut peeked = preface::Peeked::new(s);
+    // 18 bytes, less than the 24 Pingora asks for: answered, not waited on.
+    client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 24];
+    assert!(peeked.try_peek(&mut buf).await.unwrap());
+    assert_ne!(&buf, H2_PREFACE);
+    let mut got = vec![0u8; 18];
+    peeked.read_exact(&mut got).await.unwrap();
+    assert_eq!(
+        got, b"GET / HTTP/1.0\r\n\r\n",
+        "the peeked bytes are read again"
+    );
+    // A real preface is peeked whole and then read.
+    let (s, mut client) = h2_pair(D).await;
+    let mut peeked = preface::Peeked::new(s);
+    client.write_all(H2_PREFACE).await.unwrap();
+    assert!(peeked.try_peek(&mut buf).await.unwrap());
+    assert_eq!(&buf, H2_PREFACE);
+    let mut got = [0u8; 24];
+    peeked.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, H2_PREFACE);
+    // Nothing sent: the peek ends with the idle deadline.
+    let (s, _client) = h2_pair(D).await;
+    let mut peeked = preface::Peeked::new(s);
+    let r = tokio::time::timeout(Duration::from_secs(10), peeked.try_peek(&mut buf)).await;
+    assert_eq!(
+        r.expect("the deadline ended the peek").unwrap_err().kind(),
+        io::ErrorKind::TimedOut
+    );
+}

@@ -1,5 +1,5 @@
 //! The YAML reader: file → [`Config`], collecting every error with its key path.
-use super::{defaults, Admin, ConfError, Config, Listener, Route, UpstreamConf, UpstreamSettings};
+use super::{defaults, Admin, ConfError, Config, Route, UpstreamConf, UpstreamSettings};
 use berth_plugins::params::{join, show, Errors, Obj};
 use berth_plugins::{Chain, PluginContext, Registry};
 use berth_routing::{Hashing, RouterConfig};
@@ -8,8 +8,10 @@ use serde_yaml::Value;
 use std::net::SocketAddr;
 
 mod backends;
+mod listeners;
 mod placement;
 use backends::{read_backends, read_health, read_passive, read_sessions};
+use listeners::read_listeners;
 use placement::{read_load, read_pool};
 
 /// Read and check a configuration file.
@@ -125,32 +127,6 @@ fn berth_server_defaults(mut conf: ServerConf, set: Option<&serde_yaml::Mapping>
         conf.fast_timeout_to_tokio_threshold_seconds = Some(0);
     }
     conf
-}
-
-fn read_listeners(top: &mut Obj<'_, '_>) -> Vec<Listener> {
-    let mut out: Vec<Listener> = Vec::new();
-    let present = top.raw("listeners").is_some();
-    top.list("listeners", |v, path, errors| {
-        let Some(mut o) = Obj::new(v, path, errors) else {
-            return;
-        };
-        if let Some(addr) = o.req::<String>("addr") {
-            if addr.parse::<SocketAddr>().is_err() {
-                o.error("addr", format!("{addr:?} is not ip:port"));
-            } else if out.iter().any(|l| l.addr == addr) {
-                o.error("addr", format!("{addr:?} is listed twice"));
-            } else {
-                out.push(Listener { addr });
-            }
-        }
-        o.finish();
-    });
-    if !present {
-        out.push(Listener {
-            addr: defaults::LISTEN.into(),
-        });
-    }
-    out
 }
 
 fn read_admin(top: &mut Obj<'_, '_>) -> Admin {

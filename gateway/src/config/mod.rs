@@ -44,6 +44,41 @@ pub struct Config {
 pub struct Listener {
     /// `ip:port` to bind.
     pub addr: String,
+    /// A plain listener that also speaks HTTP/2 with prior knowledge (h2c), besides HTTP/1.1.
+    pub h2c: bool,
+    /// TLS termination (`tls:`); `None` = plain TCP.
+    pub tls: Option<ListenerTls>,
+}
+
+/// `listeners[].tls:`: the certificates a TLS listener serves and what it negotiates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Certificate chain + key pairs, in file order. A client's SNI picks the certificate
+    /// whose names match; the first one serves clients without SNI or with an unknown name.
+    pub certificates: Vec<CertFiles>,
+    /// Offer HTTP/2 (ALPN `h2`, then `http/1.1`); false: `http/1.1` only.
+    pub http2: bool,
+    /// The oldest TLS version accepted (TLS 1.0 and 1.1 are never accepted).
+    pub min_version: TlsVersion,
+}
+
+/// One certificate of a TLS listener: the files, and where they were named in the file (for
+/// error messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// Key path of this entry, e.g. `listeners[1].tls.certificates[0]`.
+    pub at: String,
+}
+
+/// A TLS protocol version Berth can be told to require at least.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
 }
 
 /// The admin listener.
@@ -184,6 +219,12 @@ pub struct BackendConf {
 pub mod defaults {
     use std::time::Duration;
     pub const LISTEN: &str = "0.0.0.0:8080";
+    /// `listeners[].h2c`.
+    pub const H2C: bool = false;
+    /// `listeners[].tls.http2`.
+    pub const TLS_HTTP2: bool = true;
+    /// `listeners[].tls.min_version`.
+    pub const TLS_MIN_VERSION: super::TlsVersion = super::TlsVersion::Tls12;
     pub const ADMIN_LISTEN: &str = "127.0.0.1:9180";
     pub const POINTS_PER_WEIGHT: u32 = berth_routing::DEFAULT_POINTS_PER_WEIGHT;
     pub const IDLE_TTL: Duration = Duration::from_secs(30 * 60);

@@ -8,6 +8,7 @@
 //! [`prometheus::core::Collector`] the gateway registers with [`Metrics::register`]. This
 //! module depends on no other module of the gateway.
 mod handles;
+pub mod tls;
 
 pub use handles::{BackendMetrics, Outcome, UpstreamMetrics};
 
@@ -68,6 +69,8 @@ pub struct Metrics {
     pub upgrade_received: IntCounterVec,
     /// Pins of the old process not taken over, by upstream and why.
     pub upgrade_dropped: IntCounterVec,
+    /// The TLS families, registered with the first TLS listener ([`Metrics::tls`]).
+    tls: std::sync::OnceLock<tls::TlsFamilies>,
 }
 
 /// Registers `c` (a new family with static, valid names) and returns it.
@@ -225,7 +228,17 @@ impl Metrics {
                 &["upstream", "backend"],
             ),
             registry,
+            tls: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The TLS listeners' families, registered on first call (a Berth without a TLS listener
+    /// exports none of them).
+    pub fn tls(&self) -> &tls::TlsFamilies {
+        self.tls.get_or_init(|| {
+            tls::TlsFamilies::register(&self.registry)
+                .expect("metric names and labels are static and valid, registered once")
+        })
     }
 
     /// Resolve the handles of one backend.

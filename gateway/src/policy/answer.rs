@@ -2,8 +2,8 @@
 //! client (and whoever reads its logs) what happened and what to do.
 use super::Attempt;
 use crate::headers;
-use pingora_error::Result;
-use pingora_proxy::Session;
+use pingora_error::{Error, Result};
+use pingora_proxy::{FailToProxy, Session};
 
 /// Why the client-side limits refused a request (the `why` label of
 /// `berth_requests_refused_total`).
@@ -125,6 +125,20 @@ impl Answer {
     /// Writes the answer (and closes the connection after it).
     pub async fn send(self, session: &mut Session) -> Result<()> {
         headers::respond(session, self.status(), self.retry_after(), self.body()).await
+    }
+
+    /// The request failed for good (Pingora's `fail_to_proxy`): the answer for `e`, unless a
+    /// response already started.
+    pub async fn after_error(session: &mut Session, e: &Error, a: &Attempt) -> FailToProxy {
+        let code = headers::error_status(e);
+        if code > 0 && session.response_written().is_none() {
+            let sent = Answer::after_failure(code, a).send(session).await;
+            sent.unwrap_or_else(|err| log::debug!("error response not sent: {err}"));
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 }
 

@@ -167,6 +167,7 @@ impl Upstream {
         a: &Attempt,
         resp: &mut ResponseHeader,
         clock: &Clock,
+        tls: bool,
     ) {
         let Some(d) = a.decision else { return };
         if !self.chain.sees_responses() {
@@ -181,6 +182,7 @@ impl Upstream {
             key_expires: a.key_expires,
             now_unix: crate::views::now_unix(),
             session: a.key,
+            tls,
         };
         let now = clock.now();
         let learn = |key, replaces| self.learn(set, a, key, replaces, now);
@@ -288,13 +290,14 @@ impl Upstream {
         req: &mut RequestHeader,
         set: &BackendSet,
         a: &Attempt,
+        tls: bool,
     ) -> Result<()> {
         if self.settings.pool.idle_timeout.is_none() {
             // keepalive off: the backend closes after answering, so nothing is pooled.
             req.insert_header(http::header::CONNECTION, "close")?;
         }
         let signal = self.affinity_headers(a, set);
-        headers::to_upstream(session, req, &signal, self.settings.forward_headers)
+        headers::to_upstream(session, req, &signal, self.settings.forward_headers, tls)
     }
 
     /// The name of the backend `a` was sent to, in `set`.

@@ -35,7 +35,7 @@ enum Mode {
 /// | `keys` | — | insert: list of `{id, secret_env \| secret}`, first signs; required |
 /// | `ttl` | `24h` | insert: `Max-Age` and token lifetime, at least 1s |
 /// | `http_only` | `true` | insert |
-/// | `secure` | `false` | insert |
+/// | `secure` | `false` | insert (cookies issued to a client over TLS are always `Secure`) |
 /// | `same_site` | `lax` | insert: `lax`, `strict` or `none` (`none` requires `secure: true`) |
 /// | `path` | `/` | insert |
 /// | `domain` | none | insert |

@@ -90,6 +90,8 @@ struct Insert {
     ttl_secs: u64,
     /// Pre-rendered attributes appended after `name=token`.
     attrs: String,
+    /// The same with `Secure`, for cookies issued over TLS.
+    attrs_tls: String,
 }
 
 enum Mode {
@@ -120,11 +122,16 @@ impl CookiePlugin {
     /// Insert mode: issue and verify tokens signed with `keys`, bound to `upstream`.
     /// `name` must be a valid cookie name and `attrs` valid (the factory checks both).
     pub(crate) fn insert(name: String, keys: Keys, upstream: &str, attrs: &Attributes) -> Self {
+        let secure = Attributes {
+            secure: true,
+            ..attrs.clone()
+        };
         let insert = Insert {
             keys,
             upstream: upstream.to_string(),
             ttl_secs: attrs.ttl_secs,
             attrs: attrs.render(),
+            attrs_tls: secure.render(),
         };
         CookiePlugin {
             name,
@@ -207,11 +214,13 @@ impl CookiePlugin {
         // A session keeps its id across re-issued tokens; a new one gets a random id.
         let sid = d.session.map_or_else(rand::random, |k| k.0);
         let tok = ins.keys.sign_session(&ins.upstream, d.backend, expiry, sid);
-        let mut value = String::with_capacity(self.name.len() + 1 + tok.len() + ins.attrs.len());
+        // Over TLS the cookie is always Secure: it never leaves the encrypted channel.
+        let attrs = if d.tls { &ins.attrs_tls } else { &ins.attrs };
+        let mut value = String::with_capacity(self.name.len() + 1 + tok.len() + attrs.len());
         value.push_str(&self.name);
         value.push('=');
         value.push_str(&tok);
-        value.push_str(&ins.attrs);
+        value.push_str(attrs);
         resp.append_header("set-cookie", value);
         d.session.map(|_| SessionKey(sid))
     }

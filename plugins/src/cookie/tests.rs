@@ -35,6 +35,7 @@ fn decision(reason: Reason, mine: bool, key_expires: Option<u64>) -> DecisionVie
         now_unix: NOW,
         key_expires,
         session: None,
+        tls: false,
     }
 }
 
@@ -331,6 +332,15 @@ fn attribute_rendering() {
     let strict = plugin(&format!("{INSERT}\nsame_site: strict\nhttp_only: true"));
     let set = set_cookies(&*strict, &decision(Reason::New, false, None));
     assert!(set[0].ends_with("; Max-Age=86400; Path=/; HttpOnly; SameSite=Strict"));
+    // Over TLS, Secure whatever `secure` says; a Secure cookie stays Secure once.
+    let over_tls = DecisionView {
+        tls: true,
+        ..decision(Reason::New, false, None)
+    };
+    let set = set_cookies(&*strict, &over_tls);
+    assert!(set[0].ends_with("; Max-Age=86400; Path=/; Secure; HttpOnly; SameSite=Strict"));
+    let set = set_cookies(&*p, &over_tls);
+    assert_eq!(set[0].matches("Secure").count(), 1, "{}", set[0]);
     // Half-life follows the configured ttl.
     assert!(set_cookies(&*p, &decision(Reason::Sticky, true, Some(NOW + 1800))).is_empty());
     assert_eq!(

@@ -15,6 +15,7 @@
 //!   `GET /__count?method=POST` — of those, the ones with that method;
 //!   `GET /__count?path=/x` — requests received for path `/x` (any path, `/__health` too);
 //!   `GET /__count?connections` — connections that carried at least one counted request;
+//!   `GET /__count?bad` — requests refused with 400 (a malformed request line or framing);
 //!   `GET /__count?max_in_flight` — the most counted requests it was answering at once.
 //! * `/__slow?ms=N` (counted) answers after N milliseconds (at most 60 s).
 //! * `GET /__health` — `200 ok` while healthy, `503 failing` after `POST /__health/fail`;
@@ -51,6 +52,8 @@ struct State {
     /// Counted requests being answered now, and the most at once.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Requests refused with 400 (a malformed request line or framing).
+    bad: AtomicU64,
 }
 
 fn bump(map: &Mutex<HashMap<String, u64>>, key: &str) {
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         slow_health: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
         max_in_flight: AtomicU64::new(0),
+        bad: AtomicU64::new(0),
     });
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -130,11 +134,15 @@ fn serve(stream: TcpStream, state: &State) -> io::Result<()> {
         let (Some(method), Some(target), Some(version)) =
             (parts.next(), parts.next(), parts.next())
         else {
+            state.bad.fetch_add(1, Ordering::SeqCst);
             return bad_request(&mut writer, "bad request line");
         };
         let kind = match http::request_body_kind(&head.headers) {
             Ok(k) => k,
-            Err(e) => return bad_request(&mut writer, &e.to_string()),
+            Err(e) => {
+                state.bad.fetch_add(1, Ordering::SeqCst);
+                return bad_request(&mut writer, &e.to_string());
+            }
         };
         let body = http::read_body(&mut reader, kind)?;
         let keep_alive = if version.eq_ignore_ascii_case("HTTP/1.0") {
@@ -222,6 +230,8 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
                 state.connections.load(Ordering::SeqCst)
             } else if query == "max_in_flight" {
                 state.max_in_flight.load(Ordering::SeqCst)
+            } else if query == "bad" {
+                state.bad.load(Ordering::SeqCst)
             } else {
                 state.requests.load(Ordering::SeqCst)
             };

@@ -87,9 +87,11 @@ fn every_yaml_and_json_file_parses() {
     }
 }
 
-/// Scrape a Berth that went through: sessions by cookie and by header, a forged cookie, a
-/// backend killed under health checks (so lazily-created series exist).
+/// Scrape a Berth with a TLS listener that went through: sessions by cookie and by header, a
+/// forged cookie, a backend killed under health checks (so lazily-created series exist).
 fn scenario_scrape() -> String {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let cert = berth_tests::tls::self_signed(&["deploy.test"]).write(certs.path(), "deploy");
     let mut backends = Backend::start_many(2);
     let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
     let yaml = config::app_config(
@@ -104,6 +106,8 @@ fn scenario_scrape() -> String {
         "upstreams.app.health",
         "{type: tcp, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}",
     );
+    let tls = berth_tests::tls::listener(berth_tests::free_addr(), &[&cert], "");
+    let yaml = berth_tests::tls::with_listeners(&yaml, &[tls]);
     let gw = Gateway::start_with_admin(&yaml);
     let mut user = gw.user();
     for _ in 0..3 {

@@ -480,6 +480,71 @@ fn upgrade_sessions_received_and_dropped() {
     );
 }
 
+/// The TLS families, on a gateway with a TLS listener: a handshake over HTTP/2 and one over
+/// HTTP/1.1, a plain-HTTP request to the TLS port (not_tls), the certificate's notAfter.
+#[test]
+fn tls_handshakes_failures_and_certificate_expiry() {
+    use berth_tests::tls;
+    let backends = Backend::start_many(1);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cert = tls::self_signed(&["metrics.test"]).write(dir.path(), "m");
+    let tls_addr = berth_tests::free_addr();
+    let yaml = tls::with_listeners(
+        &config::header_app(&specs, &[]),
+        &[tls::listener(tls_addr, &[&cert], "")],
+    );
+    let gw = Gateway::start(&yaml);
+    for proto in ["--http2", "--http1.1"] {
+        let out = tls::curl(&[
+            "-sk",
+            proto,
+            "-o",
+            "/dev/null",
+            &format!("https://{tls_addr}/"),
+        ]);
+        assert!(out.status.success(), "curl {proto}");
+    }
+    let plain = tls::curl(&["-s", "--max-time", "10", &format!("http://{tls_addr}/")]);
+    assert!(!plain.status.success(), "plain HTTP answered on a TLS port");
+    let listener = tls_addr.to_string();
+    let l = ("listener", listener.as_str());
+    let text = scrape(&gw);
+    assert_eq!(sum(&text, "berth_tls_handshakes_total", &[l]), 2.0);
+    assert_eq!(
+        sum(
+            &text,
+            "berth_tls_handshakes_total",
+            &[l, ("alpn", "h2"), ("version", "1.3")]
+        ),
+        1.0
+    );
+    gw.wait_metric(
+        "berth_tls_handshake_failures_total",
+        &[l, ("reason", "not_tls")],
+        |v| v == 1.0,
+    );
+    assert_eq!(
+        sum(
+            &text,
+            "berth_tls_handshake_failures_total",
+            &[l, ("reason", "timeout")]
+        ),
+        0.0
+    );
+    let not_after = sum(
+        &text,
+        "berth_tls_certificate_not_after_seconds",
+        &[l, ("certificate", cert.cert.to_str().expect("utf-8"))],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    // rcgen's default validity ends in 4096.
+    assert!(not_after > now + 86400.0 * 365.0, "notAfter {not_after}");
+}
+
 /// The README's metric table, the families a running Berth exposes, and the families this
 /// file asserts are the same set. A fresh gateway exposes every family except those created on
 /// first use ([`BORN_ON_FIRST_USE`], which must then be absent: once the gateway registers one
@@ -503,7 +568,12 @@ fn every_family_is_documented_and_asserted() {
 
     let backends = Backend::start_many(2);
     let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
-    let gw = Gateway::start(&config::header_app(&specs, &[]));
+    // With a TLS listener: the TLS families exist only then.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cert = berth_tests::tls::self_signed(&["families.test"]).write(dir.path(), "f");
+    let tls = berth_tests::tls::listener(berth_tests::free_addr(), &[&cert], "");
+    let yaml = berth_tests::tls::with_listeners(&config::header_app(&specs, &[]), &[tls]);
+    let gw = Gateway::start(&yaml);
     let r = gw.client().send(&sessions::request("s1", "/"));
     assert_eq!(r.status, 200, "{}", r.summary());
     let text = scrape(&gw);

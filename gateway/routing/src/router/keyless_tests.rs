@@ -443,3 +443,36 @@ fn concurrent_bursts_stay_even() {
         );
     }
 }
+
+/// A session placed on a backend that then drains still reaches it when it comes back (an
+/// existing session to the app); once the backend no longer serves (drained, down), a
+/// returning token is reassigned and pinned elsewhere.
+#[test]
+fn tokens_of_a_draining_backend_still_reach_it() {
+    let o = overlay();
+    let r = router(&[1, 1, 1], &o);
+    let mut rng = Rng(4);
+    let placed: Vec<usize> = (0..30)
+        .map(|_| r.select_keyless(rng.next(), 0).expect("eligible").backend)
+        .collect();
+    let b = placed[0];
+    r.set_draining(b, true);
+    let mut on_b = (0..30u64).filter(|&i| placed[i as usize] == b);
+    let first = on_b.next().expect("one");
+    let d = r.select_named(r.name(b), sid(first), 1).expect("up");
+    assert_eq!((d.backend, d.reason), (b, Reason::Sticky));
+    assert_eq!(o.get(sid(first), 1).map(|p| p.backend), Some(r.id(b)));
+    assert!(
+        (0..10).all(|i| r.select_keyless(i, 1).expect("others").backend != b),
+        "no new session on a draining backend"
+    );
+    r.set_up(b, false);
+    let later = on_b.next().expect("two");
+    let d = r.select_named(r.name(b), sid(later), 2).expect("others up");
+    assert_ne!(d.backend, b);
+    assert_eq!((d.reason, d.previous), (Reason::Failover, Some(r.id(b))));
+    assert_eq!(
+        o.get(sid(later), 2).map(|p| p.backend),
+        Some(r.id(d.backend))
+    );
+}

@@ -42,19 +42,10 @@
 //! now due. Keep-alive connections therefore touch the timer wheel about once per idle
 //! timeout rather than once per request — which is also why the idle timeout is enforced
 //! here and Pingora's own keep-alive timeout (a timer per request) stays off.
-use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
-use pingora_core::protocols::raw_connect::ProxyDigest;
-use pingora_core::protocols::tls::TlsRef;
-use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
-use pingora_core::server::ShutdownWatch;
+use pingora_core::protocols::Stream;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -81,108 +72,6 @@ pub struct Deadlines {
 /// that arrives at the end of the window has the other half to be answered.
 pub fn drain_window(grace_period: Duration) -> Duration {
     grace_period / 2
-}
-
-/// A [`ServerApp`] whose connections are wrapped in [`HeadDeadline`].
-pub struct Guarded<A> {
-    inner: Arc<A>,
-    deadlines: Deadlines,
-    /// See [`drain_window`]; zero: none (Pingora's own behaviour).
-    drain: Duration,
-}
-
-impl<A> Guarded<A> {
-    pub fn new(inner: A, deadlines: Deadlines) -> Self {
-        Guarded {
-            inner: Arc::new(inner),
-            deadlines,
-            drain: Duration::ZERO,
-        }
-    }
-
-    /// Keep serving requests on held connections for `drain` after the accept loops stopped.
-    pub fn drain_for(mut self, drain: Duration) -> Self {
-        self.drain = drain;
-        self
-    }
-}
-
-impl<A: ServerApp + Send + Sync + 'static> Guarded<A> {
-    /// Serve a connection that may speak HTTP/2 (see the module docs): a TLS connection that
-    /// chose `h2` by ALPN (`h2: true`) or HTTP/1.1 (`false`), or, wrapped in
-    /// [`preface::Peeked`], a connection of an h2c listener.
-    pub async fn serve(
-        self: &Arc<Self>,
-        stream: Stream,
-        h2: bool,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let guarded = if h2 {
-            HeadDeadline::expecting_preface(stream, self.deadlines)
-        } else {
-            HeadDeadline::new(stream, self.deadlines)
-        };
-        self.inner.process_new(Box::new(guarded), shutdown).await
-    }
-
-    /// The connection of an h2c listener: HTTP/1.1, or HTTP/2 with prior knowledge.
-    pub async fn serve_h2c(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let guarded = HeadDeadline::expecting_preface(stream, self.deadlines);
-        let peeked: Stream = Box::new(preface::Peeked::new(guarded));
-        self.inner.process_new(peeked, shutdown).await
-    }
-}
-
-/// The [`ServerApp`] of h2c listeners: [`Guarded::serve_h2c`] for every connection.
-pub struct H2c<A>(pub Arc<Guarded<A>>);
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for H2c<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        self.0.serve_h2c(stream, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.0.cleanup().await
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let guarded: Stream = Box::new(HeadDeadline::new(stream, self.deadlines));
-        self.inner.process_new(guarded, shutdown).await
-    }
-
-    /// Pingora calls this once every accept loop of the service has ended (`Service::
-    /// start_service`: `join_all` of the loops, then `cleanup`): nothing is accepted any more.
-    /// The inner app's cleanup (Pingora's HTTP cleanup: end every read waiting for a request)
-    /// follows the drain window.
-    async fn cleanup(&self) {
-        if !self.drain.is_zero() {
-            log::info!(
-                "shutdown: no longer accepting; requests arriving within {:?} on connections \
-                 already accepted are still served (with Connection: close), then idle \
-                 connections are closed",
-                self.drain
-            );
-            tokio::time::sleep(self.drain).await;
-            log::info!("shutdown: drain window over; closing idle connections");
-        }
-        self.inner.cleanup().await
-    }
 }
 
 /// Where a connection is in its request/response cycle, as far as its bytes tell.
@@ -448,67 +337,10 @@ impl AsyncWrite for HeadDeadline {
     }
 }
 
-#[async_trait]
-impl Shutdown for HeadDeadline {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await
-    }
-}
+mod app;
+mod delegate;
 
-impl UniqueID for HeadDeadline {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for HeadDeadline {
-    fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
-    }
-    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for HeadDeadline {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for HeadDeadline {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest)
-    }
-}
-
-impl GetSocketDigest for HeadDeadline {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-    fn set_socket_digest(&mut self, socket_digest: SocketDigest) {
-        self.inner.set_socket_digest(socket_digest)
-    }
-}
-
-#[async_trait]
-impl Peek for HeadDeadline {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
-    }
-}
+pub use app::{Guarded, H2c};
 
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,33 @@ impl Outcome {
     }
 }
 
+/// Why an active health check failed (`berth_health_check_failures_total{reason}`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CheckFailure {
+    /// No connection (refused, unreachable).
+    Connect,
+    /// No answer within the check's `timeout`.
+    Timeout,
+    /// The TLS handshake failed: certificate not trusted or not for the name, or no TLS.
+    Tls,
+    /// An HTTP check got another status than `expect_status`.
+    Status,
+    /// Anything else (a broken response, ...).
+    Other,
+}
+
+impl CheckFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckFailure::Connect => "connect",
+            CheckFailure::Timeout => "timeout",
+            CheckFailure::Tls => "tls",
+            CheckFailure::Status => "status",
+            CheckFailure::Other => "other",
+        }
+    }
+}
+
 /// Handles for one backend.
 pub struct BackendMetrics {
     /// `[reason][class]`.
@@ -63,6 +90,7 @@ pub struct UpstreamMetrics {
     pub retry_connect: IntCounter,
     pub retry_idempotent: IntCounter,
     pub(super) health_transitions: IntCounterVec,
+    pub(super) health_failures: IntCounterVec,
     /// `[reason]`.
     pub(super) duration: Vec<Histogram>,
     /// Sampled time of one session selection in the registry (lookup, and placement + pin on
@@ -96,6 +124,14 @@ impl UpstreamMetrics {
         let to = if up { "up" } else { "down" };
         self.health_transitions
             .with_label_values(&[upstream, backend, to])
+            .inc();
+    }
+
+    /// Count a failed active health check of `backend` (resolved on the spot: at most one per
+    /// backend and interval).
+    pub fn health_check_failed(&self, upstream: &str, backend: &str, why: CheckFailure) {
+        self.health_failures
+            .with_label_values(&[upstream, backend, why.as_str()])
             .inc();
     }
 

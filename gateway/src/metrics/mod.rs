@@ -10,7 +10,7 @@
 mod handles;
 pub mod tls;
 
-pub use handles::{BackendMetrics, Outcome, UpstreamMetrics};
+pub use handles::{BackendMetrics, CheckFailure, Outcome, UpstreamMetrics};
 
 use berth_plugins::Invalid;
 use berth_routing::Reason;
@@ -48,6 +48,7 @@ pub struct Metrics {
     rebalanced: IntCounterVec,
     backend_up: IntGaugeVec,
     health_transitions: IntCounterVec,
+    health_failures: IntCounterVec,
     migrated: IntCounterVec,
     retries: IntCounterVec,
     duration: HistogramVec,
@@ -189,6 +190,12 @@ impl Metrics {
                 "Backend health changes (active checks and passive marking), by new state.",
                 &["upstream", "backend", "to"],
             ),
+            health_failures: counter_vec(
+                r,
+                "berth_health_check_failures_total",
+                "Active health checks that failed, by reason: connect, timeout, tls (handshake or certificate), status (unexpected HTTP status), other.",
+                &["upstream", "backend", "reason"],
+            ),
             migrated: counter_vec(
                 r,
                 "berth_sessions_migrated_total",
@@ -287,6 +294,7 @@ impl Metrics {
             retry_connect: self.retries.with_label_values(&[upstream, "connect"]),
             retry_idempotent: self.retries.with_label_values(&[upstream, "idempotent"]),
             health_transitions: self.health_transitions.clone(),
+            health_failures: self.health_failures.clone(),
             duration: Reason::ALL
                 .iter()
                 .map(|r| self.duration.with_label_values(&[upstream, r.as_str()]))

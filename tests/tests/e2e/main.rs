@@ -56,6 +56,7 @@ mod token_security;
 mod upgrade;
 mod upgrade_drain;
 mod upgrade_soak;
+mod upstream_tls;
 
 /// The layout of this test binary checks itself.
 mod layout {

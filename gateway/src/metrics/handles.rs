@@ -62,6 +62,38 @@ impl CheckFailure {
     }
 }
 
+/// Reasons of `berth_http2_errors_total`, by the GOAWAY error code they stand for (RFC 9113
+/// §7): PROTOCOL_ERROR (1), FLOW_CONTROL_ERROR (3), FRAME_SIZE_ERROR (6), COMPRESSION_ERROR
+/// (9), ENHANCE_YOUR_CALM (11, floods), any other code.
+pub const HTTP2_ERRORS: [&str; 6] = [
+    "protocol_error",
+    "flow_control_error",
+    "frame_size_error",
+    "compression_error",
+    "enhance_your_calm",
+    "other",
+];
+
+/// `berth_http2_errors_total` by reason: HTTP/2 connections Berth's server closed for a
+/// client's error (a GOAWAY with an error code).
+#[derive(Debug)]
+pub struct Http2Errors(pub(super) [IntCounter; 6]);
+
+impl Http2Errors {
+    /// Count a GOAWAY with error `code` (not 0: NO_ERROR is a clean close).
+    pub fn count(&self, code: u32) {
+        let i = match code {
+            1 => 0,
+            3 => 1,
+            6 => 2,
+            9 => 3,
+            11 => 4,
+            _ => 5,
+        };
+        self.0[i].inc();
+    }
+}
+
 /// Handles for one backend.
 pub struct BackendMetrics {
     /// `[reason][class]`.

@@ -10,7 +10,9 @@
 mod handles;
 pub mod tls;
 
-pub use handles::{BackendMetrics, CheckFailure, Outcome, UpstreamMetrics};
+pub use handles::{
+    BackendMetrics, CheckFailure, Http2Errors, Outcome, UpstreamMetrics, HTTP2_ERRORS,
+};
 
 use berth_plugins::Invalid;
 use berth_routing::Reason;
@@ -70,6 +72,8 @@ pub struct Metrics {
     pub upgrade_received: IntCounterVec,
     /// Pins of the old process not taken over, by upstream and why.
     pub upgrade_dropped: IntCounterVec,
+    /// HTTP/2 connections closed for a client's error, by reason.
+    pub http2_errors: std::sync::Arc<Http2Errors>,
     /// The TLS families, registered with the first TLS listener ([`Metrics::tls`]).
     tls: std::sync::OnceLock<tls::TlsFamilies>,
 }
@@ -141,7 +145,16 @@ impl Metrics {
             "Access-log lines not written: queue full (the writer fell behind) or write error.",
             &["why"],
         );
+        let http2_errors = counter_vec(
+            r,
+            "berth_http2_errors_total",
+            "HTTP/2 client connections Berth closed for the client's error (a GOAWAY with an error code): protocol_error, flow_control_error, frame_size_error, compression_error, enhance_your_calm (a flood of resets, settings or small frames), other.",
+            &["reason"],
+        );
         Metrics {
+            http2_errors: std::sync::Arc::new(Http2Errors(
+                HTTP2_ERRORS.map(|r| http2_errors.with_label_values(&[r])),
+            )),
             access_log_full: access_log_dropped.with_label_values(&["queue_full"]),
             access_log_write_error: access_log_dropped.with_label_values(&["write_error"]),
             duration,

@@ -38,6 +38,7 @@ mod failover;
 mod harness_selftest;
 mod header_affinity;
 mod health;
+mod hostile_edge;
 mod hostile_http;
 mod http2;
 mod ip_affinity;

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// What is sent, and the GOAWAY error code and counted reason it must get (`None`: any error).
+type Case = (&'static str, Vec<u8>, Option<(u32, &'static str)>);
+
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let n = payload.len();
     let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
@@ -169,7 +172,7 @@ fn http2_protocol_errors_get_a_goaway_and_are_counted() {
     for _ in 0..8 {
         continuation.extend(frame(0x9, 0, 1, &[0x40; 16_000]));
     }
-    let cases: [(&str, Vec<u8>, Option<(u32, &str)>); 4] = [
+    let cases: [Case; 4] = [
         (
             "DATA on stream 0",
             frame(0x0, 0, 0, b"x"),

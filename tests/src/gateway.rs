@@ -24,6 +24,9 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The admin listener (`/healthz`, `/metrics`).
     pub admin_addr: SocketAddr,
+    /// The config's other listeners (e.g. TLS ones), which must accept connections too before
+    /// the gateway counts as ready (each kind of listener is a Pingora service of its own).
+    pub other_listeners: Vec<SocketAddr>,
     pub(crate) proc: Option<Proc>,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) log_path: PathBuf,
@@ -68,11 +71,22 @@ impl Gateway {
         let admin_addr = crate::free_addr();
         let config_path = dir.path().join("berth.yaml");
         let full = crate::config::complete(yaml, addr, admin_addr, dir.path());
+        let doc: serde_yaml::Value = serde_yaml::from_str(&full).expect("the config is YAML");
+        let other_listeners = doc["listeners"]
+            .as_sequence()
+            .map(|l| {
+                l.iter()
+                    .skip(1)
+                    .filter_map(|l| l["addr"].as_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
         std::fs::write(&config_path, &full).expect("write the gateway config");
         let log_path = dir.path().join("berth.log");
         let gw = Gateway {
             addr,
             admin_addr,
+            other_listeners,
             proc: None,
             dir,
             log_path,
@@ -132,10 +146,13 @@ impl Gateway {
                 .try_send(&Request::get("/healthz"));
             let last = match health {
                 Ok(r) if r.status == 200 => {
-                    if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
-                        return Ok(());
+                    let refusing = std::iter::once(&self.addr)
+                        .chain(&self.other_listeners)
+                        .find(|a| TcpStream::connect_timeout(a, Duration::from_secs(1)).is_err());
+                    match refusing {
+                        None => return Ok(()),
+                        Some(a) => format!("/healthz is 200 but {a} refuses connections"),
                     }
-                    format!("/healthz is 200 but {} refuses connections", self.addr)
                 }
                 Ok(r) => format!("/healthz answered {}", r.summary()),
                 Err(e) => format!("/healthz on {}: {e}", self.admin_addr),

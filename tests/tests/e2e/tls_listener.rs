@@ -42,7 +42,7 @@ fn curl_session(
     let jar = dir.join(format!("jar-{proto}-{n}"));
     let headers = dir.join(format!("headers-{proto}-{n}"));
     let mut args: Vec<String> = [
-        "-sk",
+        "-sSk",
         proto,
         "-c",
         jar.to_str().expect("utf-8 path"),
@@ -66,7 +66,11 @@ fn curl_session(
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "curl {proto} failed: {stderr}");
     let seen = std::fs::read_to_string(&headers).unwrap_or_default();
-    (stdout.lines().map(str::to_string).collect(), seen)
+    let mut lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    if !stderr.trim().is_empty() {
+        lines.push(format!("curl said: {}", stderr.trim()));
+    }
+    (lines, seen)
 }
 
 #[test]
@@ -97,9 +101,14 @@ fn curl_sessions_stick_over_tls_with_http1_and_http2() {
         }
         assert!(
             problems.is_empty(),
-            "{proto}: {} problem(s):\n  {}",
+            "{proto}: {} problem(s):\n  {}\nTLS handshake failures:\n{}",
             problems.len(),
-            berth_tests::first_n(&problems, 10)
+            berth_tests::first_n(&problems, 10),
+            gw.metrics()
+                .lines()
+                .filter(|l| l.starts_with("berth_tls_handshake_failures_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         let used = berth_tests::tally(
             sessions

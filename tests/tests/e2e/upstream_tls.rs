@@ -39,7 +39,9 @@ fn backends_over_tls_are_verified_pooled_apart_and_probed_over_tls() {
     let (backend, backend_addr) = tls_backend(&demo, &ca, dir.path());
 
     let good = format!("{{sni: backend.test, ca_file: {ca_file:?}}}");
-    let probe = "    health: {type: http, path: /__health, interval: 300ms, timeout: 5s, rise: 1, fall: 1}\n";
+    // Probes of a backend that works: they must not take it down on a loaded machine.
+    let probe =
+        "    health: {type: http, path: /__health, interval: 300ms, timeout: 5s, rise: 1, fall: 1000}\n";
     let upstreams = [
         upstream(
             "good",

@@ -252,3 +252,50 @@ fn a_reset_flood_is_cut_and_counted_and_a_settings_flood_throttled() {
     assert!(sent.is_ok(), "10M SETTINGS frames taken in without closing");
     bystander(&e);
 }
+
+/// The slow-client guard on TLS connections: it sees the decrypted bytes, so a head trickled
+/// after the handshake is cut by `limits.header_timeout` (1 s here) and a connection that
+/// sends no request by `limits.keepalive_timeout` (3 s), as on a plain connection; a complete
+/// request is answered.
+#[test]
+fn slow_clients_are_cut_on_tls_connections_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backends = Backend::start_many(1);
+    let e = edge(&backends);
+    runtime().block_on(async {
+        for (what, bytes) in [
+            ("a trickled head", &b"GET / HTTP/1.1\r\nHost: x\r\n"[..]),
+            ("no request", b""),
+        ] {
+            let tcp = tokio::net::TcpStream::connect(e.tls_addr)
+                .await
+                .expect("connect");
+            let mut tls = berth_tests::h2::tls_connect(tcp, "edge.test", &e.ca.pem, &[b"http/1.1"])
+                .await
+                .expect("handshake");
+            tls.write_all(bytes).await.expect("write");
+            let mut buf = [0u8; 256];
+            let r = tokio::time::timeout(Duration::from_secs(30), tls.read(&mut buf)).await;
+            match r {
+                Ok(Ok(0)) | Ok(Err(_)) => {}
+                other => panic!("{what}: the TLS connection was not closed: {other:?}"),
+            }
+        }
+        let tcp = tokio::net::TcpStream::connect(e.tls_addr)
+            .await
+            .expect("connect");
+        let mut tls = berth_tests::h2::tls_connect(tcp, "edge.test", &e.ca.pem, &[b"http/1.1"])
+            .await
+            .expect("handshake");
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut got)).await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    });
+}

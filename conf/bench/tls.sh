@@ -98,7 +98,7 @@ HZ=$(getconf CLK_TCK)
 # measure NAME PID PORT: the two phases against one gateway; appends a row to $OUT/table.tsv.
 measure() {
   local name=$1 pid=$2 port=$3 url="https://127.0.0.1:$3/"
-  local h2=(taskset -c "$LOAD_CPU" h2load --connect-to "127.0.0.1:$port" -H 'X-Session-Id: sid-00042')
+  local h2=(taskset -c "$LOAD_CPU" h2load --connect-to "127.0.0.1:$port" --tls13-ciphers=TLS_AES_128_GCM_SHA256 -H 'X-Session-Id: sid-00042')
   "${h2[@]}" -c 20 -m 10 -n 20000 "https://bench.test:$port/" >"$OUT/$name-warmup.txt" 2>&1
   local t0 c0 t1 c1
   t0=$(date +%s.%N); c0=$(cpu_ticks "$pid")

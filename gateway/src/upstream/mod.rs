@@ -80,3 +80,21 @@ impl Upstream {
         up
     }
 }
+
+impl Upstream {
+    /// An active health check of backend `id` failed for `why` (counted; the result itself
+    /// goes to [`Upstream::health_result`]).
+    pub fn health_check_failed(&self, id: &str, why: crate::metrics::CheckFailure) {
+        log::debug!(
+            "health check of {}/{id} failed: {}",
+            self.name,
+            why.as_str()
+        );
+        self.metrics.health_check_failed(&self.name, id, why);
+    }
+
+    /// The CA certificates of `tls.ca_file`, parsed once.
+    pub fn tls_ca(&self) -> Option<&Arc<pingora_core::protocols::tls::CaType>> {
+        self.tls_ca.as_ref()
+    }
+}

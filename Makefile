@@ -30,8 +30,8 @@ help:
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
-## chromium + chromium-driver for the dashboard test). Runs apt-get only when something is
-## missing.
+## chromium + chromium-driver for the dashboard test, curl as the TLS client of the TLS
+## tests). Runs apt-get only when something is missing.
 deps:
 	@missing=""; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
@@ -40,6 +40,7 @@ deps:
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	command -v cc >/dev/null || missing="$$missing build-essential"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

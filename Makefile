@@ -1,12 +1,13 @@
 # Berth — every target is documented here; `make help` lists them.
 #
-#   make run     build and start Berth on conf/berth.yaml with three demo backends
+#   make run     build and start Berth on conf/berth.yaml with three demo backends (HTTP, h2c, HTTPS)
 #   make test    run every test (unit, property, config golden files, end-to-end)
 #   make bench   criterion benchmarks of the routing core
 #   make sim     load-placement simulation of the routing core (SIM_ARGS=--quick, --large, --help)
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
 #   make bench-ab     Berth vs bare Pingora vs HAProxy, CPU per request, interleaved (conf/bench/ab.sh)
 #   make bench-instructions  instructions and allocations per request, Berth vs bare Pingora (callgrind)
+#   make bench-tls    TLS handshakes/s and CPU per HTTP/2 request, Berth vs HAProxy (conf/bench/tls.sh)
 #   make lint    rustfmt check, clippy with warnings as errors, cargo-deny + cargo-audit
 #   make fmt     format the code
 #   make check-conf  validate every shipped config file with `berth -t`
@@ -22,15 +23,15 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
-	@sed -n '3,15p' Makefile
+	@sed -n '3,16p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
-## chromium + chromium-driver for the dashboard test). Runs apt-get only when something is
-## missing.
+## chromium + chromium-driver for the dashboard test, curl as the TLS client of the TLS
+## tests). Runs apt-get only when something is missing.
 deps:
 	@missing=""; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
@@ -39,6 +40,7 @@ deps:
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	command -v cc >/dev/null || missing="$$missing build-essential"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -109,6 +111,15 @@ bench-ab: deps peer-tools bare-pingora
 	$(CARGO) build --release -p berth
 	GWS='bare-pingora=$(BARE_PINGORA_DIR)/release/bare-pingora;berth=$(TARGET_DIR)/release/berth -c %CONF%;berth-fwd=$(TARGET_DIR)/release/berth -c %CONF_FWD%' \
 	  conf/bench/ab.sh
+
+## bench-tls: TLS handshakes per second and CPU per request over HTTP/2, Berth (release, 1
+## thread) beside HAProxy on the same certificate, one run (conf/bench/tls.sh; h2load from
+## Debian's nghttp2-client, installed when missing).
+bench-tls: deps peer-tools
+	@command -v h2load >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nghttp2-client; }
+	$(CARGO) build --release -p berth
+	BERTH=$(TARGET_DIR)/release/berth conf/bench/tls.sh
 
 ## bench-instructions: the same workload under callgrind: user-space instructions and heap
 ## allocations per request, independent of the machine's load.

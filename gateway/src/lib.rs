@@ -199,8 +199,13 @@ fn serve(
             options.h2_idle_timeout = Some(gw.limits.keepalive_timeout);
             app.server_options = Some(options);
         }
-        client_deadlines::Guarded::new(app, gw.limits.deadlines())
-            .drain_for(client_deadlines::drain_window(grace))
+        let guarded = client_deadlines::Guarded::new(app, gw.limits.deadlines())
+            .drain_for(client_deadlines::drain_window(grace));
+        if h2 {
+            guarded.counting_h2_errors(gw.metrics.http2_errors.clone())
+        } else {
+            guarded
+        }
     };
     let of_kind = |h2c: bool, tls: bool| -> Vec<&str> {
         listeners

@@ -43,6 +43,9 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The admin listener (`/healthz`, `/metrics`).
     pub admin_addr: SocketAddr,
+    /// The config's other listeners (e.g. TLS ones), which must accept connections too before
+    /// the gateway counts as ready (each kind of listener is a Pingora service of its own).
+    pub other_listeners: Vec<SocketAddr>,
     pub(crate) proc: Option<Proc>,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) log_path: PathBuf,
@@ -102,11 +105,22 @@ impl Gateway {
         let admin_addr = crate::free_addr();
         let config_path = dir.path().join("berth.yaml");
         let full = crate::config::complete(yaml, addr, admin_addr, dir.path());
+        let doc: serde_yaml::Value = serde_yaml::from_str(&full).expect("the config is YAML");
+        let other_listeners = doc["listeners"]
+            .as_sequence()
+            .map(|l| {
+                l.iter()
+                    .skip(1)
+                    .filter_map(|l| l["addr"].as_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
         std::fs::write(&config_path, &full).expect("write the gateway config");
         let log_path = dir.path().join("berth.log");
         let gw = Gateway {
             addr,
             admin_addr,
+            other_listeners,
             proc: None,
             dir,
             log_path,
@@ -190,6 +204,7 @@ impl Gateway {
                 Ok(r) if r.status == 200 => {
                     match [self.addr, self.admin_addr]
                         .into_iter()
+                        .chain(self.other_listeners.iter().copied())
                         .find(|a| !crate::process::listens_on(pid, a.port()))
                     {
                         None => return Ok(()),

@@ -55,13 +55,23 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago on 127.0.0.1 (bound to port 0, read, released). Pingora
+/// A port that was free a moment ago on 127.0.0.1 (bound to port 0, read, released), and not
+/// handed out before by this process: the kernel may give a released port again at once, and a
+/// test that asks for two (a gateway's listener and its admin address) must get two. Pingora
 /// cannot report the port it bound, so the harness picks ports for the gateway this way.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// `127.0.0.1:<free_port()>`.

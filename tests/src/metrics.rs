@@ -133,6 +133,11 @@ pub const BORN_ON_FIRST_USE: &[(&str, &[&str])] = &[
         "berth_health_transitions_total",
         &["upstream", "backend", "to"],
     ),
+    // One series per (upstream, backend, reason) at a backend's first failed check of it.
+    (
+        "berth_health_check_failures_total",
+        &["upstream", "backend", "reason"],
+    ),
     // Created by the first upgrade that hands sessions over / drops some.
     ("berth_upgrade_sessions_received_total", &["upstream"]),
     ("berth_upgrade_sessions_dropped_total", &["upstream", "why"]),

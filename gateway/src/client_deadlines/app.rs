@@ -14,6 +14,8 @@ pub struct Guarded<A> {
     deadlines: Deadlines,
     /// See [`super::drain_window`]; zero: none (Pingora's own behaviour).
     drain: Duration,
+    /// Where HTTP/2 connections count the errors they are closed for (see [`super::h2`]).
+    h2_errors: Option<Arc<crate::metrics::Http2Errors>>,
 }
 
 impl<A> Guarded<A> {
@@ -22,7 +24,14 @@ impl<A> Guarded<A> {
             inner: Arc::new(inner),
             deadlines,
             drain: Duration::ZERO,
+            h2_errors: None,
         }
+    }
+
+    /// Count the errors HTTP/2 connections are closed for in `errors`.
+    pub fn counting_h2_errors(mut self, errors: Arc<crate::metrics::Http2Errors>) -> Self {
+        self.h2_errors = Some(errors);
+        self
     }
 
     /// Keep serving requests on held connections for `drain` after the accept loops stopped.
@@ -43,7 +52,7 @@ impl<A: ServerApp + Send + Sync + 'static> Guarded<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let guarded = if h2 {
-            HeadDeadline::expecting_preface(stream, self.deadlines)
+            HeadDeadline::expecting_preface(stream, self.deadlines, self.h2_errors.clone())
         } else {
             HeadDeadline::new(stream, self.deadlines)
         };
@@ -56,7 +65,8 @@ impl<A: ServerApp + Send + Sync + 'static> Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let guarded = HeadDeadline::expecting_preface(stream, self.deadlines);
+        let guarded =
+            HeadDeadline::expecting_preface(stream, self.deadlines, self.h2_errors.clone());
         let peeked: Stream = Box::new(preface::Peeked::new(guarded));
         self.inner.process_new(peeked, shutdown).await
     }

@@ -46,11 +46,13 @@ use pingora_core::protocols::Stream;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+pub mod h2;
 pub mod preface;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
@@ -103,6 +105,8 @@ pub struct HeadDeadline {
     due: Option<Instant>,
     /// The connection's one timer, created at the first timed wait.
     timer: Option<Pin<Box<Sleep>>>,
+    /// On a connection that may speak HTTP/2: the scan of its written frames.
+    h2: Option<Box<h2::H2Watch>>,
 }
 
 impl std::fmt::Debug for HeadDeadline {
@@ -127,13 +131,20 @@ impl HeadDeadline {
             // A new connection's idle time counts from its acceptance.
             due: Some(Instant::now() + deadlines.idle),
             timer: None,
+            h2: None,
         }
     }
 
-    /// A connection that may speak HTTP/2 (see the module docs).
-    pub fn expecting_preface(inner: Stream, deadlines: Deadlines) -> Self {
+    /// A connection that may speak HTTP/2 (see the module docs), counting the errors it is
+    /// closed for in `errors`.
+    pub fn expecting_preface(
+        inner: Stream,
+        deadlines: Deadlines,
+        errors: Option<Arc<crate::metrics::Http2Errors>>,
+    ) -> Self {
         let mut s = HeadDeadline::new(inner, deadlines);
         s.phase = Phase::Preface { matched: 0 };
+        s.h2 = errors.map(|e| Box::new(h2::H2Watch::new(e)));
         s
     }
 
@@ -213,6 +224,7 @@ impl HeadDeadline {
             return;
         }
         // Not HTTP/2: an HTTP/1.x head, of which `matched` bytes arrived before these.
+        self.h2 = None;
         self.phase = Phase::Head {
             started: matched > 0,
             newlines: 0,
@@ -221,11 +233,16 @@ impl HeadDeadline {
     }
 
     /// Track the bytes about to be written: the first write after a head is the response's
-    /// status line.
+    /// status line. HTTP/2 frames go to the frame scan (from the first byte: an HTTP/2 server
+    /// writes its SETTINGS without waiting for the client's preface).
     fn observe_write(&mut self, bytes: &[u8]) {
         match self.phase {
-            // HTTP/2 servers write their SETTINGS without waiting for the client's preface.
-            Phase::Response | Phase::Tunnel | Phase::H2 | Phase::Preface { .. } => {}
+            Phase::Response | Phase::Tunnel => {}
+            Phase::H2 | Phase::Preface { .. } => {
+                if let Some(w) = self.h2.as_mut() {
+                    w.written(bytes);
+                }
+            }
             Phase::Head { .. } | Phase::Body => {
                 self.phase = match crate::headers::status_of(bytes) {
                     Some(101) => Phase::Tunnel,
@@ -296,6 +313,25 @@ impl AsyncRead for HeadDeadline {
     }
 }
 
+impl HeadDeadline {
+    /// A write of `n` bytes from `bufs` on a connection that may speak HTTP/2: the frame scan
+    /// must see exactly the bytes written; until the connection is known to be HTTP/1, its
+    /// first write is also the response's status line.
+    fn observe_h2_write(&mut self, bufs: &[io::IoSlice<'_>], mut n: usize) {
+        for b in bufs {
+            if n == 0 {
+                break;
+            }
+            let b: &[u8] = b;
+            let part = &b[..n.min(b.len())];
+            if !part.is_empty() {
+                self.observe_write(part);
+            }
+            n -= part.len();
+        }
+    }
+}
+
 impl AsyncWrite for HeadDeadline {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -303,8 +339,12 @@ impl AsyncWrite for HeadDeadline {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.observe_write(buf);
+        if let Poll::Ready(Ok(n @ 1..)) = r {
+            if self.h2.is_some() {
+                self.observe_h2_write(&[io::IoSlice::new(buf)], n);
+            } else {
+                self.observe_write(buf);
+            }
         }
         r
     }
@@ -315,7 +355,9 @@ impl AsyncWrite for HeadDeadline {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+        if let (Poll::Ready(Ok(n @ 1..)), true) = (&r, self.h2.is_some()) {
+            self.observe_h2_write(bufs, *n);
+        } else if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
                 let first: &[u8] = first;
                 self.observe_write(first);

@@ -242,7 +242,7 @@ async fn interim_responses_keep_waiting_for_the_body_and_101_is_a_tunnel() {
 async fn h2_pair(d: Deadlines) -> (HeadDeadline, TcpStream) {
     let (s, client) = pair_with(d).await;
     let HeadDeadline { inner, .. } = s;
-    (HeadDeadline::expecting_preface(inner, d), client)
+    (HeadDeadline::expecting_preface(inner, d, None), client)
 }
 
 #[tokio::test]

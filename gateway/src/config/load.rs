@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 mod backends;
 mod listeners;
 mod placement;
+mod upstream_tls;
 use backends::{read_backends, read_health, read_passive, read_sessions};
 use listeners::read_listeners;
 use placement::{read_load, read_pool};
@@ -278,6 +279,7 @@ fn read_upstream(
         .duration("queue_timeout")
         .unwrap_or(defaults::QUEUE_TIMEOUT);
     let forward_headers = o.opt::<bool>("forward_headers").unwrap_or(true);
+    let tls = upstream_tls::read(&mut o);
     let mut backends = read_backends(&mut o);
     for b in backends.iter_mut() {
         b.max_sessions = b.max_sessions.or(load.max_sessions);
@@ -307,6 +309,7 @@ fn read_upstream(
             max_connections,
             queue_timeout,
             forward_headers,
+            tls,
         },
         backends,
     })

@@ -134,6 +134,26 @@ pub struct UpstreamSettings {
     /// Set `X-Forwarded-For` (appended) and `X-Forwarded-Proto` on requests to the backends
     /// (`forward_headers`, default true). Off: the client's own values pass through unchanged.
     pub forward_headers: bool,
+    /// TLS to the backends (`tls:`); `None` = plain TCP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `tls:` of an upstream: its backends are reached over TLS (and probed over TLS).
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and checked against the backends' certificates; `None` = each
+    /// backend's IP address (checked against its certificate's IP addresses, no SNI sent).
+    pub sni: Option<String>,
+    /// The CA certificates (DER) the backends' chains must lead to (`ca_file`); `None` = the
+    /// system's trust store.
+    pub ca: Option<std::sync::Arc<Vec<Vec<u8>>>>,
+    /// Verify the certificate chain and name (`verify`, default true).
+    pub verify: bool,
+    /// A digest of these settings (the name, the CA certificates, `verify`), mixed into the
+    /// pool's group key: Pingora's connection reuse compares SNI and `verify` but not the CA,
+    /// so without it a connection verified against one CA could serve an upstream trusting
+    /// another.
+    pub digest: u64,
 }
 
 /// `load:` of an upstream. The bound ε and `spill_pinned` live in [`RouterConfig`]; caps in

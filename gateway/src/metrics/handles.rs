@@ -35,6 +35,65 @@ impl Outcome {
     }
 }
 
+/// Why an active health check failed (`berth_health_check_failures_total{reason}`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CheckFailure {
+    /// No connection (refused, unreachable).
+    Connect,
+    /// No answer within the check's `timeout`.
+    Timeout,
+    /// The TLS handshake failed: certificate not trusted or not for the name, or no TLS.
+    Tls,
+    /// An HTTP check got another status than `expect_status`.
+    Status,
+    /// Anything else (a broken response, ...).
+    Other,
+}
+
+impl CheckFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckFailure::Connect => "connect",
+            CheckFailure::Timeout => "timeout",
+            CheckFailure::Tls => "tls",
+            CheckFailure::Status => "status",
+            CheckFailure::Other => "other",
+        }
+    }
+}
+
+/// Reasons of `berth_http2_errors_total`, by the GOAWAY error code they stand for (RFC 9113
+/// §7): PROTOCOL_ERROR (1), FLOW_CONTROL_ERROR (3), FRAME_SIZE_ERROR (6), COMPRESSION_ERROR
+/// (9), ENHANCE_YOUR_CALM (11, floods), any other code.
+pub const HTTP2_ERRORS: [&str; 6] = [
+    "protocol_error",
+    "flow_control_error",
+    "frame_size_error",
+    "compression_error",
+    "enhance_your_calm",
+    "other",
+];
+
+/// `berth_http2_errors_total` by reason: HTTP/2 connections Berth's server closed for a
+/// client's error (a GOAWAY with an error code).
+#[derive(Debug)]
+pub struct Http2Errors(pub(super) [IntCounter; 6]);
+
+impl Http2Errors {
+    /// Count a GOAWAY with error `code` (not 0: NO_ERROR is a clean close).
+    pub fn count(&self, code: u32) {
+        let i = match code {
+            1 => 0,
+            3 => 1,
+            6 => 2,
+            9 => 3,
+            11 => 4,
+            _ => 5,
+        };
+        self.0[i].inc();
+    }
+}
+
 /// Handles for one backend.
 pub struct BackendMetrics {
     /// `[reason][class]`.
@@ -63,6 +122,7 @@ pub struct UpstreamMetrics {
     pub retry_connect: IntCounter,
     pub retry_idempotent: IntCounter,
     pub(super) health_transitions: IntCounterVec,
+    pub(super) health_failures: IntCounterVec,
     /// `[reason]`.
     pub(super) duration: Vec<Histogram>,
     /// Sampled time of one session selection in the registry (lookup, and placement + pin on
@@ -96,6 +156,14 @@ impl UpstreamMetrics {
         let to = if up { "up" } else { "down" };
         self.health_transitions
             .with_label_values(&[upstream, backend, to])
+            .inc();
+    }
+
+    /// Count a failed active health check of `backend` (resolved on the spot: at most one per
+    /// backend and interval).
+    pub fn health_check_failed(&self, upstream: &str, backend: &str, why: CheckFailure) {
+        self.health_failures
+            .with_label_values(&[upstream, backend, why.as_str()])
             .inc();
     }
 

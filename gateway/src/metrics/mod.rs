@@ -10,7 +10,9 @@
 mod handles;
 pub mod tls;
 
-pub use handles::{BackendMetrics, Outcome, UpstreamMetrics};
+pub use handles::{
+    BackendMetrics, CheckFailure, Http2Errors, Outcome, UpstreamMetrics, HTTP2_ERRORS,
+};
 
 use berth_plugins::Invalid;
 use berth_routing::Reason;
@@ -48,6 +50,7 @@ pub struct Metrics {
     rebalanced: IntCounterVec,
     backend_up: IntGaugeVec,
     health_transitions: IntCounterVec,
+    health_failures: IntCounterVec,
     migrated: IntCounterVec,
     retries: IntCounterVec,
     duration: HistogramVec,
@@ -69,6 +72,8 @@ pub struct Metrics {
     pub upgrade_received: IntCounterVec,
     /// Pins of the old process not taken over, by upstream and why.
     pub upgrade_dropped: IntCounterVec,
+    /// HTTP/2 connections closed for a client's error, by reason.
+    pub http2_errors: std::sync::Arc<Http2Errors>,
     /// The TLS families, registered with the first TLS listener ([`Metrics::tls`]).
     tls: std::sync::OnceLock<tls::TlsFamilies>,
 }
@@ -140,7 +145,16 @@ impl Metrics {
             "Access-log lines not written: queue full (the writer fell behind) or write error.",
             &["why"],
         );
+        let http2_errors = counter_vec(
+            r,
+            "berth_http2_errors_total",
+            "HTTP/2 client connections Berth closed for the client's error (a GOAWAY with an error code): protocol_error, flow_control_error, frame_size_error, compression_error, enhance_your_calm (a flood of resets, settings or small frames), other.",
+            &["reason"],
+        );
         Metrics {
+            http2_errors: std::sync::Arc::new(Http2Errors(
+                HTTP2_ERRORS.map(|r| http2_errors.with_label_values(&[r])),
+            )),
             access_log_full: access_log_dropped.with_label_values(&["queue_full"]),
             access_log_write_error: access_log_dropped.with_label_values(&["write_error"]),
             duration,
@@ -188,6 +202,12 @@ impl Metrics {
                 "berth_health_transitions_total",
                 "Backend health changes (active checks and passive marking), by new state.",
                 &["upstream", "backend", "to"],
+            ),
+            health_failures: counter_vec(
+                r,
+                "berth_health_check_failures_total",
+                "Active health checks that failed, by reason: connect, timeout, tls (handshake or certificate), status (unexpected HTTP status), other.",
+                &["upstream", "backend", "reason"],
             ),
             migrated: counter_vec(
                 r,
@@ -287,6 +307,7 @@ impl Metrics {
             retry_connect: self.retries.with_label_values(&[upstream, "connect"]),
             retry_idempotent: self.retries.with_label_values(&[upstream, "idempotent"]),
             health_transitions: self.health_transitions.clone(),
+            health_failures: self.health_failures.clone(),
             duration: Reason::ALL
                 .iter()
                 .map(|r| self.duration.with_label_values(&[upstream, r.as_str()]))

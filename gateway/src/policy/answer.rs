@@ -2,7 +2,7 @@
 //! client (and whoever reads its logs) what happened and what to do.
 use super::Attempt;
 use crate::headers;
-use pingora_error::{Error, Result};
+use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, Session};
 
 /// Why the client-side limits refused a request (the `why` label of
@@ -51,6 +51,9 @@ pub enum Answer {
     NotRetried { status: u16 },
     /// The backend failed before answering (502).
     BackendFailed,
+    /// No TLS connection to the backend could be made: its certificate was not trusted or not
+    /// for the configured name, or the handshake failed (502).
+    BackendTls,
     /// Anything else that stopped the request before a response (status from the error).
     Failed { status: u16 },
 }
@@ -79,7 +82,7 @@ impl Answer {
             Answer::Refused(Limit::TooManyHeaders | Limit::HeadersTooLarge) => 431,
             Answer::Refused(Limit::AmbiguousLength) => 400,
             Answer::NoBackend | Answer::Full { .. } | Answer::Busy => 503,
-            Answer::BackendFailed => 502,
+            Answer::BackendFailed | Answer::BackendTls => 502,
             Answer::NotRetried { status } | Answer::Failed { status } => status,
         }
     }
@@ -118,6 +121,10 @@ impl Answer {
                  it)\n"
             }
             Answer::BackendFailed => "the backend failed before responding\n",
+            Answer::BackendTls => {
+                "no TLS connection to the backend could be made: its certificate was not \
+                 accepted (not trusted, or not for the configured name) or the handshake failed\n"
+            }
             Answer::Failed { .. } => "the request could not be proxied\n",
         }
     }
@@ -132,7 +139,14 @@ impl Answer {
     pub async fn after_error(session: &mut Session, e: &Error, a: &Attempt) -> FailToProxy {
         let code = headers::error_status(e);
         if code > 0 && session.response_written().is_none() {
-            let sent = Answer::after_failure(code, a).send(session).await;
+            let answer = match e.etype() {
+                ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert if code == 502 => {
+                    log::warn!("TLS to the backend failed: {e}");
+                    Answer::BackendTls
+                }
+                _ => Answer::after_failure(code, a),
+            };
+            let sent = answer.send(session).await;
             sent.unwrap_or_else(|err| log::debug!("error response not sent: {err}"));
         }
         FailToProxy {

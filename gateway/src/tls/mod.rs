@@ -37,6 +37,8 @@ pub struct TlsListener {
     /// Expiry gauges of the certificates loaded last (to drop the series of files no longer
     /// served).
     files: parking_lot::Mutex<Vec<String>>,
+    /// `http2` and `min_version` as started (a reload cannot change them).
+    negotiates: (bool, TlsVersion),
 }
 
 /// Every TLS listener of the process: what the TLS service accepts with, and what SIGHUP
@@ -104,6 +106,7 @@ impl Edge {
                     resolver,
                     metrics: families.listener(&l.addr),
                     files: Default::default(),
+                    negotiates: (t.http2, t.min_version),
                 };
                 listener.show(&families, &certs);
                 listener
@@ -129,6 +132,14 @@ impl Edge {
         let mut n = 0;
         for (l, certs) in running.iter().zip(loaded) {
             if let Some(t) = self.listeners.iter().find(|t| t.addr == l.addr) {
+                let tls = l.tls.as_ref().map(|c| (c.http2, c.min_version));
+                if tls != Some(t.negotiates) {
+                    log::warn!(
+                        "reload: {} tls.http2 / tls.min_version changed: that needs an upgrade \
+                         (berth -u); only its certificates were reloaded",
+                        t.addr
+                    );
+                }
                 t.resolver.replace(CertSet::new(&certs));
                 t.show(&self.families, &certs);
                 n += certs.len();

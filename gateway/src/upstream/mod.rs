@@ -50,6 +50,8 @@ pub struct Upstream {
     conn_limits: crate::conn_limit::ConnLimits,
     root_metrics: Arc<Metrics>,
     issues_sessions: bool,
+    /// The CA certificates of `tls.ca_file`, parsed once (shared by every peer template).
+    tls_ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
 }
 
 impl Upstream {
@@ -57,6 +59,7 @@ impl Upstream {
         let overlay = Arc::new(Overlay::new(conf.sessions));
         let plugin_names: Vec<&str> = conf.chain.plugins().iter().map(|p| p.name()).collect();
         let members = Members::new(&conf.backends);
+        let tls_ca = table::ca_of(&conf.settings);
         let up = Upstream {
             metrics: metrics.upstream(&conf.name, &plugin_names),
             issues_sessions: conf.chain.issues_sessions(),
@@ -70,9 +73,28 @@ impl Upstream {
             moved_pending: AtomicUsize::new(0),
             conn_limits: Default::default(),
             root_metrics: metrics.clone(),
+            tls_ca,
         };
         up.rebuild(&members);
         *up.members.lock() = members;
         up
+    }
+}
+
+impl Upstream {
+    /// An active health check of backend `id` failed for `why` (counted; the result itself
+    /// goes to [`Upstream::health_result`]).
+    pub fn health_check_failed(&self, id: &str, why: crate::metrics::CheckFailure) {
+        log::debug!(
+            "health check of {}/{id} failed: {}",
+            self.name,
+            why.as_str()
+        );
+        self.metrics.health_check_failed(&self.name, id, why);
+    }
+
+    /// The CA certificates of `tls.ca_file`, parsed once.
+    pub fn tls_ca(&self) -> Option<&Arc<pingora_core::protocols::tls::CaType>> {
+        self.tls_ca.as_ref()
     }
 }

@@ -6,7 +6,9 @@ use crate::conn_limit::ConnLimit;
 use crate::metrics::BackendMetrics;
 use berth_routing::{BackendSpec, Interner, Overlay, Router};
 use http::HeaderValue;
+use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +57,7 @@ impl BackendSet {
             .zip(limits)
             .map(|(b, conns)| Backend {
                 name: b.conf.id.as_str().into(),
-                peer: peer(b.conf.addr, s),
+                peer: peer(b.conf.addr, s, up.tls_ca.as_ref()),
                 metrics: up.root_metrics.backend(&up.name, &b.conf.id),
                 id_value: HeaderValue::from_str(&b.conf.id).ok(),
                 connect_failures: AtomicU32::new(0),
@@ -74,13 +76,44 @@ impl BackendSet {
     }
 }
 
-fn peer(addr: std::net::SocketAddr, s: &UpstreamSettings) -> HttpPeer {
-    let mut p = HttpPeer::new(addr, false, String::new());
+/// The connection template of a backend at `addr`. With `tls:`, TLS (HTTP/1.1 by ALPN) with the
+/// upstream's name, CA (`ca`, parsed once per upstream) and verification; its pool group key
+/// mixes in the TLS settings' digest, so connections verified against one CA or name are never
+/// handed to an upstream that trusts another (Pingora's reuse hash leaves the CA out).
+pub(super) fn peer(
+    addr: std::net::SocketAddr,
+    s: &UpstreamSettings,
+    ca: Option<&Arc<CaType>>,
+) -> HttpPeer {
+    let mut p = match &s.tls {
+        None => HttpPeer::new(addr, false, String::new()),
+        Some(tls) => {
+            let name = tls.sni.clone().unwrap_or_else(|| addr.ip().to_string());
+            let mut p = HttpPeer::new(addr, true, name);
+            p.options.verify_cert = tls.verify;
+            p.options.verify_hostname = tls.verify;
+            p.options.ca = ca.cloned();
+            // Connecting and the handshake together.
+            p.options.total_connection_timeout = Some(s.connect_timeout * 2);
+            p
+        }
+    };
     p.options.connection_timeout = Some(s.connect_timeout);
     p.options.read_timeout = Some(s.read_timeout);
     p.options.write_timeout = Some(s.read_timeout);
     // Pingora: an idle timeout of 0 means the connection is not pooled.
     p.options.idle_timeout = Some(s.pool.idle_timeout.unwrap_or(Duration::ZERO));
-    p.group_key = s.pool.group_key;
+    p.group_key = s.pool.group_key ^ s.tls.as_ref().map_or(0, |t| t.digest);
     p
+}
+
+/// The CA certificates of an upstream's `tls.ca_file`, as Pingora's connector takes them.
+pub(super) fn ca_of(s: &UpstreamSettings) -> Option<Arc<CaType>> {
+    let ders = s.tls.as_ref()?.ca.as_ref()?;
+    let certs: Vec<WrappedX509> = ders
+        .iter()
+        // Parsed once by the config reader: cannot fail here.
+        .map(|der| WrappedX509::new(der.clone(), parse_x509))
+        .collect();
+    Some(Arc::from(certs.into_boxed_slice()))
 }

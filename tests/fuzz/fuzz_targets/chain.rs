@@ -115,6 +115,7 @@ fuzz_target!(|input: Input<'_>| {
         now_unix: input.now,
         key_expires: found.key_expires(),
         session: found.affinity.map(|a| a.session_key()),
+        tls: input.now % 2 == 0,
     };
     chain.on_response(&d, found.decided_by, &mut resp, |_, _| {});
     for (_, v) in &resp.added {

@@ -114,6 +114,7 @@ fuzz_target!(|input: Input<'_>| match input {
             now_unix: now,
             key_expires: None,
             session: Some(SessionKey(7)),
+            tls: now % 2 == 0,
         };
         let (insert, learn) = plugins();
         let _ = learn.on_response(&d, &mut resp);

@@ -38,6 +38,7 @@ mod failover;
 mod harness_selftest;
 mod header_affinity;
 mod health;
+mod hostile_edge;
 mod hostile_http;
 mod http2;
 mod ip_affinity;
@@ -56,6 +57,7 @@ mod token_security;
 mod upgrade;
 mod upgrade_drain;
 mod upgrade_soak;
+mod upstream_tls;
 
 /// The layout of this test binary checks itself.
 mod layout {

@@ -321,6 +321,28 @@ fn health_transitions_are_counted() {
             ("berth_backend_up", &b1, 1.0),
         ],
     );
+    // The failed checks: each answered 503, none of another reason; b2 never failed one.
+    assert!(
+        sum(
+            &text,
+            "berth_health_check_failures_total",
+            &[b1[0], ("reason", "status")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        sum(&text, "berth_health_check_failures_total", &[b1[0]]),
+        sum(
+            &text,
+            "berth_health_check_failures_total",
+            &[b1[0], ("reason", "status")]
+        )
+    );
+    zero_or_unborn(
+        &text,
+        "berth_health_check_failures_total",
+        &[("backend", "b2")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A table of 5 pins: 8 sessions evict 3; after the idle TTL the sweeper expires the other 5.

@@ -42,7 +42,7 @@ fn curl_session(
     let jar = dir.join(format!("jar-{proto}-{n}"));
     let headers = dir.join(format!("headers-{proto}-{n}"));
     let mut args: Vec<String> = [
-        "-sk",
+        "-sSk",
         proto,
         "-c",
         jar.to_str().expect("utf-8 path"),
@@ -66,7 +66,11 @@ fn curl_session(
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "curl {proto} failed: {stderr}");
     let seen = std::fs::read_to_string(&headers).unwrap_or_default();
-    (stdout.lines().map(str::to_string).collect(), seen)
+    let mut lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    if !stderr.trim().is_empty() {
+        lines.push(format!("curl said: {}", stderr.trim()));
+    }
+    (lines, seen)
 }
 
 #[test]
@@ -97,9 +101,14 @@ fn curl_sessions_stick_over_tls_with_http1_and_http2() {
         }
         assert!(
             problems.is_empty(),
-            "{proto}: {} problem(s):\n  {}",
+            "{proto}: {} problem(s):\n  {}\nTLS handshake failures:\n{}",
             problems.len(),
-            berth_tests::first_n(&problems, 10)
+            berth_tests::first_n(&problems, 10),
+            gw.metrics()
+                .lines()
+                .filter(|l| l.starts_with("berth_tls_handshake_failures_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         let used = berth_tests::tally(
             sessions
@@ -477,4 +486,42 @@ fn an_upgrade_reads_the_certificates_again_and_refuses_broken_ones() {
         t.join().expect("a load thread");
     }
     check_runs(&runs, "new.berth", swapped);
+}
+
+/// Two TLS listeners, each with its own certificate: a connection gets the certificate of the
+/// listener it reached (Berth finds the listener by the socket's local address).
+#[test]
+fn each_tls_listener_serves_its_own_certificates() {
+    let backends = Backend::start_many(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let one = tls::self_signed(&["one.test"]).write(dir.path(), "one");
+    let two = tls::self_signed(&["two.test"]).write(dir.path(), "two");
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let (addr1, addr2) = (free_addr(), free_addr());
+    let yaml = config::app_config(&[], &specs);
+    let yaml = tls::with_listeners(
+        &yaml,
+        &[
+            tls::listener(addr1, &[&one], ""),
+            tls::listener(addr2, &[&two], ", http2: false"),
+        ],
+    );
+    let gw = Gateway::start(&yaml);
+    for _ in 0..5 {
+        for (addr, cn, alpn) in [(addr1, "one.test", "h2"), (addr2, "two.test", "http/1.1")] {
+            let (ok, v) = probe(addr, None, &["--http2"]);
+            assert!(ok, "{v}");
+            assert_eq!(tls::subject_cn(&v).as_deref(), Some(cn), "{v}");
+            assert_eq!(tls::alpn(&v).as_deref(), Some(alpn), "{v}");
+        }
+    }
+    for addr in [addr1, addr2] {
+        assert_eq!(
+            gw.metric(
+                "berth_tls_handshakes_total",
+                &[("listener", &addr.to_string())]
+            ),
+            5.0
+        );
+    }
 }

@@ -18,7 +18,29 @@ fn tls_handshakes_failures_and_certificate_expiry() {
         &config::header_app(&specs, &[]),
         &[tls::listener(tls_addr, &[&cert], "")],
     );
+    let yaml = config::set(&yaml, "listeners.0.h2c", "true");
     let gw = Gateway::start(&yaml);
+    // An HTTP/2 protocol error (DATA on stream 0, over h2c): a GOAWAY, counted.
+    assert_eq!(
+        sum(
+            &gw.metrics(),
+            "berth_http2_errors_total",
+            &[("reason", "protocol_error")]
+        ),
+        0.0
+    );
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(gw.addr).expect("connect");
+        c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0\0\0\x01\0\x01\0\0\0\0x")
+            .expect("write");
+        let _ = c.read_to_end(&mut Vec::new());
+    }
+    gw.wait_metric(
+        "berth_http2_errors_total",
+        &[("reason", "protocol_error")],
+        |v| v == 1.0,
+    );
     for proto in ["--http2", "--http1.1"] {
         let out = tls::curl(&[
             "-sk",

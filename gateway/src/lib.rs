@@ -82,6 +82,15 @@ pub fn main() -> i32 {
 pub fn main_with(registry: Registry) -> i32 {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // From here on a SIGHUP is a reload, applied once the reload service runs; not SIGHUP's
+    // default action (ending the process) while the configuration is read and Pingora starts.
+    let early_hangup = (!cli.test)
+        .then(|| {
+            reload::EarlyHangup::catch()
+                .map_err(|e| log::warn!("cannot catch SIGHUP while starting: {e}"))
+                .ok()
+        })
+        .flatten();
     // Validation comes first: with -u, an invalid file must leave the running Berth alone
     // (nothing is connected to, sent or taken before this point).
     // The certificate files of TLS listeners are part of the configuration: read and checked
@@ -111,7 +120,7 @@ pub fn main_with(registry: Registry) -> i32 {
         println!("berth: {} is valid", cli.conf);
         return 0;
     }
-    serve(config, certificates, &cli, registry)
+    serve(config, certificates, &cli, registry, early_hangup)
 }
 
 /// Start the server; returns only if it cannot start.
@@ -120,6 +129,7 @@ fn serve(
     certificates: Vec<Vec<tls::certs::Loaded>>,
     cli: &Cli,
     registry: Registry,
+    early_hangup: Option<reload::EarlyHangup>,
 ) -> i32 {
     let opt = Opt {
         upgrade: cli.upgrade,
@@ -271,6 +281,7 @@ fn serve(
         registry,
         access_log: access_log.clone(),
         edge,
+        early: early_hangup,
     };
     server.add_service(background_service("berth reload", reloader));
     if let Some(log) = access_log {

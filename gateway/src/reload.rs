@@ -9,6 +9,10 @@
 //! connections already open keep theirs. A certificate that cannot be used (unreadable, key
 //! not matching, expired) refuses the whole reload: nothing changes, the old certificates and
 //! backends keep serving.
+//!
+//! A SIGHUP that arrives while Berth is still starting (before this service runs) is neither
+//! fatal — SIGHUP's default action would end the process — nor lost: [`EarlyHangup`] catches it
+//! from the start of `serve`, and the reloader applies it once it runs.
 use crate::access_log::AccessLog;
 use crate::config;
 use crate::gateway::Gateway;
@@ -17,8 +21,31 @@ use async_trait::async_trait;
 use berth_plugins::Registry;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
+
+/// Catches SIGHUP from the start of `serve` until the reloader listens for it.
+#[derive(Debug)]
+pub struct EarlyHangup {
+    caught: Arc<AtomicBool>,
+    id: signal_hook::SigId,
+}
+
+impl EarlyHangup {
+    /// Install the catching action (it replaces SIGHUP's default: ending the process).
+    pub fn catch() -> std::io::Result<Self> {
+        let caught = Arc::new(AtomicBool::new(false));
+        let id = signal_hook::flag::register(signal_hook::consts::SIGHUP, caught.clone())?;
+        Ok(EarlyHangup { caught, id })
+    }
+
+    /// Stop catching (the caller listens by now); whether a SIGHUP came meanwhile.
+    fn finish(&self) -> bool {
+        signal_hook::low_level::unregister(self.id);
+        self.caught.swap(false, Ordering::SeqCst)
+    }
+}
 
 /// Listens for SIGHUP.
 pub struct Reloader {
@@ -29,6 +56,8 @@ pub struct Reloader {
     pub access_log: Option<Arc<AccessLog>>,
     /// The TLS listeners, whose certificates are re-read.
     pub edge: Option<Arc<Edge>>,
+    /// SIGHUPs that came before [`Reloader::start`] listened.
+    pub early: Option<EarlyHangup>,
 }
 
 #[async_trait]
@@ -41,6 +70,10 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
+        if self.early.as_ref().is_some_and(EarlyHangup::finish) {
+            log::info!("SIGHUP received while starting");
+            self.reload();
+        }
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,

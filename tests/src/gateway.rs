@@ -94,6 +94,27 @@ impl Gateway {
         unreachable!("the last attempt returns or panics")
     }
 
+    /// Start `berth` with `yaml`, and as soon as it has written its first log line (it is
+    /// still starting: the configuration read, Pingora's services not yet running) replace its
+    /// config with `then` and send SIGHUP; then wait until it serves, as [`Gateway::start`].
+    /// A SIGHUP this early must be a reload, not the end of the process.
+    pub fn start_with_early_sighup(yaml: &str, then: &str, env: &[(&str, &str)]) -> Gateway {
+        let (mut gw, full) = Gateway::prepare(yaml, env);
+        let log_path = gw.log_path.clone();
+        let child = gw.launch(&[], &log_path);
+        let pid = child.id();
+        gw.proc = Some(Proc::Child(child));
+        crate::wait_for(START_TIMEOUT, Duration::from_millis(1), || {
+            std::fs::metadata(&log_path)
+                .is_ok_and(|m| m.len() > 0)
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("berth (pid {pid}) wrote no log line in {START_TIMEOUT:?}"));
+        gw.rewrite_config(then);
+        crate::process::signal(pid, "HUP");
+        gw.ready_or_panic(&full)
+    }
+
     /// A gateway not started yet: temp dir, ports, config file written. Also returns the
     /// completed config.
     pub(crate) fn prepare(yaml: &str, env: &[(&str, &str)]) -> (Gateway, String) {
@@ -448,9 +469,8 @@ impl Gateway {
         std::fs::rename(&tmp, &self.config_path).expect("replace the config");
     }
 
-    /// Send SIGHUP (by PID, with `kill -HUP`) once the process handles it. Berth answers
-    /// `/healthz` before its reload service has installed its SIGHUP handler, and on a loaded
-    /// machine that can take seconds: a SIGHUP sent earlier would be lost (or kill it).
+    /// Send SIGHUP (by PID, with `kill -HUP`) once the process handles it (Berth catches it
+    /// from the start of its `main`; a SIGHUP before that would end the process).
     pub fn sighup(&self) {
         let proc = self.proc.as_ref().expect("the gateway is running");
         let pid = proc.pid();

@@ -191,6 +191,28 @@ fn adding_and_removing_backends_through_a_config_reload() {
     assert_eq!(moved, on_b2);
 }
 
+/// A SIGHUP that comes while Berth is still starting (systemd's `ExecReload` or a deploy tool
+/// right after a start) is a reload applied once Berth runs — not SIGHUP's default action,
+/// which ended the process before it listened for the signal.
+#[test]
+fn a_sighup_while_starting_is_applied_once_berth_runs() {
+    let backends = Backend::start_many(2);
+    let one: Vec<&Backend> = backends[..1].iter().collect();
+    let both: Vec<&Backend> = backends.iter().collect();
+    let mut gw = Gateway::start_with_early_sighup(
+        &config::header_app(&specs(&one), &[]),
+        &config::header_app(&specs(&both), &[]),
+        &[(berth_tests::admin::TOKEN_ENV, berth_tests::admin::TOKEN)],
+    );
+    gw.wait_backends(Duration::from_secs(15), |rows| {
+        rows.iter().any(|b| b.id == "b2")
+    })
+    .unwrap_or_else(|rows| panic!("b2 (added by the early SIGHUP) not listed: {rows:?}"));
+    assert!(gw.is_running());
+    let homes = new_homes(&gw, 0, 100);
+    assert_eq!(homes.len(), 2, "both backends take sessions: {homes:?}");
+}
+
 #[test]
 fn a_reload_with_an_invalid_config_changes_nothing_and_logs_the_errors() {
     let backends = Backend::start_many(3);

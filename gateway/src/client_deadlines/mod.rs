@@ -169,8 +169,10 @@ impl HeadDeadline {
             mut newlines,
         } = self.phase
         else {
-            if let Phase::Preface { matched } = self.phase {
-                self.observe_preface(usize::from(matched), bytes);
+            match self.phase {
+                Phase::Preface { matched } => self.observe_preface(usize::from(matched), bytes),
+                Phase::H2 => self.observe_h2_read(bytes),
+                _ => {}
             }
             return;
         };
@@ -206,6 +208,15 @@ impl HeadDeadline {
         self.phase = Phase::Head { started, newlines };
     }
 
+    /// Frame bytes an HTTP/2 client sent after its preface: the control-frame budget.
+    fn observe_h2_read(&mut self, bytes: &[u8]) {
+        if let Some(w) = self.h2.as_mut() {
+            if !bytes.is_empty() {
+                let _ = w.read(bytes);
+            }
+        }
+    }
+
     /// More bytes of a connection that may open with the HTTP/2 preface.
     fn observe_preface(&mut self, matched: usize, bytes: &[u8]) {
         let want = &H2_PREFACE[matched..];
@@ -221,6 +232,9 @@ impl HeadDeadline {
             };
             // The head clock starts at the first byte (stamped if a read has to wait).
             self.due = None;
+            if self.phase == Phase::H2 {
+                self.observe_h2_read(&bytes[n..]);
+            }
             return;
         }
         // Not HTTP/2: an HTTP/1.x head, of which `matched` bytes arrived before these.
@@ -299,6 +313,11 @@ impl AsyncRead for HeadDeadline {
             Poll::Ready(Ok(())) => {
                 let this = &mut *self;
                 this.observe_read(&buf.filled()[before..]);
+                if this.h2.as_ref().is_some_and(|w| w.flooded()) {
+                    return Poll::Ready(Err(io::Error::other(
+                        "HTTP/2 control frame flood (SETTINGS/PING over the budget)",
+                    )));
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),

@@ -64,20 +64,22 @@ impl CheckFailure {
 
 /// Reasons of `berth_http2_errors_total`, by the GOAWAY error code they stand for (RFC 9113
 /// §7): PROTOCOL_ERROR (1), FLOW_CONTROL_ERROR (3), FRAME_SIZE_ERROR (6), COMPRESSION_ERROR
-/// (9), ENHANCE_YOUR_CALM (11, floods), any other code.
-pub const HTTP2_ERRORS: [&str; 6] = [
+/// (9), ENHANCE_YOUR_CALM (11, floods), any other code; and `control_flood`: connections cut
+/// by Berth for a flood of SETTINGS or PING frames (`client_deadlines::h2::ControlBudget`).
+pub const HTTP2_ERRORS: [&str; 7] = [
     "protocol_error",
     "flow_control_error",
     "frame_size_error",
     "compression_error",
     "enhance_your_calm",
     "other",
+    "control_flood",
 ];
 
 /// `berth_http2_errors_total` by reason: HTTP/2 connections Berth's server closed for a
 /// client's error (a GOAWAY with an error code).
 #[derive(Debug)]
-pub struct Http2Errors(pub(super) [IntCounter; 6]);
+pub struct Http2Errors(pub(super) [IntCounter; 7]);
 
 impl Http2Errors {
     /// Count a GOAWAY with error `code` (not 0: NO_ERROR is a clean close).
@@ -91,6 +93,16 @@ impl Http2Errors {
             _ => 5,
         };
         self.0[i].inc();
+    }
+
+    /// Count a connection cut for a flood of control frames.
+    pub fn count_control_flood(&self) {
+        self.0[6].inc();
+    }
+
+    /// Connections cut for a flood of control frames so far.
+    pub fn control_floods(&self) -> u64 {
+        self.0[6].get()
     }
 }
 

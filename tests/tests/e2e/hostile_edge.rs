@@ -3,8 +3,9 @@
 //! that does not decode, an oversized frame) and floods (CONTINUATION frames, streams reset as
 //! soon as opened): each gets a clear close (a TLS alert, a GOAWAY with its error code) and is
 //! counted, the process keeps serving, and a client on another connection sees nothing. A
-//! SETTINGS flood is no protocol error: the server stops reading while its ACKs back up and
-//! closes the connection once idle (no stream) for `limits.keepalive_timeout`.
+//! flood of SETTINGS or PING frames (no protocol error: each is a valid frame the server must
+//! ACK) is cut by Berth's control-frame budget and counted as `control_flood`, whether or not
+//! the client reads its ACKs.
 use berth_tests::h2::{runtime, H2};
 use berth_tests::tls::{self, TestCa};
 use berth_tests::{config, free_addr, sessions, Backend, Gateway};
@@ -64,6 +65,24 @@ fn goaway(c: &mut TcpStream) -> Option<u32> {
         match c.read(&mut chunk) {
             Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Read frames until one that `wanted(type, flags)`: its payload; `None` when the connection
+/// ends first or sends a GOAWAY.
+fn next_frame(c: &mut TcpStream, wanted: impl Fn(u8, u8) -> bool) -> Option<Vec<u8>> {
+    loop {
+        let mut head = [0u8; 9];
+        c.read_exact(&mut head).ok()?;
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        c.read_exact(&mut payload).ok()?;
+        if head[3] == 0x7 {
+            return None;
+        }
+        if wanted(head[3], head[4]) {
+            return Some(payload);
         }
     }
 }
@@ -214,7 +233,7 @@ fn http2_protocol_errors_get_a_goaway_and_are_counted() {
 }
 
 #[test]
-fn a_reset_flood_is_cut_and_counted_and_a_settings_flood_throttled() {
+fn reset_settings_and_ping_floods_are_cut_and_counted() {
     let backends = Backend::start_many(1);
     let e = edge(&backends);
     // Rapid reset: 2,000 streams opened and reset at once, in one write.
@@ -231,25 +250,63 @@ fn a_reset_flood_is_cut_and_counted_and_a_settings_flood_throttled() {
         &[("reason", "enhance_your_calm")],
         |v| v >= 1.0,
     );
-    // A SETTINGS flood from a client that reads no ACK: the server stops reading when its
-    // ACKs back up, and closes the connection once idle (no stream) for keepalive_timeout.
+    let floods = |e: &Edge| {
+        e.gw.metric("berth_http2_errors_total", &[("reason", "control_flood")])
+    };
+    assert_eq!(floods(&e), 0.0);
+    // A SETTINGS flood from a client that reads no ACK: cut once over the budget (a burst of
+    // 100, then 10 per second), long before 10,000 frames.
     let mut c = h2c_raw(e.gw.addr);
     c.set_write_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let settings = frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]).repeat(1000);
-    let flooding = std::thread::spawn(move || {
-        let mut sent = 0usize;
-        while c.write_all(&settings).is_ok() {
-            sent += 1000;
-            if sent > 10_000_000 {
-                return Err(sent);
-            }
-        }
-        Ok(sent)
-    });
-    bystander(&e);
-    let sent = flooding.join().expect("the flooding thread");
-    assert!(sent.is_ok(), "10M SETTINGS frames taken in without closing");
+    let mut sent = 0usize;
+    while sent < 10_000_000 && c.write_all(&settings).is_ok() {
+        sent += 1000;
+    }
+    assert!(
+        sent < 10_000_000,
+        "10M SETTINGS frames taken in without closing"
+    );
+    e.gw.wait_metric(
+        "berth_http2_errors_total",
+        &[("reason", "control_flood")],
+        |v| v == 1.0,
+    );
+    // A PING flood from a client that reads every ACK: cut and counted the same.
+    let mut c = h2c_raw(e.gw.addr);
+    let reader = {
+        let mut r = c.try_clone().expect("clone");
+        std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()))
+    };
+    let pings = frame(0x6, 0, 0, &[1; 8]).repeat(50);
+    let mut sent = 0usize;
+    while sent < 1_000_000 && c.write_all(&pings).is_ok() {
+        sent += 50;
+    }
+    assert!(sent < 1_000_000, "1M PINGs answered without closing");
+    let _ = reader.join();
+    e.gw.wait_metric(
+        "berth_http2_errors_total",
+        &[("reason", "control_flood")],
+        |v| v == 2.0,
+    );
+    // A client that pings now and then is not cut: 30 PINGs, each after its ACK.
+    let mut c = h2c_raw(e.gw.addr);
+    for i in 0..30u8 {
+        c.write_all(&frame(0x6, 0, 0, &[i; 8])).expect("ping");
+        assert_eq!(
+            next_frame(&mut c, |kind, flags| kind == 0x6 && flags & 1 == 1),
+            Some(vec![i; 8]),
+            "the ACK of ping {i}"
+        );
+    }
+    c.write_all(&get(1)).expect("a request");
+    assert!(
+        next_frame(&mut c, |kind, _| kind == 0x1).is_some(),
+        "the pinger's request is answered"
+    );
+    assert_eq!(floods(&e), 2.0);
     bystander(&e);
 }
 

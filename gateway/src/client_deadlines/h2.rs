@@ -9,8 +9,9 @@
 //! not limit: SETTINGS and PING frames (each makes the server queue an ACK). A client that
 //! reads its ACKs can send them as fast as it likes; one that does not only stalls its own
 //! connection. [`ControlBudget`] allows a burst of [`CONTROL_BURST`] of them, refilled at
-//! [`CONTROL_PER_SECOND`]; a connection over it is cut and counted as `control_flood`. The
-//! clock is read only when such a frame arrives.
+//! [`CONTROL_PER_SECOND`] and whole whenever the server sends a DATA or HEADERS frame; a
+//! connection over it is cut and counted as `control_flood`. The clock is read only when such
+//! a frame arrives.
 use crate::metrics::Http2Errors;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -22,6 +23,8 @@ pub const CONTROL_PER_SECOND: u32 = 10;
 
 /// SETTINGS (RFC 9113 §6.5) and PING (§6.7); the ACK flag.
 const SETTINGS: u8 = 0x4;
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
 const PING: u8 = 0x6;
 const ACK: u8 = 0x1;
 
@@ -50,18 +53,24 @@ impl H2Watch {
         }
     }
 
-    /// Bytes the server wrote (in order, each exactly once).
+    /// Bytes the server wrote (in order, each exactly once). A DATA or HEADERS frame refills
+    /// the control-frame budget: a client may ping once per response it is receiving (gRPC's
+    /// bandwidth-delay probes do), the rule gRPC servers apply to pings too.
     pub fn written(&mut self, bytes: &[u8]) {
         let errors = &self.errors;
+        let mut answered = false;
         self.scan.feed(
             bytes,
-            |_, _| {},
+            |kind, _| answered |= kind == DATA || kind == HEADERS,
             |code| {
                 if code != 0 {
                     errors.count(code);
                 }
             },
         );
+        if answered {
+            self.budget.refill();
+        }
     }
 
     /// Frame bytes the client sent, after the preface (in order, each exactly once). `Err`
@@ -116,6 +125,11 @@ impl Default for ControlBudget {
 }
 
 impl ControlBudget {
+    /// The whole burst again.
+    pub fn refill(&mut self) {
+        self.tokens = CONTROL_BURST;
+    }
+
     /// One control frame at `now`: false when none is left.
     pub fn take(&mut self, now: Instant) -> bool {
         let last = *self.refilled.get_or_insert(now);
@@ -303,11 +317,21 @@ mod tests {
         }
         w.read(&burst).unwrap();
         assert_eq!(errors.control_floods(), 0);
+        // The server sends a response: the budget is whole again (gRPC pings per DATA).
+        w.written(&frame(HEADERS, &[0x88]));
+        w.read(&burst).unwrap();
+        w.written(&frame(DATA, b"body"));
+        w.read(&burst).unwrap();
+        assert_eq!(errors.control_floods(), 0);
         // 10,000 more at once: over the budget unless 1,000 s passed since the burst.
         assert_eq!(
             w.read(&frame(PING, &[0; 8]).repeat(10_000)),
             Err(ControlFlood)
         );
+        assert_eq!(errors.control_floods(), 1);
+        // Cut for good: counted once.
+        w.written(&frame(DATA, b"late"));
+        assert_eq!(w.read(&frame(PING, &[0; 8])), Err(ControlFlood));
         assert_eq!(errors.control_floods(), 1);
     }
 }

@@ -148,7 +148,7 @@ impl Metrics {
         let http2_errors = counter_vec(
             r,
             "berth_http2_errors_total",
-            "HTTP/2 client connections Berth closed for the client's error (a GOAWAY with an error code): protocol_error, flow_control_error, frame_size_error, compression_error, enhance_your_calm (a flood of resets or small frames), other; control_flood: cut by Berth for a flood of SETTINGS or PING frames (over a burst of 100, then 10 per second).",
+            "HTTP/2 client connections Berth closed for the client's error (a GOAWAY with an error code): protocol_error, flow_control_error, frame_size_error, compression_error, enhance_your_calm (a flood of resets or small frames), other; control_flood: cut by Berth for a flood of SETTINGS or PING frames (over a burst of 100, refilled at 10/s and by each response frame).",
             &["reason"],
         );
         Metrics {

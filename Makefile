@@ -113,13 +113,14 @@ bench-ab: deps peer-tools bare-pingora
 	  conf/bench/ab.sh
 
 ## bench-tls: TLS handshakes per second and CPU per request over HTTP/2, Berth (release, 1
-## thread) beside HAProxy on the same certificate, one run (conf/bench/tls.sh; h2load from
+## thread) beside bare Pingora (conf/bench/bare-tls.sh) and HAProxy on the same certificate, one run (conf/bench/tls.sh; h2load from
 ## Debian's nghttp2-client, installed when missing).
 bench-tls: deps peer-tools
 	@command -v h2load >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nghttp2-client; }
 	$(CARGO) build --release -p berth
-	BERTH=$(TARGET_DIR)/release/berth conf/bench/tls.sh
+	conf/bench/bare-tls.sh $(BARE_PINGORA_DIR)-tls
+	BERTH=$(TARGET_DIR)/release/berth BARE=$(BARE_PINGORA_DIR)-tls/target/release/bare-pingora conf/bench/tls.sh
 
 ## bench-instructions: the same workload under callgrind: user-space instructions and heap
 ## allocations per request, independent of the machine's load.

@@ -13,7 +13,9 @@
 #               system, from /proc/<pid>/stat) per handshake;
 #   requests:   `h2load -c 20 -m 10 -n REQUESTS` (20 connections, 10 streams each): requests/s
 #               and the gateway's CPU per request.
-# Prints a table and the ratios Berth / HAProxy; raw h2load output in $OUT.
+# With BARE=/path/to/bare-pingora built by conf/bench/bare-tls.sh, the bare Pingora reference
+# terminates TLS too, between the two (Pingora's own cost of the same path).
+# Prints a table and the ratios Berth / HAProxy (and Berth / bare Pingora); raw h2load output in $OUT.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PB=${PEERBENCH_DIR:-$HERE/../../../shared/bench/peerbench}
@@ -131,12 +133,23 @@ for _ in $(seq 1 100); do curl -skf -o /dev/null -H 'X-Session-Id: sid-00001' "h
 measure berth "$pid" "$BERTH_PORT"
 kill -TERM -- "-$pid" 2>/dev/null || true
 
+if [ -n "${BARE:-}" ]; then
+  BARE_PORT=18445
+  PB_LISTEN=127.0.0.1:$BARE_PORT PB_UPSTREAMS=$UPS PB_TLS_CERT=$RUN/bench.pem PB_TLS_KEY=$RUN/bench.key \
+    RUST_LOG=warn setsid taskset -c "$GW_CPU" "$BARE" >"$OUT/bare-pingora.log" 2>&1 &
+  pid=$!; track "$pid"
+  for _ in $(seq 1 100); do curl -skf -o /dev/null -H 'X-Session-Id: sid-00001' "https://127.0.0.1:$BARE_PORT/" && break; sleep 0.1; done
+  measure bare-pingora "$pid" "$BARE_PORT"
+  kill -TERM -- "-$pid" 2>/dev/null || true
+fi
+
 setsid taskset -c "$GW_CPU" haproxy -db -f "$RUN/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
 pid=$!; track "$pid"
 for _ in $(seq 1 100); do curl -skf -o /dev/null -H 'X-Session-Id: sid-00001' "https://127.0.0.1:$HAPROXY_PORT/" && break; sleep 0.1; done
 measure haproxy "$pid" "$HAPROXY_PORT"
 
 awk -F'\t' 'NR > 1 { hs[$1] = $3; req[$1] = $6 }
-  END { printf "ratio berth/haproxy: CPU per handshake %.2f, CPU per h2 request %.2f\n", hs["berth"] / hs["haproxy"], req["berth"] / req["haproxy"] }' \
+  END { printf "ratio berth/haproxy: CPU per handshake %.2f, CPU per h2 request %.2f\n", hs["berth"] / hs["haproxy"], req["berth"] / req["haproxy"]
+        if ("bare-pingora" in req) printf "ratio berth/bare-pingora: CPU per handshake %.2f, CPU per h2 request %.2f; bare-pingora/haproxy per h2 request %.2f\n", hs["berth"] / hs["bare-pingora"], req["berth"] / req["bare-pingora"], req["bare-pingora"] / req["haproxy"] }' \
   "$OUT/table.tsv" | tee -a "$OUT/table.tsv"
 log "results in $OUT"

@@ -35,7 +35,6 @@ PERF_SECONDS=${PERF_SECONDS:-10}
 OUT=${OUT:-/tmp/berth-ab/$(date +%Y%m%d-%H%M%S)}
 GWS=${GWS:?'GWS="name=command;name=command" (see the header of this file)'}
 mkdir -p "$OUT"
-NICE=$([ "$(id -u)" = 0 ] && echo -20 || echo 0)
 HZ=$(getconf CLK_TCK)
 TOOL=ab RUN_PREFIX=berth-ab-run
 # shellcheck source=conf/bench/common.sh
@@ -44,13 +43,11 @@ TOOL=ab RUN_PREFIX=berth-ab-run
 # start NAME CPUS cmd... : own session (killed by group), pinned, niced; pid in LAST_PID
 start() {
   local name=$1 cpus=$2; shift 2
-  setsid taskset -c "$cpus" nice -n "$NICE" "$@" >"$RUN/$name.out" 2>&1 &
-  LAST_PID=$!
-  track "$LAST_PID"
+  spawn "$RUN/$name.out" taskset -c "$cpus" "$@"
 }
 cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 
-start_backends taskset -c 1 nice -n "$NICE"
+start_backends taskset -c 1
 
 NAMES=(); declare -A PORT=() PID=()
 port=18090
@@ -73,7 +70,7 @@ done
 for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/" 60; done
 
 run_wrk() { # name seconds -> "rps reqs p99_us errors"
-  PB_IDS=10000 PB_SEED=42 taskset -c 1 nice -n "$NICE" wrk -t1 -c"$CONNS" -d"${2}s" --timeout 5s \
+  PB_IDS=10000 PB_SEED=42 detach taskset -c 1 wrk -t1 -c"$CONNS" -d"${2}s" --timeout 5s \
     -s "$PB/session.lua" "http://127.0.0.1:${PORT[$1]}/" 2>&1 | tee -a "$RUN/wrk.log" |
     awk '/^PB_RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
          print v["rps"], v["reqs"], v["p99_us"], v["err_connect"] + v["err_read"] + v["err_write"] + v["err_status"] + v["err_timeout"] }'

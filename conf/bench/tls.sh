@@ -100,7 +100,7 @@ HZ=$(getconf CLK_TCK)
 # measure NAME PID PORT: the two phases against one gateway; appends a row to $OUT/table.tsv.
 measure() {
   local name=$1 pid=$2 port=$3 url="https://127.0.0.1:$3/"
-  local h2=(taskset -c "$LOAD_CPU" h2load --connect-to "127.0.0.1:$port" --tls13-ciphers=TLS_AES_128_GCM_SHA256 -H 'X-Session-Id: sid-00042')
+  local h2=(detach taskset -c "$LOAD_CPU" h2load --connect-to "127.0.0.1:$port" --tls13-ciphers=TLS_AES_128_GCM_SHA256 -H 'X-Session-Id: sid-00042')
   "${h2[@]}" -c 20 -m 10 -n 20000 "https://bench.test:$port/" >"$OUT/$name-warmup.txt" 2>&1
   local t0 c0 t1 c1
   t0=$(date +%s.%N); c0=$(cpu_ticks "$pid")
@@ -127,8 +127,8 @@ measure() {
 
 printf 'gateway\thandshakes/s\tCPU us/handshake\tok\th2 req/s\tCPU us/request\tok\n' | tee "$OUT/table.tsv"
 
-RUST_LOG=warn setsid taskset -c "$GW_CPU" "$BERTH" -c "$RUN/berth.yaml" >"$OUT/berth.log" 2>&1 &
-pid=$!; track "$pid"
+RUST_LOG=warn spawn "$OUT/berth.log" taskset -c "$GW_CPU" "$BERTH" -c "$RUN/berth.yaml"
+pid=$LAST_PID
 for _ in $(seq 1 100); do curl -skf -o /dev/null -H 'X-Session-Id: sid-00001' "https://127.0.0.1:$BERTH_PORT/" && break; sleep 0.1; done
 measure berth "$pid" "$BERTH_PORT"
 kill -TERM -- "-$pid" 2>/dev/null || true
@@ -136,15 +136,15 @@ kill -TERM -- "-$pid" 2>/dev/null || true
 if [ -n "${BARE:-}" ]; then
   BARE_PORT=18445
   PB_LISTEN=127.0.0.1:$BARE_PORT PB_UPSTREAMS=$UPS PB_TLS_CERT=$RUN/bench.pem PB_TLS_KEY=$RUN/bench.key \
-    RUST_LOG=warn setsid taskset -c "$GW_CPU" "$BARE" >"$OUT/bare-pingora.log" 2>&1 &
-  pid=$!; track "$pid"
+    RUST_LOG=warn spawn "$OUT/bare-pingora.log" taskset -c "$GW_CPU" "$BARE"
+  pid=$LAST_PID
   for _ in $(seq 1 100); do curl -skf -o /dev/null -H 'X-Session-Id: sid-00001' "https://127.0.0.1:$BARE_PORT/" && break; sleep 0.1; done
   measure bare-pingora "$pid" "$BARE_PORT"
   kill -TERM -- "-$pid" 2>/dev/null || true
 fi
 
-setsid taskset -c "$GW_CPU" haproxy -db -f "$RUN/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
-pid=$!; track "$pid"
+spawn "$OUT/haproxy.log" taskset -c "$GW_CPU" haproxy -db -f "$RUN/haproxy.cfg"
+pid=$LAST_PID
 for _ in $(seq 1 100); do curl -skf -o /dev/null -H 'X-Session-Id: sid-00001' "https://127.0.0.1:$HAPROXY_PORT/" && break; sleep 0.1; done
 measure haproxy "$pid" "$HAPROXY_PORT"
 

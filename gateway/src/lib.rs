@@ -123,6 +123,16 @@ pub fn main_with(registry: Registry) -> i32 {
     serve(config, certificates, &cli, registry, early_hangup)
 }
 
+/// A client listener: TCP on `addr`, with `limits.read_buffer_bytes` of read buffer per
+/// connection instead of Pingora's 64 KiB.
+fn client_listener(addr: &str, gw: &gateway::Gateway) -> pingora_core::listeners::ListenerConfig {
+    use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings {
+        read: Some(gw.limits.read_buffer_bytes),
+        write: None,
+    })
+}
+
 /// Start the server; returns only if it cannot start.
 fn serve(
     mut config: config::Config,
@@ -227,14 +237,17 @@ fn serve(
     let plain = of_kind(false, false);
     if !plain.is_empty() {
         let mut service = Service::new("berth proxy".into(), guarded(false, false));
-        plain.iter().for_each(|addr| service.add_tcp(addr));
+        plain
+            .iter()
+            .for_each(|addr| service.add_listener(client_listener(addr, &gw)));
         server.add_service(service).add_dependency(&bootstrap);
     }
     let h2c = of_kind(true, false);
     if !h2c.is_empty() {
         let app = client_deadlines::H2c(Arc::new(guarded(false, true)));
         let mut service = Service::new("berth proxy h2c".into(), app);
-        h2c.iter().for_each(|addr| service.add_tcp(addr));
+        h2c.iter()
+            .for_each(|addr| service.add_listener(client_listener(addr, &gw)));
         server.add_service(service).add_dependency(&bootstrap);
     }
     if let Some(edge) = &edge {
@@ -244,7 +257,9 @@ fn serve(
             handshake_timeout: gw.limits.header_timeout,
         };
         let mut service = Service::new("berth proxy tls".into(), app);
-        edge.listeners.iter().for_each(|l| service.add_tcp(&l.addr));
+        edge.listeners
+            .iter()
+            .for_each(|l| service.add_listener(client_listener(&l.addr, &gw)));
         server.add_service(service).add_dependency(&bootstrap);
     }
 

@@ -9,6 +9,7 @@
 //! | `max_header_bytes` | 65536 | request line + header fields, in bytes → 431 |
 //! | `max_headers` | 100 | header fields → 431 |
 //! | `max_uri_bytes` | 8192 | request target → 414 |
+//! | `read_buffer_bytes` | 0 | user-space read buffer of each client connection (Pingora's default: 65536); 0 = none, reads go straight to the parser's buffer |
 use super::defaults;
 use berth_plugins::params::Obj;
 use std::time::Duration;
@@ -22,6 +23,9 @@ pub struct ClientLimits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_uri_bytes: usize,
+    /// The read buffer Pingora puts in front of each client connection's socket (kept for the
+    /// connection's life, idle or not).
+    pub read_buffer_bytes: usize,
 }
 
 impl Default for ClientLimits {
@@ -33,6 +37,7 @@ impl Default for ClientLimits {
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             max_headers: defaults::MAX_HEADERS,
             max_uri_bytes: defaults::MAX_URI_BYTES,
+            read_buffer_bytes: defaults::READ_BUFFER_BYTES,
         }
     }
 }
@@ -77,6 +82,7 @@ pub(super) fn read(top: &mut Obj<'_, '_>) -> ClientLimits {
         ),
         ("max_headers", &mut l.max_headers, 8, PINGORA_MAX_HEADERS),
         ("max_uri_bytes", &mut l.max_uri_bytes, 64, PINGORA_MAX_HEAD),
+        ("read_buffer_bytes", &mut l.read_buffer_bytes, 0, 1 << 20),
     ] {
         if let Some(n) = o.opt::<usize>(key) {
             if !(lo..=hi).contains(&n) {
@@ -109,7 +115,7 @@ mod tests {
         assert_eq!(parse("other: 1").0, ClientLimits::default());
         let (l, errs) = parse(
             "limits: {header_timeout: 2s, keepalive_timeout: 5s, body_timeout: 500ms, \
-             max_header_bytes: 4096, max_headers: 20, max_uri_bytes: 1024}",
+             max_header_bytes: 4096, max_headers: 20, max_uri_bytes: 1024, read_buffer_bytes: 16384}",
         );
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(l.header_timeout, Duration::from_secs(2));
@@ -118,6 +124,8 @@ mod tests {
             (l.max_header_bytes, l.max_headers, l.max_uri_bytes),
             (4096, 20, 1024)
         );
+        assert_eq!(l.read_buffer_bytes, 16384);
+        assert_eq!(ClientLimits::default().read_buffer_bytes, 0);
     }
 
     #[test]

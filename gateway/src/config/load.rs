@@ -122,10 +122,24 @@ fn read_server(v: &Value, errors: &mut Errors) -> Option<ServerConf> {
 /// a registration in a shared timer table each time a timed upstream read or pooled connection
 /// waits, i.e. on every request; Tokio's timers cost less there (measured: 2.4k fewer
 /// instructions per proxied request, `conf/bench/instructions.sh`).
+/// `upstream_keepalive_pool_size: 1024` (Pingora: 128) — idle upstream connections kept per
+/// worker thread. Beyond it a released connection is closed, and under many concurrent
+/// requests (2,000 client connections) 9% of requests opened a new backend connection
+/// (`make bench-tail`, system calls per request: `connect` 0.09 → 0 with 1,024).
+/// `work_stealing: false` when `threads: 1` — with one worker there is nothing to steal, and
+/// Tokio's multi-thread scheduler serves tasks unfairly once more are ready than its local
+/// queue holds (they wait in the global queue): p99 at 2,000 connections 572 ms against 173 ms
+/// on the single-thread scheduler Pingora uses without stealing (`conf/bench/ab.sh`).
 fn berth_server_defaults(mut conf: ServerConf, set: Option<&serde_yaml::Mapping>) -> ServerConf {
-    const TOKIO_TIMERS: &str = "fast_timeout_to_tokio_threshold_seconds";
-    if !set.is_some_and(|m| m.contains_key(TOKIO_TIMERS)) {
+    let is_set = |key: &str| set.is_some_and(|m| m.contains_key(key));
+    if !is_set("fast_timeout_to_tokio_threshold_seconds") {
         conf.fast_timeout_to_tokio_threshold_seconds = Some(0);
+    }
+    if !is_set("upstream_keepalive_pool_size") {
+        conf.upstream_keepalive_pool_size = defaults::UPSTREAM_KEEPALIVE_POOL_SIZE;
+    }
+    if !is_set("work_stealing") && conf.threads == 1 {
+        conf.work_stealing = false;
     }
     conf
 }

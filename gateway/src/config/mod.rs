@@ -279,4 +279,9 @@ pub mod defaults {
     pub const MAX_HEADER_BYTES: usize = 64 * 1024;
     pub const MAX_HEADERS: usize = 100;
     pub const MAX_URI_BYTES: usize = 8 * 1024;
+    /// No user-space read buffer per client connection (Pingora's 64 KiB one is most of an
+    /// idle keep-alive connection's memory; `make bench-tail`).
+    pub const READ_BUFFER_BYTES: usize = 0;
+    /// `server.upstream_keepalive_pool_size` (Pingora: 128; see `load::berth_server_defaults`).
+    pub const UPSTREAM_KEEPALIVE_POOL_SIZE: usize = 1024;
 }

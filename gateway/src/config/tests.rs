@@ -35,6 +35,29 @@ fn pingora_timers_default_to_tokio_unless_the_file_says_otherwise() {
 }
 
 #[test]
+fn one_worker_runs_without_work_stealing_and_the_pool_keeps_1024_unless_the_file_says_otherwise() {
+    let server = |yaml: &str| {
+        let s = config(yaml).server;
+        (s.threads, s.work_stealing, s.upstream_keepalive_pool_size)
+    };
+    assert_eq!(server(""), (1, false, 1024));
+    assert_eq!(server("server:\n  threads: 1\n"), (1, false, 1024));
+    assert_eq!(server("server:\n  threads: 4\n"), (4, true, 1024));
+    assert_eq!(
+        server("server:\n  threads: 1\n  work_stealing: true\n"),
+        (1, true, 1024)
+    );
+    assert_eq!(
+        server("server:\n  threads: 4\n  work_stealing: false\n"),
+        (4, false, 1024)
+    );
+    assert_eq!(
+        server("server:\n  upstream_keepalive_pool_size: 64\n"),
+        (1, false, 64)
+    );
+}
+
+#[test]
 fn forwarding_headers_are_on_unless_turned_off() {
     let up = |extra: &str| {
         let yaml = format!(

@@ -105,8 +105,9 @@ impl ProxyHttp for Proxy {
         _digest: Option<&Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let since = ctx.start;
         if let Some((upstream, set, attempt)) = ctx.routed() {
-            upstream.connected(set, attempt, reused);
+            upstream.connected(set, attempt, reused, since);
         }
         Ok(())
     }

@@ -137,6 +137,8 @@ pub struct UpstreamMetrics {
     pub(super) health_failures: IntCounterVec,
     /// `[reason]`.
     pub(super) duration: Vec<Histogram>,
+    /// `[reused, new]`.
+    pub(super) queueing: [Histogram; 2],
     /// Sampled time of one session selection in the registry (lookup, and placement + pin on
     /// a miss).
     pub registry_latency: Histogram,
@@ -182,6 +184,11 @@ impl UpstreamMetrics {
     /// Observe a routed request's duration (from its request header to its last byte sent).
     pub fn duration(&self, reason: Reason, elapsed: std::time::Duration) {
         self.duration[reason.index()].observe(elapsed.as_secs_f64());
+    }
+
+    /// Observe the time from a request's header to the backend connection it is written on.
+    pub fn queueing(&self, reused: bool, elapsed: std::time::Duration) {
+        self.queueing[usize::from(!reused)].observe(elapsed.as_secs_f64());
     }
 
     /// Count one affinity outcome.

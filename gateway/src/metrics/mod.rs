@@ -31,6 +31,12 @@ pub const DURATION_BUCKETS: [f64; 16] = [
     60.0,
 ];
 
+/// Upper bounds of `berth_request_queueing_seconds`, 50 µs to 10 s.
+pub const QUEUEING_BUCKETS: [f64; 17] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
 /// Upper bounds of `berth_registry_operation_duration_seconds`, 50 ns to 1 ms.
 pub const REGISTRY_BUCKETS: [f64; 10] = [
     5e-8, 1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 1e-4, 1e-3,
@@ -54,6 +60,7 @@ pub struct Metrics {
     migrated: IntCounterVec,
     retries: IntCounterVec,
     duration: HistogramVec,
+    queueing: HistogramVec,
     registry_latency: HistogramVec,
     affinity: IntCounterVec,
     failovers: IntCounterVec,
@@ -128,6 +135,17 @@ impl Metrics {
             "Time from a routed request's header to the last byte of its response, by routing reason.",
             &DURATION_BUCKETS,
         );
+        let queueing = registered(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "berth_request_queueing_seconds",
+                    "Time from a routed request's header to the backend connection it is written on (Berth's routing, the connection pool or a new connection, and waiting to be scheduled), by whether the connection was reused.",
+                )
+                .buckets(QUEUEING_BUCKETS.to_vec()),
+                &["upstream", "connection"],
+            ),
+        );
         let registry_latency = registered(
             r,
             HistogramVec::new(
@@ -158,6 +176,7 @@ impl Metrics {
             access_log_full: access_log_dropped.with_label_values(&["queue_full"]),
             access_log_write_error: access_log_dropped.with_label_values(&["write_error"]),
             duration,
+            queueing,
             registry_latency,
             affinity: counter_vec(
                 r,
@@ -312,6 +331,7 @@ impl Metrics {
                 .iter()
                 .map(|r| self.duration.with_label_values(&[upstream, r.as_str()]))
                 .collect(),
+            queueing: ["reused", "new"].map(|c| self.queueing.with_label_values(&[upstream, c])),
             registry_latency: self
                 .registry_latency
                 .with_label_values(&[upstream, "memory"]),

@@ -275,7 +275,12 @@ impl Upstream {
 impl Upstream {
     /// A connection to the attempt's backend is handed to the request (`reused` from the pool):
     /// counted, and the backend's passive failure streak ends.
-    pub fn connected(&self, set: &BackendSet, a: &Attempt, reused: bool) {
+    /// A connection to the chosen backend is ready; `since`: when the request's header was
+    /// read (for `berth_request_queueing_seconds`).
+    pub fn connected(&self, set: &BackendSet, a: &Attempt, reused: bool, since: Option<Instant>) {
+        if let Some(since) = since {
+            self.metrics.queueing(reused, since.elapsed());
+        }
         if let Some(d) = a.decision {
             set.backends[d.backend].metrics.connected(reused);
             self.connection_succeeded(set, d.backend);

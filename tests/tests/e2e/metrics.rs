@@ -153,6 +153,13 @@ fn ten_failovers_from_a_dead_backend_and_every_request_counted() {
             ),
             ("berth_registry_operations_total", &[("op", "remove")], 0.0),
             ("berth_upstream_connections_total", &[], requests),
+            // Every request was written on a connection: one queueing time each.
+            ("berth_request_queueing_seconds_count", &[app], requests),
+            (
+                "berth_request_queueing_seconds_bucket",
+                &[("le", "+Inf")],
+                requests,
+            ),
             ("berth_drain_remaining_sessions", &[], 0.0),
             // Every session was used within the active window (default 5 m).
             ("berth_sessions_active", &[app], k),
@@ -175,6 +182,23 @@ fn ten_failovers_from_a_dead_backend_and_every_request_counted() {
     // The duration histogram is cumulative and its sum is the time spent.
     let secs = sum(&text, "berth_request_duration_seconds_sum", &[]);
     assert!(secs > 0.0, "duration sum {secs}");
+    // The queueing histogram splits them as the connection counter does.
+    for (reused, connection) in [("true", "reused"), ("false", "new")] {
+        assert_eq!(
+            sum(
+                &text,
+                "berth_request_queueing_seconds_count",
+                &[("connection", connection)]
+            ),
+            sum(
+                &text,
+                "berth_upstream_connections_total",
+                &[("reused", reused)]
+            ),
+            "queueing times on {connection} connections"
+        );
+    }
+    assert!(sum(&text, "berth_request_queueing_seconds_sum", &[]) > 0.0);
     // New connections are exactly the connections the backends saw.
     for b in &backends {
         let new = sum(

@@ -1,0 +1,27 @@
+-- tail.lua: the peer harness's workload (../shared/bench/peerbench/session.lua: X-Session-Id
+-- from a pool of PB_IDS ids, fixed-seed PRNG, requests pre-formatted) with p99.9 in the
+-- result line, for conf/bench/tail.sh.
+local pool = tonumber(os.getenv("PB_IDS") or "10000")
+local seed = tonumber(os.getenv("PB_SEED") or "42")
+local reqs = {}
+
+function init(args)
+   math.randomseed(seed)
+   for k = 1, pool do
+      reqs[k] = wrk.format("GET", "/", { ["X-Session-Id"] = string.format("sid-%05d", k) })
+   end
+end
+
+function request()
+   return reqs[math.random(pool)]
+end
+
+function done(summary, latency, requests)
+   local e = summary.errors
+   io.write(string.format(
+      "TAIL_RESULT rps=%.1f p50_us=%d p99_us=%d p999_us=%d max_us=%d reqs=%d errors=%d\n",
+      summary.requests / (summary.duration / 1e6),
+      latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
+      latency.max, summary.requests,
+      e.connect + e.read + e.write + e.status + e.timeout))
+end

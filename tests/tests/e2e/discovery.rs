@@ -291,3 +291,22 @@ fn a_draining_backend_keeps_its_sessions_and_the_last_set_outlives_dns() {
     assert_eq!(homes.keys().collect::<Vec<_>>(), ["b2", "b3"], "{homes:?}");
     assert_eq!(gw.metric("berth_discovery_addresses", &[]), 2.0);
 }
+
+/// With an interval far too long to matter (1 h), a change is seen when the answer's TTL
+/// (1 s, `berth_tests::dns::TTL`) runs out: the records are re-resolved then.
+#[test]
+fn records_are_resolved_again_when_their_ttl_runs_out() {
+    let bs = backends(2);
+    let dns = DnsServer::start(NAME, &ips(&[&bs[0]]));
+    let yaml = dns_config(&dns, bs[0].addr.port(), "1h");
+    let gw = Gateway::start_with_admin(&config::set(
+        &yaml,
+        "upstreams.app.discovery.interval",
+        "1h",
+    ));
+    wait_members(&gw, &[&bs[0]], "active");
+    let asked = dns.queries();
+    dns.set(&ips(&[&bs[0], &bs[1]]));
+    wait_members(&gw, &[&bs[0], &bs[1]], "active");
+    assert!(dns.queries() > asked, "no new query reached the DNS server");
+}

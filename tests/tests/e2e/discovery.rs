@@ -4,8 +4,10 @@
 //! the port). A record that appears becomes a backend without moving a pinned session; one
 //! that disappears drains (its sessions stay while it answers) and, once drained, is removed
 //! and only its sessions move; with the DNS server answering nothing, or stopped, routing
-//! continues on the last set. Backend ids derive from the address: a second gateway names
-//! every backend alike and routes every session to the same backend.
+//! continues on the last set; a change is seen when the records' TTL runs out; and under
+//! load, not one request fails while backends come and go. Backend ids derive from the
+//! address: a second gateway names every backend alike and routes every session to the same
+//! backend.
 use berth_tests::admin::BackendInfo;
 use berth_tests::dns::DnsServer;
 use berth_tests::sessions::{self, Placed};
@@ -309,4 +311,68 @@ fn records_are_resolved_again_when_their_ttl_runs_out() {
     dns.set(&ips(&[&bs[0], &bs[1]]));
     wait_members(&gw, &[&bs[0], &bs[1]], "active");
     assert!(dns.queries() > asked, "no new query reached the DNS server");
+}
+
+/// Under load (every session visited again and again from 4 threads), DNS goes from 3 records
+/// to 4 and back to 3 with another one gone (drain deadline 1 s): not one request fails, every
+/// answer comes from the session's backend, except that the removed backend's sessions are
+/// each reassigned once, away from it.
+#[test]
+fn membership_follows_dns_under_load_without_a_failed_request() {
+    let bs = backends(4);
+    let dns = DnsServer::start(NAME, &ips(&[&bs[0], &bs[1], &bs[2]]));
+    let gw = Gateway::start_with_admin(&dns_config(&dns, bs[0].addr.port(), "1s"));
+    wait_members(&gw, &[&bs[0], &bs[1], &bs[2]], "active");
+    let id_b2 = ids(&gw, &bs)["b2"].clone();
+    let (mut placed, _) = open(&gw, 0, 100);
+    let on_b2 = placed.iter().filter(|p| p.home == "b2").count();
+    assert!(on_b2 > 0, "no session on b2");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (rounds, moved) = std::thread::scope(|s| {
+        s.spawn(|| {
+            dns.set(&ips(&[&bs[0], &bs[1], &bs[2], &bs[3]]));
+            wait_members(&gw, &[&bs[0], &bs[1], &bs[2], &bs[3]], "active");
+            dns.set(&ips(&[&bs[0], &bs[2], &bs[3]]));
+            wait_members(&gw, &[&bs[0], &bs[2], &bs[3]], "active");
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut rounds = 0;
+        let mut moved = 0;
+        loop {
+            let last = done.load(std::sync::atomic::Ordering::SeqCst);
+            let ids: Vec<String> = placed.iter().map(|p| p.id.clone()).collect();
+            let results = sessions::visit(&gw, &ids, THREADS, "/load");
+            let mut bad = Vec::new();
+            for (p, r) in placed.iter_mut().zip(&results) {
+                let check = match r {
+                    Ok(resp) if p.home == "b2" && resp.affinity() == "reassigned" => {
+                        if resp.status == 200 && resp.previous() == id_b2 && resp.backend() != "b2"
+                        {
+                            p.home = resp.backend().to_string();
+                            moved += 1;
+                            Ok(())
+                        } else {
+                            Err(format!("a bad move off b2: {}", resp.summary()))
+                        }
+                    }
+                    _ => sessions::check_sticky(r, &p.home),
+                };
+                if let Err(e) = check {
+                    bad.push(format!("{}: {e}", p.id));
+                }
+            }
+            assert!(bad.is_empty(), "round {rounds}:\n  {}", first_n(&bad, 10));
+            rounds += 1;
+            if last {
+                break (rounds, moved);
+            }
+        }
+    });
+    let on_b2_at_first = placed.iter().filter(|p| p.home == "b2").count();
+    assert_eq!(
+        on_b2_at_first, 0,
+        "sessions still on b2 after it was removed"
+    );
+    assert!(moved > 0, "no session was on b2 ({rounds} rounds)");
+    assert!(rounds >= 2, "{rounds} rounds");
 }

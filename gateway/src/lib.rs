@@ -5,7 +5,7 @@
 //! thin `ProxyHttp` ([`proxy`], which asks [`policy`] what a request may do) plus an admin
 //! listener ([`admin`]). Dependencies point one way: `config` and `metrics` depend on no other
 //! module; `upstream` on those two and `policy`; the services (`proxy`, `admin`, `handover`,
-//! `health`, `reload`, `upkeep`) on `gateway`.
+//! `health`, `discovery`, `reload`, `upkeep`) on `gateway`.
 //!
 //! Plugin authors build their own binary around [`main_with`]:
 //! ```no_run
@@ -20,6 +20,7 @@ pub mod admin;
 pub mod client_deadlines;
 pub mod config;
 pub mod conn_limit;
+pub mod discovery;
 pub mod gateway;
 pub mod handover;
 pub mod headers;
@@ -305,6 +306,9 @@ fn serve(
     }
     let checker = health::HealthChecker { gw: gw.clone() };
     server.add_service(background_service("berth health checks", checker));
+    if let Some(discoverer) = discovery::Discoverer::new(&gw) {
+        server.add_service(background_service("berth discovery", discoverer));
+    }
 
     log::info!(
         "berth: serving {} upstream(s) on {}; admin on {}",

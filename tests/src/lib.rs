@@ -8,6 +8,8 @@
 //! * [`Client`], [`User`], [`CookieJar`] — a small blocking HTTP/1.1 client (keep-alive, chunked,
 //!   source address 127.0.0.X) and a simulated browser;
 //! * [`browser::Browser`] — headless Chromium over WebDriver (installed on demand);
+//! * [`dns::DnsServer`] — a DNS server on 127.0.0.1 answering one name from a set the test
+//!   changes (hickory-server);
 //! * [`config`] — configs for one upstream `app`; [`token`] — craft signed cookie tokens;
 //!   [`tls`] — test certificates (rcgen), TLS listener configs, curl as a TLS client;
 //!   [`h2`] — an HTTP/2 client (h2c, or h2 over TLS);
@@ -36,6 +38,7 @@ pub mod browser;
 pub mod client;
 pub mod config;
 pub mod deploy;
+pub mod dns;
 pub mod gateway;
 pub mod h2;
 pub mod http;

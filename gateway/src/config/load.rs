@@ -8,6 +8,7 @@ use serde_yaml::Value;
 use std::net::SocketAddr;
 
 mod backends;
+mod discovery;
 mod listeners;
 mod placement;
 mod upstream_tls;
@@ -294,7 +295,10 @@ fn read_upstream(
         .unwrap_or(defaults::QUEUE_TIMEOUT);
     let forward_headers = o.opt::<bool>("forward_headers").unwrap_or(true);
     let tls = upstream_tls::read(&mut o);
-    let mut backends = read_backends(&mut o);
+    // Backends may be absent with `discovery:`, even one with mistakes (reported on their own).
+    let discovered = o.raw("discovery").is_some();
+    let discovery = discovery::read(&mut o);
+    let mut backends = read_backends(&mut o, discovered);
     for b in backends.iter_mut() {
         b.max_sessions = b.max_sessions.or(load.max_sessions);
         b.max_connections = b.max_connections.or(max_connections);
@@ -324,6 +328,7 @@ fn read_upstream(
             queue_timeout,
             forward_headers,
             tls,
+            discovery,
         },
         backends,
     })

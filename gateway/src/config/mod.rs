@@ -136,6 +136,45 @@ pub struct UpstreamSettings {
     pub forward_headers: bool,
     /// TLS to the backends (`tls:`); `None` = plain TCP.
     pub tls: Option<UpstreamTls>,
+    /// Backends found in DNS (`discovery:`); `None` = the file's backends only.
+    pub discovery: Option<DiscoveryConf>,
+}
+
+/// `discovery:` of an upstream: backends are the A/AAAA records of a DNS name (a Kubernetes
+/// headless service), re-resolved every `interval` and when the records' TTL expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConf {
+    /// The name whose A and AAAA records are the backends.
+    pub dns: String,
+    /// The port every discovered backend listens on.
+    pub port: u16,
+    /// Longest time between two resolutions (sooner when the records' TTL expires first).
+    pub interval: Duration,
+    /// The DNS server asked (UDP, then TCP for long answers); `None` = the system's
+    /// (`/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
+    /// How long one query may take.
+    pub timeout: Duration,
+    /// How long a backend whose record disappeared drains before its remaining sessions move.
+    pub drain_deadline: Duration,
+    /// Weight of every discovered backend.
+    pub weight: u32,
+    /// Key of the hash that names discovered backends (`id_secret_env`); empty = unkeyed.
+    pub id_key: IdKey,
+}
+
+/// The key of discovered backends' ids; never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct IdKey(pub Vec<u8>);
+
+impl std::fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "IdKey(none)"
+        } else {
+            "IdKey(…)"
+        })
+    }
 }
 
 /// `tls:` of an upstream: its backends are reached over TLS (and probed over TLS).
@@ -284,4 +323,11 @@ pub mod defaults {
     pub const READ_BUFFER_BYTES: usize = 0;
     /// `server.upstream_keepalive_pool_size` (Pingora: 128; see `load::berth_server_defaults`).
     pub const UPSTREAM_KEEPALIVE_POOL_SIZE: usize = 1024;
+    /// `discovery:` (see [`super::DiscoveryConf`]).
+    pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+    pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const DISCOVERY_DRAIN_DEADLINE: Duration = Duration::from_secs(5 * 60);
+    /// Ids of discovered backends start with this; file backends of an upstream with
+    /// `discovery:` may not.
+    pub const DISCOVERED_ID_PREFIX: &str = "dns-";
 }

@@ -77,3 +77,38 @@ fn forwarding_headers_are_on_unless_turned_off() {
     )
     .is_err());
 }
+
+#[test]
+fn discovery_defaults_and_backends_become_optional() {
+    let yaml = "upstreams:\n  app:\n    discovery: {dns: app.test, port: 8080}\n";
+    let c = parse(yaml, &Registry::builtin()).expect("valid config");
+    let up = &c.upstreams[0];
+    assert!(up.backends.is_empty());
+    let d = up.settings.discovery.as_ref().expect("discovery");
+    assert_eq!(
+        (d.dns.as_str(), d.port, d.resolver, d.weight),
+        ("app.test", 8080, None, 1)
+    );
+    assert_eq!(d.interval, super::defaults::DISCOVERY_INTERVAL);
+    assert_eq!(d.timeout, super::defaults::DISCOVERY_TIMEOUT);
+    assert_eq!(d.drain_deadline, super::defaults::DISCOVERY_DRAIN_DEADLINE);
+    assert!(d.id_key.0.is_empty());
+    assert_eq!(format!("{:?}", d.id_key), "IdKey(none)");
+    let yaml = "upstreams:\n  app:\n    discovery: {dns: app.test., port: 80, interval: 1s, \
+                resolver: \"127.0.0.1:5353\", timeout: 500ms, drain_deadline: 10m, weight: 3}\n    \
+                backends: [{id: b1, addr: \"10.0.0.1:80\"}]\n";
+    let c = parse(yaml, &Registry::builtin()).expect("valid config");
+    let up = &c.upstreams[0];
+    let d = up.settings.discovery.as_ref().expect("discovery");
+    assert_eq!(up.backends.len(), 1);
+    assert_eq!(d.resolver, Some("127.0.0.1:5353".parse().expect("ip:port")));
+    assert_eq!(
+        (
+            d.interval.as_millis(),
+            d.timeout.as_millis(),
+            d.drain_deadline.as_secs(),
+            d.weight
+        ),
+        (1000, 500, 600, 3)
+    );
+}

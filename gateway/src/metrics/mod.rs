@@ -7,6 +7,7 @@
 //! gateway's state when `/metrics` is scraped (sessions per backend, pins, drains) come from a
 //! [`prometheus::core::Collector`] the gateway registers with [`Metrics::register`]. This
 //! module depends on no other module of the gateway.
+pub mod discovery;
 mod handles;
 pub mod tls;
 
@@ -83,6 +84,9 @@ pub struct Metrics {
     pub http2_errors: std::sync::Arc<Http2Errors>,
     /// The TLS families, registered with the first TLS listener ([`Metrics::tls`]).
     tls: std::sync::OnceLock<tls::TlsFamilies>,
+    /// The DNS discovery families, registered with the first upstream that has `discovery:`
+    /// ([`Metrics::discovery`]).
+    discovery: std::sync::OnceLock<discovery::DiscoveryFamilies>,
 }
 
 /// Registers `c` (a new family with static, valid names) and returns it.
@@ -268,7 +272,17 @@ impl Metrics {
             ),
             registry,
             tls: std::sync::OnceLock::new(),
+            discovery: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The DNS discovery families, registered on first call (a Berth without `discovery:`
+    /// exports none of them).
+    pub fn discovery(&self) -> &discovery::DiscoveryFamilies {
+        self.discovery.get_or_init(|| {
+            discovery::DiscoveryFamilies::register(&self.registry)
+                .expect("metric names and labels are static and valid, registered once")
+        })
     }
 
     /// The TLS listeners' families, registered on first call (a Berth without a TLS listener

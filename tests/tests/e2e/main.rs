@@ -33,6 +33,7 @@ mod conn_limits;
 mod cookie_affinity;
 mod dashboard;
 mod deploy_files;
+mod discovery;
 mod drain;
 mod failover;
 mod harness_selftest;

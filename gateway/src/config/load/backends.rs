@@ -130,11 +130,18 @@ pub(super) fn read_sessions(up: &mut Obj<'_, '_>) -> OverlayConfig {
     cfg
 }
 
-pub(super) fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
+/// The file's backends. With `discovery:` (`discovered`) the list may be empty or absent, and
+/// ids with the discovered backends' prefix are refused (they would collide).
+pub(super) fn read_backends(up: &mut Obj<'_, '_>, discovered: bool) -> Vec<BackendConf> {
     let mut out: Vec<BackendConf> = Vec::new();
     let mut ids = HashSet::new();
     if up.raw("backends").is_none() {
-        up.error("backends", "is required: at least one backend");
+        if !discovered {
+            up.error(
+                "backends",
+                "is required: at least one backend (or `discovery:` to find them in DNS)",
+            );
+        }
         return out;
     }
     up.list("backends", |v, path, errors| {
@@ -153,6 +160,15 @@ pub(super) fn read_backends(up: &mut Obj<'_, '_>) -> Vec<BackendConf> {
                 );
             } else if !ids.insert(id.clone()) {
                 o.error("id", format!("duplicate backend id {id:?}"));
+            } else if discovered && id.starts_with(defaults::DISCOVERED_ID_PREFIX) {
+                o.error(
+                    "id",
+                    format!(
+                        "{id:?}: ids starting with {:?} are reserved for the backends `discovery:` \
+                         finds",
+                        defaults::DISCOVERED_ID_PREFIX
+                    ),
+                );
             }
         }
         let addr = o

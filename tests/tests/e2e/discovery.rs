@@ -376,3 +376,34 @@ fn membership_follows_dns_under_load_without_a_failed_request() {
     assert!(moved > 0, "no session was on b2 ({rounds} rounds)");
     assert!(rounds >= 2, "{rounds} rounds");
 }
+
+/// An upgrade (`berth -u`) hands the discovered backends over with the sessions: the new
+/// process recognises them by their ids (nothing added twice), every session stays on its
+/// backend, and it follows DNS from there (a record removed after the upgrade drains, then
+/// only its sessions move).
+#[test]
+fn an_upgrade_keeps_the_discovered_backends_and_their_sessions() {
+    let bs = backends(3);
+    let dns = DnsServer::start(NAME, &ips(&[&bs[0], &bs[1], &bs[2]]));
+    let mut gw = Gateway::start_with_admin(&dns_config(&dns, bs[0].addr.port(), "1s"));
+    wait_members(&gw, &[&bs[0], &bs[1], &bs[2]], "active");
+    let before = ids(&gw, &bs);
+    let (mut placed, _) = open(&gw, 0, SESSIONS);
+    let mut old = gw.upgrade();
+    old.wait_exit(Duration::from_secs(60));
+    let rows = wait_members(&gw, &[&bs[0], &bs[1], &bs[2]], "active");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(
+        ids(&gw, &bs),
+        before,
+        "the new process names the backends alike"
+    );
+    visit_all(&gw, &mut placed, None).unwrap_or_else(|e| panic!("after the upgrade: {e}"));
+    let id_b2 = before["b2"].clone();
+    let on_b2 = placed.iter().filter(|p| p.home == "b2").count();
+    dns.set(&ips(&[&bs[0], &bs[2]]));
+    wait_members(&gw, &[&bs[0], &bs[2]], "active");
+    let moved = visit_all(&gw, &mut placed, Some(("b2", &id_b2)))
+        .unwrap_or_else(|e| panic!("after b2's record went away: {e}"));
+    assert_eq!(moved, on_b2, "exactly b2's sessions move");
+}

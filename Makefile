@@ -7,7 +7,8 @@
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
 #   make bench-ab     Berth vs bare Pingora vs HAProxy, CPU per request, interleaved (conf/bench/ab.sh)
 #   make bench-instructions  instructions and allocations per request, Berth vs bare Pingora (callgrind)
-#   make bench-tls    TLS handshakes/s and CPU per HTTP/2 request, Berth vs HAProxy (conf/bench/tls.sh)
+#   make bench-tls    TLS handshakes/s and CPU per HTTP/2 request, Berth vs bare Pingora vs HAProxy (conf/bench/tls.sh)
+#   make bench-tail   p50/p99/p99.9 at 50, 1,000 and 5,000 connections and 10,000 idle + 200 active, Berth vs HAProxy, NGINX, bare Pingora (conf/bench/tail.sh)
 #   make lint    rustfmt check, clippy with warnings as errors, cargo-deny + cargo-audit
 #   make fmt     format the code
 #   make check-conf  validate every shipped config file with `berth -t`
@@ -23,10 +24,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-tail bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
-	@sed -n '3,16p' Makefile
+	@sed -n '3,17p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -121,6 +122,14 @@ bench-tls: deps peer-tools
 	$(CARGO) build --release -p berth
 	conf/bench/bare-tls.sh $(BARE_PINGORA_DIR)-tls
 	BERTH=$(TARGET_DIR)/release/berth BARE=$(BARE_PINGORA_DIR)-tls/target/release/bare-pingora conf/bench/tls.sh
+
+## bench-tail: tail latency under many connections (conf/bench/tail.sh): the peer harness's
+## workload at CONNS_LIST (50 1000 5000) connections through Berth, HAProxy, NGINX and bare
+## Pingora, each alone on core 0, in one run; then 10,000 idle + 200 active connections
+## (Berth, NGINX, bare Pingora): active p99 with and without the idle ones, RSS per idle one.
+bench-tail: deps peer-tools bare-pingora
+	$(CARGO) build --release -p berth
+	BERTH=$(TARGET_DIR)/release/berth BARE=$(BARE_PINGORA_DIR)/release/bare-pingora conf/bench/tail.sh
 
 ## bench-instructions: the same workload under callgrind: user-space instructions and heap
 ## allocations per request, independent of the machine's load.

@@ -51,7 +51,7 @@ start_backends taskset -c 1
 group_ticks() {
   local s=0 f
   for f in /proc/[0-9]*/stat; do
-    read -r -a st <"$f" 2>/dev/null || continue
+    read -r -a st 2>/dev/null <"$f" || continue
     # Fields after the command name (which has no spaces for these programs): 5 = pgrp.
     [ "${st[4]}" = "$1" ] && s=$((s + st[13] + st[14]))
   done

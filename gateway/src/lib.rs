@@ -31,6 +31,7 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod tls;
+pub mod tunnel;
 pub mod upkeep;
 pub mod upstream;
 pub mod views;

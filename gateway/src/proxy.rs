@@ -5,7 +5,7 @@ use crate::access_log::{AccessLog, Record};
 use crate::gateway::Gateway;
 use crate::headers;
 use crate::policy::{Answer, Attempt};
-use crate::upstream::{BackendSet, Upstream};
+use crate::upstream::{BackendSet, Upstream, WsRequest};
 use crate::views::ReqView;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -35,6 +35,8 @@ pub struct Ctx {
     start: Option<Instant>,
     /// Its connection slot on the backend (`max_connections`), freed when the context drops.
     slot: Option<crate::conn_limit::Slot>,
+    /// An upgrade request (WebSocket), then its socket.
+    ws: Option<WsRequest>,
 }
 
 impl Ctx {
@@ -78,6 +80,9 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         ctx.set = Some(set);
+        if session.is_upgrade_req() {
+            ctx.ws = Some(upstream.upgrade_request());
+        }
         Ok(false)
     }
 
@@ -88,12 +93,17 @@ impl ProxyHttp for Proxy {
             set: Some(set),
             attempt,
             slot,
+            ws,
             ..
         } = ctx
         else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
-        upstream.peer(set, attempt, slot, &self.gw.clock).await
+        let mut peer = upstream.peer(set, attempt, slot, &self.gw.clock).await?;
+        if ws.is_some() {
+            Upstream::upgrade_peer(&mut peer);
+        }
+        Ok(peer)
     }
 
     async fn connected_to_upstream(
@@ -154,14 +164,40 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn response_filter(
+    /// Before Pingora checks a `101`: one to a request that asked for no upgrade is counted.
+    async fn upstream_response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some((upstream, set, attempt)) = ctx.routed() {
-            upstream.on_response(set, attempt, resp, &self.gw.clock, self.tls);
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.ws.is_none() {
+            if let Some(upstream) = &ctx.upstream {
+                upstream.unasked_upgrade();
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Ctx {
+            upstream: Some(upstream),
+            set: Some(set),
+            attempt,
+            ws,
+            ..
+        } = ctx
+        else {
+            return Ok(());
+        };
+        upstream.on_response(set, attempt, resp, &self.gw.clock, self.tls);
+        if ws.is_some() {
+            upstream.upgrade_answered(set, attempt, ws, resp.status.as_u16(), session);
         }
         Ok(())
     }
@@ -182,12 +218,15 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         // One clock read: the routing core's `now` and the request's duration.
         let end = Instant::now();
         let status = session.response_written().map(|r| r.status.as_u16());
         let elapsed = ctx.start.map(|t| end.saturating_duration_since(t));
         if let Some(upstream) = &ctx.upstream {
+            if let Some(ws) = ctx.ws.take() {
+                upstream.upgrade_ended(ws, e);
+            }
             let now = self.gw.clock.at(end);
             upstream.end(ctx.set.as_deref(), &ctx.attempt, status, elapsed, now);
         }

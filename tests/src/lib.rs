@@ -45,6 +45,7 @@ pub mod sessions;
 pub mod tls;
 pub mod token;
 pub mod upgrade;
+pub mod websocket;
 
 pub use backend::Backend;
 pub use client::{Client, CookieJar, Request, Response, SetCookie, User};

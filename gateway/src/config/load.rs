@@ -11,6 +11,7 @@ mod backends;
 mod listeners;
 mod placement;
 mod upstream_tls;
+mod websocket;
 use backends::{read_backends, read_health, read_passive, read_sessions};
 use listeners::read_listeners;
 use placement::{read_load, read_pool};
@@ -280,6 +281,7 @@ fn read_upstream(
         .unwrap_or(defaults::QUEUE_TIMEOUT);
     let forward_headers = o.opt::<bool>("forward_headers").unwrap_or(true);
     let tls = upstream_tls::read(&mut o);
+    let websocket = websocket::read_websocket(&mut o);
     let mut backends = read_backends(&mut o);
     for b in backends.iter_mut() {
         b.max_sessions = b.max_sessions.or(load.max_sessions);
@@ -310,6 +312,7 @@ fn read_upstream(
             queue_timeout,
             forward_headers,
             tls,
+            websocket,
         },
         backends,
     })

@@ -136,6 +136,18 @@ pub struct UpstreamSettings {
     pub forward_headers: bool,
     /// TLS to the backends (`tls:`); `None` = plain TCP.
     pub tls: Option<UpstreamTls>,
+    /// Upgraded connections (`websocket:`).
+    pub websocket: WebSocketConf,
+}
+
+/// `websocket:` of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketConf {
+    /// No byte in either direction for this long closes a socket (and bounds the wait for the
+    /// answer to an upgrade request).
+    pub idle_timeout: Duration,
+    /// A socket whose client takes no data for this long is closed.
+    pub send_timeout: Duration,
 }
 
 /// `tls:` of an upstream: its backends are reached over TLS (and probed over TLS).
@@ -268,6 +280,9 @@ pub mod defaults {
     pub const REBALANCE_RATE: u32 = 100;
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+    /// `websocket.idle_timeout`, `websocket.send_timeout`.
+    pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const WEBSOCKET_SEND_TIMEOUT: Duration = Duration::from_secs(60);
     /// Longest backend id; ids appear in cookies and metric labels.
     pub const MAX_ID_LEN: usize = berth_plugins::token::MAX_ID_LEN;
     /// `access_log.queue`: lines waiting for the writer.

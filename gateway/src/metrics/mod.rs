@@ -9,10 +9,12 @@
 //! module depends on no other module of the gateway.
 mod handles;
 pub mod tls;
+pub mod websocket;
 
 pub use handles::{
     BackendMetrics, CheckFailure, Http2Errors, Outcome, UpstreamMetrics, HTTP2_ERRORS,
 };
+pub use websocket::{CloseWhy, UpgradeFailure};
 
 use berth_plugins::Invalid;
 use berth_routing::Reason;
@@ -76,6 +78,7 @@ pub struct Metrics {
     pub http2_errors: std::sync::Arc<Http2Errors>,
     /// The TLS families, registered with the first TLS listener ([`Metrics::tls`]).
     tls: std::sync::OnceLock<tls::TlsFamilies>,
+    websockets: websocket::WebSocketFamilies,
 }
 
 /// Registers `c` (a new family with static, valid names) and returns it.
@@ -151,7 +154,10 @@ impl Metrics {
             "HTTP/2 client connections Berth closed for the client's error (a GOAWAY with an error code): protocol_error, flow_control_error, frame_size_error, compression_error, enhance_your_calm (a flood of resets, settings or small frames), other.",
             &["reason"],
         );
+        let websockets = websocket::WebSocketFamilies::register(r)
+            .expect("metric names and labels are static and valid, registered once");
         Metrics {
+            websockets,
             http2_errors: std::sync::Arc::new(Http2Errors(
                 HTTP2_ERRORS.map(|r| http2_errors.with_label_values(&[r])),
             )),
@@ -283,6 +289,7 @@ impl Metrics {
                 self.connections
                     .with_label_values(&[upstream, backend, reused])
             }),
+            websockets: self.websockets.backend(upstream, backend),
         }
     }
 
@@ -318,6 +325,7 @@ impl Metrics {
             affinity: Outcome::ALL
                 .map(|o| self.affinity.with_label_values(&[upstream, o.as_str()])),
             failovers: self.failovers.clone(),
+            websockets: self.websockets.upstream(upstream),
         }
     }
 

@@ -58,6 +58,7 @@ mod upgrade;
 mod upgrade_drain;
 mod upgrade_soak;
 mod upstream_tls;
+mod websocket;
 
 /// The layout of this test binary checks itself.
 mod layout {

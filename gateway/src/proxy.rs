@@ -164,7 +164,8 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// Before Pingora checks a `101`: one to a request that asked for no upgrade is counted.
+    /// A `101` to a request that asked for no upgrade is refused (Pingora 0.9.1 would pass it
+    /// on and turn the client's connection into a tunnel): a 502, counted.
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -173,7 +174,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.ws.is_none() {
             if let Some(upstream) = &ctx.upstream {
-                upstream.unasked_upgrade();
+                return upstream.unasked_upgrade();
             }
         }
         Ok(())

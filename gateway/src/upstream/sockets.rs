@@ -141,12 +141,17 @@ impl Upstream {
         self.metrics.websockets.closed(why).inc();
     }
 
-    /// A request that asked for no upgrade got `101` from its backend (refused by Pingora with
-    /// a 502): counted.
-    pub fn unasked_upgrade(&self) {
+    /// A request that asked for no upgrade got `101` from its backend: counted, and the error
+    /// that refuses it (the client gets a 502; the backend's connection is not reused).
+    pub fn unasked_upgrade(&self) -> pingora_error::Result<()> {
         self.metrics
             .websockets
             .failed(UpgradeFailure::Unasked)
             .inc();
+        Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            "the backend answered 101 Switching Protocols to a request that asked for no upgrade",
+        )
+        .map_err(|e| e.into_up())
     }
 }

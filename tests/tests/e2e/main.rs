@@ -59,6 +59,8 @@ mod upgrade_drain;
 mod upgrade_soak;
 mod upstream_tls;
 mod websocket;
+mod websocket_bad_input;
+mod websocket_upgrade;
 
 /// The layout of this test binary checks itself.
 mod layout {

@@ -37,6 +37,8 @@ pub struct Ctx {
     slot: Option<crate::conn_limit::Slot>,
     /// An upgrade request (WebSocket), then its socket.
     ws: Option<WsRequest>,
+    /// The backend answered 101 to a request that asked for no upgrade: not retried elsewhere.
+    unasked_101: bool,
 }
 
 impl Ctx {
@@ -144,9 +146,10 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        let unasked_101 = ctx.unasked_101;
         let retry = ctx.routed().is_some_and(|(upstream, set, attempt)| {
             headers::conceal_peer(&mut e, &peer._address, upstream.backend_name(set, attempt));
-            upstream.proxy_failure(attempt, session, &e, client_reused)
+            !unasked_101 && upstream.proxy_failure(attempt, session, &e, client_reused)
         });
         e.set_retry(retry);
         e
@@ -174,6 +177,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.ws.is_none() {
             if let Some(upstream) = &ctx.upstream {
+                ctx.unasked_101 = true;
                 return upstream.unasked_upgrade();
             }
         }

@@ -33,7 +33,8 @@
 //!   `X-Seen-*` headers of the request. `/ws?flood` floods the client instead.
 //!   `GET /__count?ws` — sockets accepted so far; `GET /__count?ws_open` — open now.
 //!   An upgrade request to any other path is answered as a plain request (refused: no `101`).
-//! * `/__unasked101` answers `101 Switching Protocols` to any request, then closes.
+//! * `/__unasked101` (counted only by path) answers `101 Switching Protocols` to any request,
+//!   then closes.
 use berth_tests::http::{self, Head};
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
@@ -179,6 +180,7 @@ fn serve(stream: TcpStream, state: &State) -> io::Result<()> {
             return websocket(stream, early, state, &head, target.ends_with("?flood"));
         }
         if path == "/__unasked101" {
+            bump(&state.by_path, path);
             writer.write_all(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             )?;

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 /// The TLS families (a gateway with a TLS listener).
 mod tls;
+/// The WebSocket families.
+mod websocket;
 
 /// Scrape `/metrics` and require `promtool check metrics` to pass on it.
 fn scrape(gw: &Gateway) -> String {
@@ -567,8 +569,13 @@ fn every_family_is_documented_and_asserted() {
 
     // Named in this file outside this test: in an `expect` table, `sum`, `wait_metric` or
     // `zero_or_unborn` of a scenario above.
-    // `tls.rs` first: only the text before this test counts.
-    let source = [include_str!("metrics/tls.rs"), include_str!("metrics.rs")].concat();
+    // `tls.rs` and `websocket.rs` first: only the text before this test counts.
+    let source = [
+        include_str!("metrics/tls.rs"),
+        include_str!("metrics/websocket.rs"),
+        include_str!("metrics.rs"),
+    ]
+    .concat();
     let others = &source[..source
         .find("fn every_family_is_documented_and_asserted")
         .expect("this test is in metrics.rs")];

@@ -104,8 +104,12 @@ fn a_101_nobody_asked_for_is_a_502_and_counted() {
     gw.wait_metric("berth_websocket_upgrades_failed_total", failed, |v| {
         v == 1.0
     });
-    // The demo backend does not count /__unasked101; nothing else reached any backend.
+    // Only the session's backend saw it: it is not retried on another backend.
     only_home_grew(&backends, &before, &home, 0);
+    for b in &backends {
+        let want = u64::from(b.name == home);
+        assert_eq!(b.count_path("/__unasked101"), want, "at {}", b.name);
+    }
     assert_eq!(gw.metric("berth_websockets_total", &[UP]), 0.0);
 }
 

@@ -27,7 +27,7 @@ fn scrape(gw: &Gateway) -> String {
 }
 
 /// `(metric, labels it must have, expected sum)`.
-type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+pub(crate) type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
 
 /// Assert that each `(metric, labels, value)` holds in `text`.
 fn expect(text: &str, want: &[Want<'_>]) {

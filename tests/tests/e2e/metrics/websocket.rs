@@ -1,7 +1,7 @@
 //! `/metrics` for WebSockets: sockets open and opened per backend, sockets ended by why, upgrade
 //! requests that did not become a socket. Part of `metrics.rs` (its coverage test reads this
 //! file too).
-use super::{expect, scrape};
+use super::{expect, scrape, Want};
 use berth_tests::h2::runtime;
 use berth_tests::websocket::{self as ws, Read2};
 use berth_tests::{config, sessions, Backend, Gateway};
@@ -29,7 +29,7 @@ fn websocket_families() {
     .to_vec();
     let text = scrape(&gw);
     let upstream = [up];
-    let mut want: Vec<(&str, &[(&str, &str)], f64)> = vec![
+    let mut want: Vec<Want<'_>> = vec![
         ("berth_websockets_open", &upstream, 0.0),
         ("berth_websockets_total", &upstream, 0.0),
         ("berth_websocket_upgrades_failed_total", &upstream, 0.0),

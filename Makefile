@@ -65,6 +65,7 @@ run: build demo-cert
 	done; \
 	echo "Berth on http://localhost:8080 (HTTP/1.1 and h2c) and https://127.0.0.1:8443 (TLS, HTTP/2; self-signed: $(DEMO_TLS_DIR)/berth-demo.pem); admin/metrics on http://127.0.0.1:9180."; \
 	echo "Try: curl -i localhost:8080/   curl -k -i https://127.0.0.1:8443/   curl --http2-prior-knowledge -i localhost:8080/"; \
+	echo "WebSocket: $(TARGET_DIR)/debug/berth-ws ws://localhost:8080/ws -H 'X-Session-Id: alice'"; \
 	$(TARGET_DIR)/debug/berth -c conf/berth.yaml & pids="$$pids $$!"; \
 	wait $$!
 

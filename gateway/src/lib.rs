@@ -21,6 +21,7 @@ pub mod client_deadlines;
 pub mod config;
 pub mod conn_limit;
 pub mod gateway;
+pub mod grpc;
 pub mod handover;
 pub mod headers;
 pub mod health;

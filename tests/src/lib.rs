@@ -37,6 +37,7 @@ pub mod client;
 pub mod config;
 pub mod deploy;
 pub mod gateway;
+pub mod grpc;
 pub mod h2;
 pub mod http;
 pub mod metrics;

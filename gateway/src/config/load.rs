@@ -282,6 +282,7 @@ fn read_upstream(
     let forward_headers = o.opt::<bool>("forward_headers").unwrap_or(true);
     let tls = upstream_tls::read(&mut o);
     let websocket = websocket::read_websocket(&mut o);
+    let protocol = websocket::read_protocol(&mut o, tls.is_some());
     let mut backends = read_backends(&mut o);
     for b in backends.iter_mut() {
         b.max_sessions = b.max_sessions.or(load.max_sessions);
@@ -313,6 +314,7 @@ fn read_upstream(
             forward_headers,
             tls,
             websocket,
+            protocol,
         },
         backends,
     })

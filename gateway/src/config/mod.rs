@@ -138,6 +138,19 @@ pub struct UpstreamSettings {
     pub tls: Option<UpstreamTls>,
     /// Upgraded connections (`websocket:`).
     pub websocket: WebSocketConf,
+    /// How requests reach the backends (`protocol`).
+    pub protocol: UpstreamProtocol,
+}
+
+/// `protocol` of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (default).
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`; needs `tls:`), e.g. gRPC.
+    H2,
+    /// HTTP/2 with prior knowledge in clear text, e.g. gRPC.
+    H2c,
 }
 
 /// `websocket:` of an upstream.

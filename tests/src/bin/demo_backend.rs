@@ -33,6 +33,9 @@
 //!   `X-Seen-*` headers of the request. `/ws?flood` floods the client instead.
 //!   `GET /__count?ws` — sockets accepted so far; `GET /__count?ws_open` — open now.
 //!   An upgrade request to any other path is answered as a plain request (refused: no `101`).
+//! * A connection that opens with the HTTP/2 preface (h2c with prior knowledge) is a gRPC
+//!   echo (`berth_tests::grpc`): unary and server-streaming calls, trailers; counted once per
+//!   connection.
 //! * `/__unasked101` (counted only by path) answers `101 Switching Protocols` to any request,
 //!   then closes.
 use berth_tests::http::{self, Head};
@@ -131,9 +134,31 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// True when the connection opens with the HTTP/2 preface (waits for its first 24 bytes, or
+/// for the first one that departs from it).
+fn opens_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf)?;
+        if n == 0 || buf[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Serve one connection until the client closes it or asks to.
 fn serve(stream: TcpStream, state: &State) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    if opens_with_h2_preface(&stream)? {
+        state.requests.fetch_add(1, Ordering::SeqCst);
+        berth_tests::grpc::serve_h2c(stream, state.name.clone());
+        return Ok(());
+    }
     let peer = stream.peer_addr()?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = BufWriter::new(stream);

@@ -23,7 +23,7 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-websocket bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
 	@sed -n '3,16p' Makefile
@@ -121,6 +121,13 @@ bench-tls: deps peer-tools
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nghttp2-client; }
 	$(CARGO) build --release -p berth
 	BERTH=$(TARGET_DIR)/release/berth conf/bench/tls.sh
+
+## bench-websocket: memory per open idle WebSocket through Berth and HAProxy, 9,000 sockets each
+## by default: 2 descriptors per socket under a 20,000 descriptor limit (conf/bench/websocket.sh;
+## SOCKETS=N to change).
+bench-websocket: deps peer-tools
+	$(CARGO) build --release -p berth -p berth-tests --bins
+	BIN=$(TARGET_DIR)/release conf/bench/websocket.sh
 
 ## bench-instructions: the same workload under callgrind: user-space instructions and heap
 ## allocations per request, independent of the machine's load.

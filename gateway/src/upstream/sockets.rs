@@ -128,6 +128,8 @@ impl Upstream {
     /// The request of `ws` is over (`e`: how it failed, if it did): its socket, if one was
     /// opened, is closed and counted by why.
     pub fn upgrade_ended(&self, ws: WsRequest, e: Option<&Error>) {
+        // The connection's next request (after an upgrade that failed) is no upgrade.
+        tunnel::publish(None);
         let Some(id) = ws.id else { return };
         if let Some(o) = self.sockets.open.lock().remove(&id) {
             o.gauge.dec();

@@ -106,3 +106,53 @@ fn no_backend_is_grpc_status_14_not_a_text_body() {
         1.0
     );
 }
+
+/// `protocol: h2`: HTTP/2 over TLS to the backend — here a second Berth terminating TLS (ALPN
+/// h2, certificate for `backend.test` from a test CA) in front of a gRPC echo spoken to over
+/// h2c. Calls and their trailers cross both.
+#[test]
+fn h2_over_tls_to_the_backends_carries_calls_and_trailers() {
+    use berth_tests::tls::{self, TestCa};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new("berth grpc CA");
+    let ca_file = dir.path().join("ca.pem");
+    ca.write(&ca_file);
+    let demo = Backend::start("d1");
+    let cert = ca.leaf(&["backend.test"]).write(dir.path(), "backend");
+    let backend_addr = berth_tests::free_addr();
+    let inner = config::app_config(&[], &[demo.spec()]);
+    let inner = config::set(&inner, "upstreams.app.protocol", "h2c");
+    let inner = tls::with_listeners(&inner, &[tls::listener(backend_addr, &[&cert], "")]);
+    let backend = Gateway::start(&inner);
+    let yaml = config::app_config(
+        &[config::header_plugin(sessions::HEADER)],
+        &[("g1".to_string(), backend_addr)],
+    );
+    let mut yaml = config::set(&yaml, "listeners", "[{addr: \"127.0.0.1:0\", h2c: true}]");
+    for (path, value) in [
+        ("upstreams.app.protocol", "h2".to_string()),
+        (
+            "upstreams.app.tls",
+            format!("{{sni: backend.test, ca_file: {ca_file:?}}}"),
+        ),
+    ] {
+        yaml = config::set(&yaml, path, &value);
+    }
+    let gw = Gateway::start(&yaml);
+    let rt = runtime();
+    rt.block_on(async {
+        for id in sessions::ids(0, 5) {
+            let md = [(sessions::HEADER, id.as_str())];
+            let unary = call(gw.addr, UNARY, &md, b"over tls").await;
+            let r = ok(&unary);
+            assert_eq!(r.messages[0], &b"d1:over tls"[..], "{r:?}");
+            assert_eq!(r.trailer("x-backend-trailer"), "d1", "{r:?}");
+            let streamed = call(gw.addr, STREAM, &md, b"10").await;
+            let r = ok(&streamed);
+            assert_eq!(r.messages.len(), 10, "{r:?}");
+        }
+    });
+    // The front Berth reached its backend over TLS with ALPN h2.
+    let handshakes = backend.metric("berth_tls_handshakes_total", &[("alpn", "h2")]);
+    assert!(handshakes >= 1.0, "{handshakes}");
+}

@@ -83,7 +83,9 @@ impl ProxyHttp for Proxy {
         }
         ctx.set = Some(set);
         if session.is_upgrade_req() {
-            ctx.ws = Some(upstream.upgrade_request());
+            if let Some(conn) = session.as_downstream().stream().map(|s| s.id()) {
+                ctx.ws = Some(upstream.upgrade_request(conn));
+            }
         }
         Ok(false)
     }

@@ -1,7 +1,7 @@
 //! A WebSocket (any HTTP/1.1 `Upgrade`) between the proxy, which knows which backend a socket
 //! reached, and the client connection's wrapper (`client_deadlines`), which owns the
-//! client's bytes. A [`Tunnel`] is made by the proxy for an upgrade request and published to
-//! the connection's task ([`publish`]); the wrapper picks it up ([`current`]) and from then on:
+//! client's bytes. A [`Tunnel`] is made by the proxy for an upgrade request and published for
+//! the client connection ([`publish`]); the wrapper picks it up ([`current`]) and from then on:
 //!
 //! * times the socket's idleness: no byte in either direction for [`Tunnel::idle`] ends it
 //!   (Pingora's own read timeouts would cut a socket that is quiet in one direction only, and
@@ -13,10 +13,10 @@
 //! It depends on `metrics` only (for [`CloseWhy`]).
 pub use crate::metrics::CloseWhy;
 use atomic_waker::AtomicWaker;
-use std::cell::RefCell;
-use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::Context;
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ pub struct Tunnel {
     closed: AtomicU8,
     /// The connection's task, woken by [`Tunnel::close`].
     waker: AtomicWaker,
+    /// Its upgrade request waits for the backend's answer.
+    waiting: AtomicBool,
 }
 
 impl Tunnel {
@@ -37,6 +39,7 @@ impl Tunnel {
             idle,
             closed: AtomicU8::new(0),
             waker: AtomicWaker::new(),
+            waiting: AtomicBool::new(false),
         }
     }
 
@@ -67,27 +70,57 @@ impl Tunnel {
     }
 }
 
-tokio::task_local! {
-    /// The tunnel of the request the connection's task is serving, if it is an upgrade.
-    static CURRENT: RefCell<Option<Arc<Tunnel>>>;
+/// Upgrade requests and their sockets by client connection (the connection's descriptor: unique
+/// while the connection is open, and an entry is withdrawn before the request's connection is
+/// dropped): the proxy publishes, the connection's wrapper looks up — when a `101` is written,
+/// and, while some upgrade request waits for its answer, when a request's body read waits.
+/// Plain requests touch nothing here but one atomic load on a body read that has to wait.
+struct Registry {
+    by_connection: Mutex<HashMap<i32, Arc<Tunnel>>>,
+    /// Upgrade requests published and not yet answered.
+    waiting: AtomicUsize,
 }
 
-/// Run a client connection's future (`fut`) with a place for its tunnel. HTTP/1.x requests of a
-/// connection are served inside the task that runs this future, so the proxy's hooks and the
-/// connection's wrapper meet there.
-pub fn scope<F: Future>(fut: F) -> impl Future<Output = F::Output> {
-    CURRENT.scope(RefCell::new(None), fut)
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
+    by_connection: Mutex::new(HashMap::new()),
+    waiting: AtomicUsize::new(0),
+});
+
+/// Make `t` the tunnel of the upgrade request connection `conn` is serving now.
+pub fn publish(conn: i32, t: Arc<Tunnel>) {
+    t.waiting.store(true, Ordering::Release);
+    REGISTRY.waiting.fetch_add(1, Ordering::AcqRel);
+    if let Some(old) = REGISTRY.by_connection.lock().insert(conn, t) {
+        answered(&old);
+    }
 }
 
-/// Make `t` the current request's tunnel (`None`: no tunnel, e.g. the backend refused the
-/// upgrade). Outside [`scope`] (an HTTP/2 stream) nothing happens.
-pub fn publish(t: Option<Arc<Tunnel>>) {
-    let _ = CURRENT.try_with(|c| *c.borrow_mut() = t);
+/// The backend answered `t`'s upgrade request (with a `101` or not).
+pub fn answered(t: &Tunnel) {
+    if t.waiting.swap(false, Ordering::AcqRel) {
+        REGISTRY.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
-/// The tunnel the proxy published for this connection's current request.
-pub fn current() -> Option<Arc<Tunnel>> {
-    CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+/// The request of connection `conn` is over: its tunnel, if any, is withdrawn.
+pub fn withdraw(conn: i32) {
+    if let Some(old) = REGISTRY.by_connection.lock().remove(&conn) {
+        answered(&old);
+    }
+}
+
+/// The tunnel published for connection `conn`.
+pub fn current(conn: i32) -> Option<Arc<Tunnel>> {
+    REGISTRY.by_connection.lock().get(&conn).cloned()
+}
+
+/// The tunnel of connection `conn` if its upgrade request still waits for its answer (one
+/// atomic load when no upgrade request waits anywhere).
+pub fn waiting(conn: i32) -> Option<Arc<Tunnel>> {
+    if REGISTRY.waiting.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    current(conn).filter(|t| t.waiting.load(Ordering::Acquire))
 }
 
 #[cfg(test)]
@@ -108,20 +141,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn published_within_the_scope_only() {
+    #[test]
+    fn published_per_connection_and_withdrawn() {
         let t = Arc::new(Tunnel::new(Duration::from_secs(1)));
-        publish(Some(t.clone()));
-        assert!(current().is_none(), "no scope: nothing kept");
-        let seen = scope(async {
-            assert!(current().is_none());
-            publish(Some(t.clone()));
-            let seen = current();
-            publish(None);
-            (seen, current())
-        })
-        .await;
-        assert!(seen.0.is_some_and(|s| Arc::ptr_eq(&s, &t)));
-        assert!(seen.1.is_none());
+        // Descriptors no real connection of this test process has.
+        let (a, b) = (-1000, -1001);
+        assert!(current(a).is_none());
+        publish(a, t.clone());
+        assert!(current(a).is_some_and(|s| Arc::ptr_eq(&s, &t)));
+        assert!(waiting(a).is_some());
+        assert!(current(b).is_none());
+        answered(&t);
+        assert!(waiting(a).is_none(), "answered: no longer waiting");
+        assert!(current(a).is_some(), "still the connection's socket");
+        withdraw(a);
+        assert!(current(a).is_none());
     }
 }

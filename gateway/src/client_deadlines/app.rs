@@ -56,7 +56,7 @@ impl<A: ServerApp + Send + Sync + 'static> Guarded<A> {
         } else {
             HeadDeadline::new(stream, self.deadlines)
         };
-        crate::tunnel::scope(self.inner.process_new(Box::new(guarded), shutdown)).await
+        self.inner.process_new(Box::new(guarded), shutdown).await
     }
 
     /// The connection of an h2c listener: HTTP/1.1, or HTTP/2 with prior knowledge.
@@ -68,7 +68,7 @@ impl<A: ServerApp + Send + Sync + 'static> Guarded<A> {
         let guarded =
             HeadDeadline::expecting_preface(stream, self.deadlines, self.h2_errors.clone());
         let peeked: Stream = Box::new(preface::Peeked::new(guarded));
-        crate::tunnel::scope(self.inner.process_new(peeked, shutdown)).await
+        self.inner.process_new(peeked, shutdown).await
     }
 }
 
@@ -98,7 +98,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let guarded: Stream = Box::new(HeadDeadline::new(stream, self.deadlines));
-        crate::tunnel::scope(self.inner.process_new(guarded, shutdown)).await
+        self.inner.process_new(guarded, shutdown).await
     }
 
     /// Pingora calls this once every accept loop of the service has ended (`Service::

@@ -258,7 +258,7 @@ impl HeadDeadline {
                 self.phase = match crate::headers::status_of(bytes) {
                     Some(101) => {
                         if self.tunnel.is_none() {
-                            self.tunnel = tunnel::current();
+                            self.tunnel = tunnel::current(self.inner.id());
                         }
                         Phase::Tunnel
                     }
@@ -288,7 +288,7 @@ impl HeadDeadline {
             Phase::Body | Phase::Tunnel => {
                 if self.phase == Phase::Body && self.tunnel.is_none() {
                     // An upgrade request waiting for its answer is timed like its socket.
-                    self.tunnel = tunnel::current();
+                    self.tunnel = tunnel::waiting(self.inner.id());
                 }
                 match &self.tunnel {
                     Some(t) => ("WebSocket idle", t.idle),

@@ -330,15 +330,15 @@ async fn the_h2c_peek_stops_where_the_bytes_depart_from_the_preface() {
     );
 }
 
-/// A connection whose upgrade request was answered 101, with `t` published for it (inside a
-/// tunnel scope, as every client connection is).
+/// A connection whose upgrade request was answered 101, with `t` published for it.
 async fn upgraded(s: &mut HeadDeadline, client: &mut TcpStream, t: &Arc<Tunnel>) {
-    crate::tunnel::publish(Some(t.clone()));
+    crate::tunnel::publish(s.inner.id(), t.clone());
     client
         .write_all(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
         .await
         .unwrap();
     read_n(s, 60).await.unwrap();
+    crate::tunnel::answered(t);
     s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
         .await
         .unwrap();
@@ -347,7 +347,7 @@ async fn upgraded(s: &mut HeadDeadline, client: &mut TcpStream, t: &Arc<Tunnel>)
 
 #[tokio::test]
 async fn a_tunnel_lives_while_either_side_talks_and_ends_when_idle() {
-    crate::tunnel::scope(async {
+    {
         let (mut s, mut client) = pair().await;
         let t = Arc::new(Tunnel::new(Duration::from_millis(1500)));
         upgraded(&mut s, &mut client, &t).await;
@@ -372,13 +372,12 @@ async fn a_tunnel_lives_while_either_side_talks_and_ends_when_idle() {
             .unwrap();
         assert_eq!(n, 0);
         assert_eq!(t.closed(), Some(CloseWhy::IdleTimeout));
-    })
-    .await;
+    }
 }
 
 #[tokio::test]
 async fn a_tunnel_closed_from_outside_ends_its_reads_and_writes() {
-    crate::tunnel::scope(async {
+    {
         let (mut s, mut client) = pair().await;
         let t = Arc::new(Tunnel::new(Duration::from_secs(3600)));
         upgraded(&mut s, &mut client, &t).await;
@@ -400,16 +399,15 @@ async fn a_tunnel_closed_from_outside_ends_its_reads_and_writes() {
             .expect_err("writes fail once closed");
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
         assert_eq!(t.closed(), Some(CloseWhy::DrainDeadline));
-    })
-    .await;
+    }
 }
 
 #[tokio::test]
 async fn a_refused_upgrade_leaves_a_plain_connection() {
-    crate::tunnel::scope(async {
+    {
         let (mut s, mut client) = pair().await;
         let t = Arc::new(Tunnel::new(Duration::from_millis(100)));
-        crate::tunnel::publish(Some(t.clone()));
+        crate::tunnel::publish(s.inner.id(), t.clone());
         client
             .write_all(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n")
             .await
@@ -422,6 +420,5 @@ async fn a_refused_upgrade_leaves_a_plain_connection() {
         assert!(s.tunnel.is_none(), "no tunnel after a refused upgrade");
         // Timed as a keep-alive connection again (the idle deadline, 300 ms), not the tunnel's.
         times_out(&mut s).await;
-    })
-    .await;
+    }
 }

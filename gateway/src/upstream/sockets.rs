@@ -35,6 +35,8 @@ struct Open {
 /// An upgrade request on its way, then its socket.
 pub struct WsRequest {
     tunnel: Arc<Tunnel>,
+    /// Its client connection (see [`crate::tunnel`]).
+    conn: i32,
     /// Its entry in [`Sockets`] once the backend answered `101`.
     id: Option<u64>,
 }
@@ -67,12 +69,16 @@ impl Sockets {
 }
 
 impl Upstream {
-    /// An upgrade request was routed: its tunnel, published to its connection (see
-    /// [`crate::tunnel`]).
-    pub fn upgrade_request(&self) -> WsRequest {
+    /// An upgrade request on client connection `conn` was routed: its tunnel, published for
+    /// the connection (see [`crate::tunnel`]).
+    pub fn upgrade_request(&self, conn: i32) -> WsRequest {
         let tunnel = Arc::new(Tunnel::new(self.settings.websocket.idle_timeout));
-        tunnel::publish(Some(tunnel.clone()));
-        WsRequest { tunnel, id: None }
+        tunnel::publish(conn, tunnel.clone());
+        WsRequest {
+            tunnel,
+            conn,
+            id: None,
+        }
     }
 
     /// The peer of an upgrade request: no read timeout (Pingora would apply it to the socket's
@@ -99,12 +105,13 @@ impl Upstream {
         let (Some(w), Some(d)) = (ws.as_mut(), a.decision) else {
             return;
         };
+        tunnel::answered(&w.tunnel);
         if status != 101 {
             self.metrics
                 .websockets
                 .failed(UpgradeFailure::Refused)
                 .inc();
-            tunnel::publish(None);
+            tunnel::withdraw(w.conn);
             *ws = None;
             return;
         }
@@ -129,7 +136,7 @@ impl Upstream {
     /// opened, is closed and counted by why.
     pub fn upgrade_ended(&self, ws: WsRequest, e: Option<&Error>) {
         // The connection's next request (after an upgrade that failed) is no upgrade.
-        tunnel::publish(None);
+        tunnel::withdraw(ws.conn);
         let Some(id) = ws.id else { return };
         if let Some(o) = self.sockets.open.lock().remove(&id) {
             o.gauge.dec();

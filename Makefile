@@ -8,6 +8,7 @@
 #   make bench-ab     Berth vs bare Pingora vs HAProxy, CPU per request, interleaved (conf/bench/ab.sh)
 #   make bench-instructions  instructions and allocations per request, Berth vs bare Pingora (callgrind)
 #   make bench-tls    TLS handshakes/s and CPU per HTTP/2 request, Berth vs bare Pingora vs HAProxy (conf/bench/tls.sh)
+#   make bench-websocket  memory per open idle WebSocket, Berth vs HAProxy (conf/bench/websocket.sh)
 #   make bench-tail   p50/p99/p99.9 at 50, 1,000 and 5,000 connections and 10,000 idle + 200 active, Berth vs HAProxy, NGINX, bare Pingora (conf/bench/tail.sh)
 #   make lint    rustfmt check, clippy with warnings as errors, cargo-deny + cargo-audit
 #   make fmt     format the code
@@ -24,10 +25,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-tail bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-tail bench-websocket bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
-	@sed -n '3,17p' Makefile
+	@sed -n '3,18p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -66,6 +67,7 @@ run: build demo-cert
 	done; \
 	echo "Berth on http://localhost:8080 (HTTP/1.1 and h2c) and https://127.0.0.1:8443 (TLS, HTTP/2; self-signed: $(DEMO_TLS_DIR)/berth-demo.pem); admin/metrics on http://127.0.0.1:9180."; \
 	echo "Try: curl -i localhost:8080/   curl -k -i https://127.0.0.1:8443/   curl --http2-prior-knowledge -i localhost:8080/"; \
+	echo "WebSocket: $(TARGET_DIR)/debug/berth-ws ws://localhost:8080/ws -H 'X-Session-Id: alice'"; \
 	$(TARGET_DIR)/debug/berth -c conf/berth.yaml & pids="$$pids $$!"; \
 	wait $$!
 
@@ -130,6 +132,13 @@ bench-tls: deps peer-tools
 bench-tail: deps peer-tools bare-pingora
 	$(CARGO) build --release -p berth
 	BERTH=$(TARGET_DIR)/release/berth BARE=$(BARE_PINGORA_DIR)/release/bare-pingora conf/bench/tail.sh
+
+## bench-websocket: memory per open idle WebSocket through Berth and HAProxy, 9,000 sockets each
+## by default: 2 descriptors per socket under a 20,000 descriptor limit (conf/bench/websocket.sh;
+## SOCKETS=N to change).
+bench-websocket: deps peer-tools
+	$(CARGO) build --release -p berth -p berth-tests --bins
+	BIN=$(TARGET_DIR)/release conf/bench/websocket.sh
 
 ## bench-instructions: the same workload under callgrind: user-space instructions and heap
 ## allocations per request, independent of the machine's load.

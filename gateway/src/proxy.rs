@@ -5,7 +5,7 @@ use crate::access_log::{AccessLog, Record};
 use crate::gateway::Gateway;
 use crate::headers;
 use crate::policy::{Answer, Attempt};
-use crate::upstream::{BackendSet, Upstream};
+use crate::upstream::{BackendSet, Upstream, WsRequest};
 use crate::views::ReqView;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -35,6 +35,10 @@ pub struct Ctx {
     start: Option<Instant>,
     /// Its connection slot on the backend (`max_connections`), freed when the context drops.
     slot: Option<crate::conn_limit::Slot>,
+    /// An upgrade request (WebSocket), then its socket.
+    ws: Option<WsRequest>,
+    /// The backend answered 101 to a request that asked for no upgrade: not retried elsewhere.
+    unasked_101: bool,
 }
 
 impl Ctx {
@@ -78,6 +82,11 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         ctx.set = Some(set);
+        if session.is_upgrade_req() {
+            if let Some(conn) = session.as_downstream().stream().map(|s| s.id()) {
+                ctx.ws = Some(upstream.upgrade_request(conn));
+            }
+        }
         Ok(false)
     }
 
@@ -88,12 +97,17 @@ impl ProxyHttp for Proxy {
             set: Some(set),
             attempt,
             slot,
+            ws,
             ..
         } = ctx
         else {
             return Error::e_explain(ErrorType::InternalError, "no routing decision");
         };
-        upstream.peer(set, attempt, slot, &self.gw.clock).await
+        let mut peer = upstream.peer(set, attempt, slot, &self.gw.clock).await?;
+        if ws.is_some() {
+            Upstream::upgrade_peer(&mut peer);
+        }
+        Ok(peer)
     }
 
     async fn connected_to_upstream(
@@ -135,9 +149,10 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        let unasked_101 = ctx.unasked_101;
         let retry = ctx.routed().is_some_and(|(upstream, set, attempt)| {
             headers::conceal_peer(&mut e, &peer._address, upstream.backend_name(set, attempt));
-            upstream.proxy_failure(attempt, session, &e, client_reused)
+            !unasked_101 && upstream.proxy_failure(attempt, session, &e, client_reused)
         });
         e.set_retry(retry);
         e
@@ -155,14 +170,42 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn response_filter(
+    /// A `101` to a request that asked for no upgrade is refused (Pingora 0.9.1 would pass it
+    /// on and turn the client's connection into a tunnel): a 502, counted.
+    async fn upstream_response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some((upstream, set, attempt)) = ctx.routed() {
-            upstream.on_response(set, attempt, resp, &self.gw.clock, self.tls);
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.ws.is_none() {
+            if let Some(upstream) = &ctx.upstream {
+                ctx.unasked_101 = true;
+                return upstream.unasked_upgrade();
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Ctx {
+            upstream: Some(upstream),
+            set: Some(set),
+            attempt,
+            ws,
+            ..
+        } = ctx
+        else {
+            return Ok(());
+        };
+        upstream.on_response(set, attempt, resp, &self.gw.clock, self.tls);
+        if ws.is_some() {
+            upstream.upgrade_answered(set, attempt, ws, resp.status.as_u16(), session);
         }
         Ok(())
     }
@@ -183,12 +226,15 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         // One clock read: the routing core's `now` and the request's duration.
         let end = Instant::now();
         let status = session.response_written().map(|r| r.status.as_u16());
         let elapsed = ctx.start.map(|t| end.saturating_duration_since(t));
         if let Some(upstream) = &ctx.upstream {
+            if let Some(ws) = ctx.ws.take() {
+                upstream.upgrade_ended(ws, e);
+            }
             let now = self.gw.clock.at(end);
             upstream.end(ctx.set.as_deref(), &ctx.attempt, status, elapsed, now);
         }

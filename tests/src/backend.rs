@@ -123,6 +123,16 @@ impl Backend {
         self.ask_count("/__count?bad")
     }
 
+    /// WebSockets it accepted on `/ws` so far.
+    pub fn ws_total(&self) -> u64 {
+        self.ask_count("/__count?ws")
+    }
+
+    /// WebSockets open on it now.
+    pub fn ws_open(&self) -> u64 {
+        self.ask_count("/__count?ws_open")
+    }
+
     /// The most `/__slow` requests it was answering at once.
     pub fn max_in_flight(&self) -> u64 {
         self.ask_count("/__count?max_in_flight")

@@ -40,6 +40,7 @@ pub mod config;
 pub mod deploy;
 pub mod dns;
 pub mod gateway;
+pub mod grpc;
 pub mod h2;
 pub mod http;
 pub mod metrics;
@@ -48,6 +49,7 @@ pub mod sessions;
 pub mod tls;
 pub mod token;
 pub mod upgrade;
+pub mod websocket;
 
 pub use backend::Backend;
 pub use client::{Client, CookieJar, Request, Response, SetCookie, User};

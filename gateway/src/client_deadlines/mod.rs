@@ -7,8 +7,11 @@
 //! time (slowloris) would hold its connection forever. The wrapper sees the bytes Pingora
 //! reads: it starts the head clock at the first byte of a request, stops it at the blank line
 //! that ends the head, and starts a new head at the first byte read after the response began.
-//! A `101 Switching Protocols` answer (WebSocket) turns the connection into a tunnel that is
-//! never timed here; a `1xx` interim answer (`100 Continue`) keeps waiting for the body.
+//! A `101 Switching Protocols` answer (WebSocket) turns the connection into a tunnel, timed by
+//! its own idle timeout when the proxy published one ([`crate::tunnel`]: no byte in either
+//! direction for `websocket.idle_timeout`, and the wait for the answer to the upgrade request
+//! too), and ended when the tunnel is closed from outside (a drain deadline, the backend's
+//! removal); a `1xx` interim answer (`100 Continue`) keeps waiting for the body.
 //! Bodies are timed by Pingora (`limits.body_timeout`, set per request in the proxy).
 //!
 //! Shutdown (SIGQUIT after `berth -u`, SIGTERM): once Pingora's accept loops have stopped it
@@ -42,6 +45,7 @@
 //! now due. Keep-alive connections therefore touch the timer wheel about once per idle
 //! timeout rather than once per request — which is also why the idle timeout is enforced
 //! here and Pingora's own keep-alive timeout (a timer per request) stays off.
+use crate::tunnel::{self, CloseWhy, Tunnel};
 use pingora_core::protocols::Stream;
 use std::future::Future;
 use std::io;
@@ -86,7 +90,7 @@ enum Phase {
     Body,
     /// The response began; the next byte read starts a new request head.
     Response,
-    /// After `101 Switching Protocols`: not HTTP any more, never timed.
+    /// After `101 Switching Protocols`: not HTTP any more; timed only by its [`Tunnel`].
     Tunnel,
     /// A connection that may speak HTTP/2, before its first bytes departed from the preface:
     /// `matched` bytes of [`H2_PREFACE`] arrived so far.
@@ -107,6 +111,8 @@ pub struct HeadDeadline {
     timer: Option<Pin<Box<Sleep>>>,
     /// On a connection that may speak HTTP/2: the scan of its written frames.
     h2: Option<Box<h2::H2Watch>>,
+    /// The tunnel of an upgrade request (published by the proxy), once seen.
+    tunnel: Option<Arc<Tunnel>>,
 }
 
 impl std::fmt::Debug for HeadDeadline {
@@ -132,6 +138,7 @@ impl HeadDeadline {
             due: Some(Instant::now() + deadlines.idle),
             timer: None,
             h2: None,
+            tunnel: None,
         }
     }
 
@@ -172,6 +179,8 @@ impl HeadDeadline {
             match self.phase {
                 Phase::Preface { matched } => self.observe_preface(usize::from(matched), bytes),
                 Phase::H2 => self.observe_h2_read(bytes),
+                // Activity: the idle time counts from here.
+                Phase::Tunnel => self.due = None,
                 _ => {}
             }
             return;
@@ -251,7 +260,8 @@ impl HeadDeadline {
     /// writes its SETTINGS without waiting for the client's preface).
     fn observe_write(&mut self, bytes: &[u8]) {
         match self.phase {
-            Phase::Response | Phase::Tunnel => {}
+            Phase::Response => {}
+            Phase::Tunnel => self.due = None,
             Phase::H2 | Phase::Preface { .. } => {
                 if let Some(w) = self.h2.as_mut() {
                     w.written(bytes);
@@ -259,9 +269,17 @@ impl HeadDeadline {
             }
             Phase::Head { .. } | Phase::Body => {
                 self.phase = match crate::headers::status_of(bytes) {
-                    Some(101) => Phase::Tunnel,
+                    Some(101) => {
+                        if self.tunnel.is_none() {
+                            self.tunnel = tunnel::current(self.inner.id());
+                        }
+                        Phase::Tunnel
+                    }
                     Some(100..=199) => Phase::Body,
-                    _ => Phase::Response,
+                    _ => {
+                        self.tunnel = None;
+                        Phase::Response
+                    }
                 };
                 // The idle time until the next request counts from the response's start.
                 self.due = None;
@@ -280,7 +298,17 @@ impl HeadDeadline {
             | Phase::Response
             | Phase::Preface { matched: 0 } => ("no request", self.deadlines.idle),
             Phase::Preface { .. } => ("HTTP/2 preface not complete", self.deadlines.header),
-            Phase::Body | Phase::Tunnel | Phase::H2 => return Ok(()),
+            Phase::Body | Phase::Tunnel => {
+                if self.phase == Phase::Body && self.tunnel.is_none() {
+                    // An upgrade request waiting for its answer is timed like its socket.
+                    self.tunnel = tunnel::waiting(self.inner.id());
+                }
+                match &self.tunnel {
+                    Some(t) => ("WebSocket idle", t.idle),
+                    None => return Ok(()),
+                }
+            }
+            Phase::H2 => return Ok(()),
         };
         let due = *self.due.get_or_insert_with(|| Instant::now() + wait);
         let timer = self
@@ -308,6 +336,10 @@ impl AsyncRead for HeadDeadline {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.tunnel_closed(cx) {
+            // Closed from outside: the end of the client's stream finishes the tunnel.
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -323,6 +355,12 @@ impl AsyncRead for HeadDeadline {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => match self.wait(cx) {
                 Ok(()) => Poll::Pending,
+                Err(_) if self.phase == Phase::Tunnel => {
+                    if let Some(t) = &self.tunnel {
+                        t.close(CloseWhy::IdleTimeout);
+                    }
+                    Poll::Ready(Ok(()))
+                }
                 Err(what) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("{what} within the client timeout"),
@@ -333,6 +371,12 @@ impl AsyncRead for HeadDeadline {
 }
 
 impl HeadDeadline {
+    /// True when this connection is a tunnel closed from outside (else its task is woken when
+    /// it is).
+    fn tunnel_closed(&self, cx: &Context<'_>) -> bool {
+        self.phase == Phase::Tunnel && self.tunnel.as_ref().is_some_and(|t| t.poll_closed(cx))
+    }
+
     /// A write of `n` bytes from `bufs` on a connection that may speak HTTP/2: the frame scan
     /// must see exactly the bytes written; until the connection is known to be HTTP/1, its
     /// first write is also the response's status line.
@@ -357,6 +401,9 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.tunnel_closed(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n @ 1..)) = r {
             if self.h2.is_some() {
@@ -373,6 +420,9 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.tunnel_closed(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let (Poll::Ready(Ok(n @ 1..)), true) = (&r, self.h2.is_some()) {
             self.observe_h2_write(bufs, *n);

@@ -329,3 +329,96 @@ async fn the_h2c_peek_stops_where_the_bytes_depart_from_the_preface() {
         io::ErrorKind::TimedOut
     );
 }
+
+/// A connection whose upgrade request was answered 101, with `t` published for it.
+async fn upgraded(s: &mut HeadDeadline, client: &mut TcpStream, t: &Arc<Tunnel>) {
+    crate::tunnel::publish(s.inner.id(), t.clone());
+    client
+        .write_all(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        .await
+        .unwrap();
+    read_n(s, 60).await.unwrap();
+    crate::tunnel::answered(t);
+    s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(s.phase, Phase::Tunnel);
+}
+
+#[tokio::test]
+async fn a_tunnel_lives_while_either_side_talks_and_ends_when_idle() {
+    {
+        let (mut s, mut client) = pair().await;
+        let t = Arc::new(Tunnel::new(Duration::from_millis(1500)));
+        upgraded(&mut s, &mut client, &t).await;
+        // Far past the client deadlines (300 ms) and the idle timeout in all, but never idle
+        // that long: the client talks, then only the server does.
+        for _ in 0..16 {
+            client.write_all(b"x").await.unwrap();
+            assert_eq!(read_n(&mut s, 1).await.unwrap(), b"x");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut buf = [0u8; 8];
+        for _ in 0..16 {
+            s.write_all(b"y").await.unwrap();
+            let r = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await;
+            assert!(r.is_err(), "the read ended while the server talked: {r:?}");
+        }
+        assert_eq!(t.closed(), None);
+        // Then silence: the end of the client's stream, for the idle timeout.
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("the idle timeout fired")
+            .unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(t.closed(), Some(CloseWhy::IdleTimeout));
+    }
+}
+
+#[tokio::test]
+async fn a_tunnel_closed_from_outside_ends_its_reads_and_writes() {
+    {
+        let (mut s, mut client) = pair().await;
+        let t = Arc::new(Tunnel::new(Duration::from_secs(3600)));
+        upgraded(&mut s, &mut client, &t).await;
+        let closer = t.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            closer.close(CloseWhy::DrainDeadline);
+        });
+        // A read waiting for the client wakes up to the end of the stream.
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("woken by the close")
+            .unwrap();
+        assert_eq!(n, 0);
+        let e = s
+            .write_all(b"more")
+            .await
+            .expect_err("writes fail once closed");
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(t.closed(), Some(CloseWhy::DrainDeadline));
+    }
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_leaves_a_plain_connection() {
+    {
+        let (mut s, mut client) = pair().await;
+        let t = Arc::new(Tunnel::new(Duration::from_millis(100)));
+        crate::tunnel::publish(s.inner.id(), t.clone());
+        client
+            .write_all(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n")
+            .await
+            .unwrap();
+        read_n(&mut s, 40).await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(s.phase, Phase::Response);
+        assert!(s.tunnel.is_none(), "no tunnel after a refused upgrade");
+        // Timed as a keep-alive connection again (the idle deadline, 300 ms), not the tunnel's.
+        times_out(&mut s).await;
+    }
+}

@@ -12,6 +12,7 @@ mod discovery;
 mod listeners;
 mod placement;
 mod upstream_tls;
+mod websocket;
 use backends::{read_backends, read_health, read_passive, read_sessions};
 use listeners::read_listeners;
 use placement::{read_load, read_pool};
@@ -299,6 +300,8 @@ fn read_upstream(
     let discovered = o.raw("discovery").is_some();
     let discovery = discovery::read(&mut o);
     let mut backends = read_backends(&mut o, discovered);
+    let websocket = websocket::read_websocket(&mut o);
+    let protocol = websocket::read_protocol(&mut o, tls.is_some());
     for b in backends.iter_mut() {
         b.max_sessions = b.max_sessions.or(load.max_sessions);
         b.max_connections = b.max_connections.or(max_connections);
@@ -329,6 +332,8 @@ fn read_upstream(
             forward_headers,
             tls,
             discovery,
+            websocket,
+            protocol,
         },
         backends,
     })

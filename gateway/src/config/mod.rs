@@ -138,6 +138,10 @@ pub struct UpstreamSettings {
     pub tls: Option<UpstreamTls>,
     /// Backends found in DNS (`discovery:`); `None` = the file's backends only.
     pub discovery: Option<DiscoveryConf>,
+    /// Upgraded connections (`websocket:`).
+    pub websocket: WebSocketConf,
+    /// How requests reach the backends (`protocol`).
+    pub protocol: UpstreamProtocol,
 }
 
 /// `discovery:` of an upstream: backends are the A/AAAA records of a DNS name (a Kubernetes
@@ -175,6 +179,27 @@ impl std::fmt::Debug for IdKey {
             "IdKey(…)"
         })
     }
+}
+
+/// `protocol` of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (default).
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`; needs `tls:`), e.g. gRPC.
+    H2,
+    /// HTTP/2 with prior knowledge in clear text, e.g. gRPC.
+    H2c,
+}
+
+/// `websocket:` of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketConf {
+    /// No byte in either direction for this long closes a socket (and bounds the wait for the
+    /// answer to an upgrade request).
+    pub idle_timeout: Duration,
+    /// A socket whose client takes no data for this long is closed.
+    pub send_timeout: Duration,
 }
 
 /// `tls:` of an upstream: its backends are reached over TLS (and probed over TLS).
@@ -307,6 +332,9 @@ pub mod defaults {
     pub const REBALANCE_RATE: u32 = 100;
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+    /// `websocket.idle_timeout`, `websocket.send_timeout`.
+    pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const WEBSOCKET_SEND_TIMEOUT: Duration = Duration::from_secs(60);
     /// Longest backend id; ids appear in cookies and metric labels.
     pub const MAX_ID_LEN: usize = berth_plugins::token::MAX_ID_LEN;
     /// `access_log.queue`: lines waiting for the writer.

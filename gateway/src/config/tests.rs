@@ -112,3 +112,19 @@ fn discovery_defaults_and_backends_become_optional() {
         (1000, 500, 600, 3)
     );
 }
+
+#[test]
+fn websocket_timeouts_and_protocol_default_and_read() {
+    use super::UpstreamProtocol;
+    use std::time::Duration;
+    let s = &config("").upstreams[0].settings;
+    assert_eq!(s.websocket.idle_timeout, Duration::from_secs(3600));
+    assert_eq!(s.websocket.send_timeout, Duration::from_secs(60));
+    assert_eq!(s.protocol, UpstreamProtocol::Http1);
+    let yaml = "upstreams:\n  app:\n    protocol: h2c\n    websocket: {idle_timeout: 90s, send_timeout: 5s}\n    backends:\n      - { id: b1, addr: \"127.0.0.1:9\" }\n";
+    let c = parse(yaml, &Registry::builtin()).expect("valid config");
+    let s = &c.upstreams[0].settings;
+    assert_eq!(s.websocket.idle_timeout, Duration::from_secs(90));
+    assert_eq!(s.websocket.send_timeout, Duration::from_secs(5));
+    assert_eq!(s.protocol, UpstreamProtocol::H2c);
+}

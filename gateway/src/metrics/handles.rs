@@ -117,6 +117,8 @@ pub struct BackendMetrics {
     pub failovers: IntCounter,
     /// Upstream connections used: `[new, reused]`.
     pub(super) connections: [IntCounter; 2],
+    /// Its WebSockets: open now, opened so far.
+    pub websockets: super::websocket::BackendSockets,
 }
 
 /// Handles for one upstream.
@@ -146,6 +148,8 @@ pub struct UpstreamMetrics {
     pub(super) affinity: [IntCounter; 4],
     /// For failovers away from a backend no longer in the table (resolved on the spot).
     pub(super) failovers: IntCounterVec,
+    /// WebSockets ended, and upgrade requests that did not become one.
+    pub websockets: super::websocket::UpstreamSockets,
 }
 
 impl BackendMetrics {

@@ -10,10 +10,12 @@
 pub mod discovery;
 mod handles;
 pub mod tls;
+pub mod websocket;
 
 pub use handles::{
     BackendMetrics, CheckFailure, Http2Errors, Outcome, UpstreamMetrics, HTTP2_ERRORS,
 };
+pub use websocket::{CloseWhy, UpgradeFailure};
 
 use berth_plugins::Invalid;
 use berth_routing::Reason;
@@ -87,6 +89,7 @@ pub struct Metrics {
     /// The DNS discovery families, registered with the first upstream that has `discovery:`
     /// ([`Metrics::discovery`]).
     discovery: std::sync::OnceLock<discovery::DiscoveryFamilies>,
+    websockets: websocket::WebSocketFamilies,
 }
 
 /// Registers `c` (a new family with static, valid names) and returns it.
@@ -173,7 +176,10 @@ impl Metrics {
             "HTTP/2 client connections Berth closed for the client's error (a GOAWAY with an error code): protocol_error, flow_control_error, frame_size_error, compression_error, enhance_your_calm (a flood of resets or small frames), other; control_flood: cut by Berth for a flood of SETTINGS or PING frames (over a burst of 100, refilled at 10/s and by each response frame).",
             &["reason"],
         );
+        let websockets = websocket::WebSocketFamilies::register(r)
+            .expect("metric names and labels are static and valid, registered once");
         Metrics {
+            websockets,
             http2_errors: std::sync::Arc::new(Http2Errors(
                 HTTP2_ERRORS.map(|r| http2_errors.with_label_values(&[r])),
             )),
@@ -316,6 +322,7 @@ impl Metrics {
                 self.connections
                     .with_label_values(&[upstream, backend, reused])
             }),
+            websockets: self.websockets.backend(upstream, backend),
         }
     }
 
@@ -352,6 +359,7 @@ impl Metrics {
             affinity: Outcome::ALL
                 .map(|o| self.affinity.with_label_values(&[upstream, o.as_str()])),
             failovers: self.failovers.clone(),
+            websockets: self.websockets.upstream(upstream),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Every answer Berth gives itself: status, `Retry-After` and a plain-text body that tells the
-//! client (and whoever reads its logs) what happened and what to do.
+//! client (and whoever reads its logs) what happened and what to do (to a gRPC call: its
+//! `grpc-status` and that text as `grpc-message`).
 use super::Attempt;
 use crate::headers;
 use pingora_error::{Error, ErrorType, Result};
@@ -129,8 +130,12 @@ impl Answer {
         }
     }
 
-    /// Writes the answer (and closes the connection after it).
+    /// Writes the answer (and closes the connection after it); to a gRPC call, as its gRPC
+    /// status ([`crate::grpc`]).
     pub async fn send(self, session: &mut Session) -> Result<()> {
+        if crate::grpc::is_grpc(session.req_header()) {
+            return crate::grpc::respond(session, self.status(), self.body()).await;
+        }
         headers::respond(session, self.status(), self.retry_after(), self.body()).await
     }
 

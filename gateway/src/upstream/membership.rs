@@ -8,6 +8,7 @@
 //! threshold.
 use super::{BackendSet, BackendView, Upstream};
 use crate::config::{BackendConf, HealthConf};
+use crate::metrics::CloseWhy;
 use berth_routing::{BackendId, HealthState, Millis, SessionKey, Thresholds};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -171,6 +172,9 @@ impl Upstream {
         let set = BackendSet::new(self, &m.list);
         self.apply_flags(&set, m);
         self.current.store(std::sync::Arc::new(set));
+        // A removed backend's WebSockets are closed.
+        let gone = |id: &str| m.position(id).is_none();
+        self.sockets.close_where(gone, CloseWhy::BackendRemoved);
     }
 
     /// Add a backend at runtime. Pinned sessions do not move.
@@ -338,9 +342,13 @@ impl Upstream {
                     .names
                     .get(&b.conf.id)
                     .map_or(0, |id| self.overlay.count(id));
-                if left == 0 || deadline.is_some_and(|d| now >= d) {
+                // Open WebSockets hold a drain like sessions, and are closed at its deadline.
+                let sockets = self.sockets.open_on(&b.conf.id);
+                if (left == 0 && sockets == 0) || deadline.is_some_and(|d| now >= d) {
+                    let closed = self.sockets.close_on(&b.conf.id, CloseWhy::DrainDeadline);
                     log::info!(
-                        "upstream {}: backend {} drained ({left} sessions left)",
+                        "upstream {}: backend {} drained ({left} sessions left, {closed} \
+                         WebSockets closed)",
                         self.name,
                         b.conf.id
                     );

@@ -8,6 +8,7 @@
 //!   health, drains, migrations, rebalancing, reloads — every change under one mutex;
 //! * `view.rs` — backends as the admin API and the metrics show them;
 //! * `scrape.rs` — the values `/metrics` reads from the upstreams when scraped;
+//! * `sockets.rs` — its open WebSockets, by backend;
 //! * `clock.rs` — the routing core's `now`.
 use crate::config::{UpstreamConf, UpstreamSettings};
 use crate::metrics::{Metrics, UpstreamMetrics};
@@ -23,12 +24,14 @@ mod membership;
 mod moves;
 mod request;
 mod scrape;
+mod sockets;
 mod table;
 mod view;
 
 pub use clock::Clock;
 pub use membership::{AdminState, Member, Members, Migration, Refused};
 pub use scrape::SessionMetrics;
+pub use sockets::{Sockets, WsRequest};
 pub use table::{Backend, BackendSet};
 pub use view::BackendView;
 
@@ -52,6 +55,8 @@ pub struct Upstream {
     issues_sessions: bool,
     /// The CA certificates of `tls.ca_file`, parsed once (shared by every peer template).
     tls_ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
+    /// Its open WebSockets.
+    pub sockets: Sockets,
 }
 
 impl Upstream {
@@ -74,6 +79,7 @@ impl Upstream {
             conn_limits: Default::default(),
             root_metrics: metrics.clone(),
             tls_ca,
+            sockets: Sockets::default(),
         };
         up.rebuild(&members);
         *up.members.lock() = members;

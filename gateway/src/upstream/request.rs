@@ -297,8 +297,10 @@ impl Upstream {
         a: &Attempt,
         tls: bool,
     ) -> Result<()> {
-        if self.settings.pool.idle_timeout.is_none() {
-            // keepalive off: the backend closes after answering, so nothing is pooled.
+        let h1 = self.settings.protocol == crate::config::UpstreamProtocol::Http1;
+        if self.settings.pool.idle_timeout.is_none() && (h1 || session.is_upgrade_req()) {
+            // keepalive off: the backend closes after answering, so nothing is pooled (HTTP/1.1
+            // only: HTTP/2 has no Connection header).
             req.insert_header(http::header::CONNECTION, "close")?;
         }
         let signal = self.affinity_headers(a, set);

@@ -1,7 +1,7 @@
 //! [`BackendSet`]: one immutable version of an upstream's backends — the router over them (ring,
 //! flags, shared overlay) and, by backend index, what a request needs to reach each one.
 use super::{Member, Upstream};
-use crate::config::UpstreamSettings;
+use crate::config::{UpstreamProtocol, UpstreamSettings};
 use crate::conn_limit::ConnLimit;
 use crate::metrics::BackendMetrics;
 use berth_routing::{BackendSpec, Interner, Overlay, Router};
@@ -104,8 +104,16 @@ pub(super) fn peer(
     // Pingora: an idle timeout of 0 means the connection is not pooled.
     p.options.idle_timeout = Some(s.pool.idle_timeout.unwrap_or(Duration::ZERO));
     p.group_key = s.pool.group_key ^ s.tls.as_ref().map_or(0, |t| t.digest);
+    if s.protocol != UpstreamProtocol::Http1 {
+        // HTTP/2 only (h2 by ALPN, h2c with prior knowledge), many streams per connection.
+        p.options.set_http_version(2, 2);
+        p.options.max_h2_streams = H2_STREAMS;
+    }
     p
 }
+
+/// Streams one HTTP/2 connection to a backend carries at once (`protocol: h2`/`h2c`).
+const H2_STREAMS: usize = 100;
 
 /// The CA certificates of an upstream's `tls.ca_file`, as Pingora's connector takes them.
 pub(super) fn ca_of(s: &UpstreamSettings) -> Option<Arc<CaType>> {

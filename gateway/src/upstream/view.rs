@@ -14,6 +14,8 @@ pub struct BackendView {
     pub sessions: u64,
     /// Of those, the active ones (in use now or within `sessions.active_window`).
     pub active_sessions: u64,
+    /// WebSockets open to it now (their sessions are among the active ones).
+    pub websockets: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_sessions: Option<u32>,
     /// Bounded-load cap for its next new session (when `load.bound` is set and it takes new
@@ -71,6 +73,7 @@ impl Upstream {
             state: b.state.as_str(),
             sessions,
             active_sessions,
+            websockets: self.sockets.open_on(&b.conf.id) as u64,
             max_sessions: b.conf.max_sessions,
             bound,
             ring_share,

@@ -28,6 +28,16 @@
 //! * `/set-cookie?name=N&value=V` adds `Set-Cookie: N=V; Path=/`.
 //! * `/__echo` (counted like any request) answers with the request head exactly as received
 //!   (request line, then one `name: value` line per field, in order) as its body.
+//! * `GET /ws` with `Upgrade: websocket` (counted): a WebSocket echo that sends the backend's
+//!   name first (`berth_tests::websocket::serve_echo`); its `101` carries `X-Backend` and
+//!   `X-Seen-*` headers of the request. `/ws?flood` floods the client instead.
+//!   `GET /__count?ws` — sockets accepted so far; `GET /__count?ws_open` — open now.
+//!   An upgrade request to any other path is answered as a plain request (refused: no `101`).
+//! * A connection that opens with the HTTP/2 preface (h2c with prior knowledge) is a gRPC
+//!   echo (`berth_tests::grpc`): unary and server-streaming calls, trailers; counted once per
+//!   connection.
+//! * `/__unasked101` (counted only by path) answers `101 Switching Protocols` to any request,
+//!   then closes.
 use berth_tests::http::{self, Head};
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
@@ -54,6 +64,9 @@ struct State {
     max_in_flight: AtomicU64,
     /// Requests refused with 400 (a malformed request line or framing).
     bad: AtomicU64,
+    /// WebSockets accepted so far, and open now.
+    ws_total: AtomicU64,
+    ws_open: AtomicU64,
 }
 
 fn bump(map: &Mutex<HashMap<String, u64>>, key: &str) {
@@ -107,6 +120,8 @@ fn main() -> ExitCode {
         in_flight: AtomicU64::new(0),
         max_in_flight: AtomicU64::new(0),
         bad: AtomicU64::new(0),
+        ws_total: AtomicU64::new(0),
+        ws_open: AtomicU64::new(0),
     });
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -119,9 +134,31 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// True when the connection opens with the HTTP/2 preface (waits for its first 24 bytes, or
+/// for the first one that departs from it).
+fn opens_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf)?;
+        if n == 0 || buf[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Serve one connection until the client closes it or asks to.
 fn serve(stream: TcpStream, state: &State) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    if opens_with_h2_preface(&stream)? {
+        state.requests.fetch_add(1, Ordering::SeqCst);
+        berth_tests::grpc::serve_h2c(stream, state.name.clone());
+        return Ok(());
+    }
     let peer = stream.peer_addr()?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = BufWriter::new(stream);
@@ -159,6 +196,21 @@ fn serve(stream: TcpStream, state: &State) -> io::Result<()> {
             keep_alive,
             conn_counted: &conn_counted,
         };
+        let path = target.split('?').next().unwrap_or(target);
+        if path == "/ws" && http::has_token(&head.headers, "upgrade", "websocket") {
+            state.requests.fetch_add(1, Ordering::SeqCst);
+            bump(&state.by_path, path);
+            let early = reader.buffer().to_vec();
+            let stream = writer.into_inner().map_err(|e| e.into_error())?;
+            return websocket(stream, early, state, &head, target.ends_with("?flood"));
+        }
+        if path == "/__unasked101" {
+            bump(&state.by_path, path);
+            writer.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )?;
+            return writer.flush();
+        }
         match respond(state, &req) {
             Some(response) => {
                 writer.write_all(&response)?;
@@ -171,6 +223,32 @@ fn serve(stream: TcpStream, state: &State) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Accept a WebSocket on `stream` and echo on it until it ends.
+fn websocket(
+    mut stream: TcpStream,
+    early: Vec<u8>,
+    state: &State,
+    head: &Head,
+    flood: bool,
+) -> io::Result<()> {
+    let key = head.header("sec-websocket-key").unwrap_or("");
+    let seen = |name: &str| head.header(name).unwrap_or("-").to_string();
+    let extra = format!(
+        "X-Backend: {}\r\nX-Seen-Affinity: {}\r\nX-Seen-Previous-Backend: {}\r\n\
+         X-Seen-Forwarded-Proto: {}\r\n",
+        state.name,
+        seen("x-berth-affinity"),
+        seen("x-berth-previous-backend"),
+        seen("x-forwarded-proto"),
+    );
+    stream.write_all(berth_tests::websocket::switching_protocols(key, &extra).as_bytes())?;
+    state.ws_total.fetch_add(1, Ordering::SeqCst);
+    state.ws_open.fetch_add(1, Ordering::SeqCst);
+    berth_tests::websocket::serve_echo(&mut stream, early, &state.name, flood);
+    state.ws_open.fetch_sub(1, Ordering::SeqCst);
+    Ok(())
 }
 
 fn bad_request(w: &mut impl Write, why: &str) -> io::Result<()> {
@@ -232,6 +310,10 @@ fn respond(state: &State, req: &Req<'_>) -> Option<Vec<u8>> {
                 state.max_in_flight.load(Ordering::SeqCst)
             } else if query == "bad" {
                 state.bad.load(Ordering::SeqCst)
+            } else if query == "ws" {
+                state.ws_total.load(Ordering::SeqCst)
+            } else if query == "ws_open" {
+                state.ws_open.load(Ordering::SeqCst)
             } else {
                 state.requests.load(Ordering::SeqCst)
             };

@@ -36,6 +36,7 @@ mod deploy_files;
 mod discovery;
 mod drain;
 mod failover;
+mod grpc;
 mod harness_selftest;
 mod header_affinity;
 mod health;
@@ -59,6 +60,9 @@ mod upgrade;
 mod upgrade_drain;
 mod upgrade_soak;
 mod upstream_tls;
+mod websocket;
+mod websocket_bad_input;
+mod websocket_upgrade;
 
 /// The layout of this test binary checks itself.
 mod layout {

@@ -16,6 +16,8 @@ use std::time::Duration;
 mod discovery;
 /// The TLS families (a gateway with a TLS listener).
 mod tls;
+/// The WebSocket families.
+mod websocket;
 
 /// Scrape `/metrics` and require `promtool check metrics` to pass on it.
 fn scrape(gw: &Gateway) -> String {
@@ -27,7 +29,7 @@ fn scrape(gw: &Gateway) -> String {
 }
 
 /// `(metric, labels it must have, expected sum)`.
-type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+pub(crate) type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
 
 /// Assert that each `(metric, labels, value)` holds in `text`.
 fn expect(text: &str, want: &[Want<'_>]) {
@@ -600,10 +602,11 @@ fn every_family_is_documented_and_asserted() {
 
     // Named in this file outside this test: in an `expect` table, `sum`, `wait_metric` or
     // `zero_or_unborn` of a scenario above.
-    // `tls.rs` and `discovery.rs` first: only the text before this test counts.
+    // `tls.rs`, `discovery.rs` and `websocket.rs` first: only the text before this test counts.
     let source = [
         include_str!("metrics/tls.rs"),
         include_str!("metrics/discovery.rs"),
+        include_str!("metrics/websocket.rs"),
         include_str!("metrics.rs"),
     ]
     .concat();

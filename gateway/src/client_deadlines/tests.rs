@@ -330,9 +330,30 @@ async fn the_h2c_peek_stops_where_the_bytes_depart_from_the_preface() {
     );
 }
 
-/// A connection whose upgrade request was answered 101, with `t` published for it.
-async fn upgraded(s: &mut HeadDeadline, client: &mut TcpStream, t: &Arc<Tunnel>) {
-    crate::tunnel::publish(s.inner.id(), t.clone());
+/// `t` published for the connection `s` until dropped. The registry is keyed by descriptor
+/// and shared by every test of this binary: a tunnel left behind would be found by the next
+/// test's connection that gets the same descriptor (the proxy withdraws its tunnels when the
+/// request ends the same way).
+struct Published(i32);
+
+impl Published {
+    fn new(s: &HeadDeadline, t: &Arc<Tunnel>) -> Published {
+        crate::tunnel::publish(s.inner.id(), t.clone());
+        Published(s.inner.id())
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        crate::tunnel::withdraw(self.0);
+    }
+}
+
+/// A connection whose upgrade request was answered 101, with `t` published for it (until the
+/// returned guard is dropped: declare it after `s`).
+#[must_use]
+async fn upgraded(s: &mut HeadDeadline, client: &mut TcpStream, t: &Arc<Tunnel>) -> Published {
+    let published = Published::new(s, t);
     client
         .write_all(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
         .await
@@ -343,6 +364,7 @@ async fn upgraded(s: &mut HeadDeadline, client: &mut TcpStream, t: &Arc<Tunnel>)
         .await
         .unwrap();
     assert_eq!(s.phase, Phase::Tunnel);
+    published
 }
 
 #[tokio::test]
@@ -350,7 +372,7 @@ async fn a_tunnel_lives_while_either_side_talks_and_ends_when_idle() {
     {
         let (mut s, mut client) = pair().await;
         let t = Arc::new(Tunnel::new(Duration::from_millis(1500)));
-        upgraded(&mut s, &mut client, &t).await;
+        let _published = upgraded(&mut s, &mut client, &t).await;
         // Far past the client deadlines (300 ms) and the idle timeout in all, but never idle
         // that long: the client talks, then only the server does.
         for _ in 0..16 {
@@ -380,7 +402,7 @@ async fn a_tunnel_closed_from_outside_ends_its_reads_and_writes() {
     {
         let (mut s, mut client) = pair().await;
         let t = Arc::new(Tunnel::new(Duration::from_secs(3600)));
-        upgraded(&mut s, &mut client, &t).await;
+        let _published = upgraded(&mut s, &mut client, &t).await;
         let closer = t.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -407,7 +429,7 @@ async fn a_refused_upgrade_leaves_a_plain_connection() {
     {
         let (mut s, mut client) = pair().await;
         let t = Arc::new(Tunnel::new(Duration::from_millis(100)));
-        crate::tunnel::publish(s.inner.id(), t.clone());
+        let _published = Published::new(&s, &t);
         client
             .write_all(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n")
             .await

@@ -49,10 +49,12 @@ fn read_config(doc: &Value, registry: &Registry, errors: &mut Errors) -> Option<
     let admin = read_admin(&mut top);
     let access_log = super::access_log::read(&mut top);
     let limits = super::limits::read(&mut top);
+    let global_registry = super::registry::read(&mut top).unwrap_or_default();
     let mut upstreams = Vec::new();
     let before = top.errors().len();
     top.map("upstreams", |name, v, path, errors| {
-        if let Some(u) = read_upstream(name, v, path, registry, errors) {
+        let plugins = (registry, &global_registry);
+        if let Some(u) = read_upstream(name, v, path, plugins, errors) {
             upstreams.push(u);
         }
     });
@@ -213,7 +215,7 @@ fn read_upstream(
     name: &str,
     v: &Value,
     path: String,
-    registry: &Registry,
+    (registry, global_registry): (&Registry, &super::RegistryConf),
     errors: &mut Errors,
 ) -> Option<UpstreamConf> {
     if !valid_id(name) {
@@ -280,6 +282,7 @@ fn read_upstream(
         .unwrap_or(defaults::QUEUE_TIMEOUT);
     let forward_headers = o.opt::<bool>("forward_headers").unwrap_or(true);
     let tls = upstream_tls::read(&mut o);
+    let session_registry = super::registry::read(&mut o).unwrap_or_else(|| global_registry.clone());
     let mut backends = read_backends(&mut o);
     for b in backends.iter_mut() {
         b.max_sessions = b.max_sessions.or(load.max_sessions);
@@ -312,6 +315,7 @@ fn read_upstream(
             tls,
         },
         backends,
+        registry: session_registry,
     })
 }
 

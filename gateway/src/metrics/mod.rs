@@ -8,6 +8,7 @@
 //! [`prometheus::core::Collector`] the gateway registers with [`Metrics::register`]. This
 //! module depends on no other module of the gateway.
 mod handles;
+pub mod registry;
 pub mod tls;
 
 pub use handles::{
@@ -76,6 +77,8 @@ pub struct Metrics {
     pub http2_errors: std::sync::Arc<Http2Errors>,
     /// The TLS families, registered with the first TLS listener ([`Metrics::tls`]).
     tls: std::sync::OnceLock<tls::TlsFamilies>,
+    /// The shared registry's families, registered with the first Redis upstream.
+    shared_registry: std::sync::OnceLock<registry::RegistryFamilies>,
 }
 
 /// Registers `c` (a new family with static, valid names) and returns it.
@@ -249,6 +252,7 @@ impl Metrics {
             ),
             registry,
             tls: std::sync::OnceLock::new(),
+            shared_registry: std::sync::OnceLock::new(),
         }
     }
 
@@ -257,6 +261,15 @@ impl Metrics {
     pub fn tls(&self) -> &tls::TlsFamilies {
         self.tls.get_or_init(|| {
             tls::TlsFamilies::register(&self.registry)
+                .expect("metric names and labels are static and valid, registered once")
+        })
+    }
+
+    /// The shared registry's families, registered on first call (a Berth whose upstreams all
+    /// use the memory registry exports none of them).
+    pub fn shared_registry(&self) -> &registry::RegistryFamilies {
+        self.shared_registry.get_or_init(|| {
+            registry::RegistryFamilies::register(&self.registry)
                 .expect("metric names and labels are static and valid, registered once")
         })
     }

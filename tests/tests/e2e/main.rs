@@ -35,6 +35,7 @@ mod dashboard;
 mod deploy_files;
 mod drain;
 mod failover;
+mod fleet;
 mod harness_selftest;
 mod header_affinity;
 mod health;

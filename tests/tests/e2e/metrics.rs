@@ -12,6 +12,8 @@ use berth_tests::{sessions, tally, Backend, ClosedPort, Gateway, Request};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+/// The shared registry's families (an upstream on Redis).
+mod registry;
 /// The TLS families (a gateway with a TLS listener).
 mod tls;
 
@@ -533,6 +535,10 @@ fn every_family_is_documented_and_asserted() {
     let cert = berth_tests::tls::self_signed(&["families.test"]).write(dir.path(), "f");
     let tls = berth_tests::tls::listener(berth_tests::free_addr(), &[&cert], "");
     let yaml = berth_tests::tls::with_listeners(&config::header_app(&specs, &[]), &[tls]);
+    // With a Redis session registry: its families exist only then.
+    let redis = berth_tests::redis::Redis::start();
+    let registry = format!("{{type: redis, url: {}}}", redis.url());
+    let yaml = config::set(&yaml, "upstreams.app.registry", &registry);
     let gw = Gateway::start(&yaml);
     let r = gw.client().send(&sessions::request("s1", "/"));
     assert_eq!(r.status, 200, "{}", r.summary());
@@ -567,8 +573,13 @@ fn every_family_is_documented_and_asserted() {
 
     // Named in this file outside this test: in an `expect` table, `sum`, `wait_metric` or
     // `zero_or_unborn` of a scenario above.
-    // `tls.rs` first: only the text before this test counts.
-    let source = [include_str!("metrics/tls.rs"), include_str!("metrics.rs")].concat();
+    // `tls.rs` and `registry.rs` first: only the text before this test counts.
+    let source = [
+        include_str!("metrics/tls.rs"),
+        include_str!("metrics/registry.rs"),
+        include_str!("metrics.rs"),
+    ]
+    .concat();
     let others = &source[..source
         .find("fn every_family_is_documented_and_asserted")
         .expect("this test is in metrics.rs")];

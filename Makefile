@@ -8,6 +8,7 @@
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
 #   make bench-ab     Berth vs bare Pingora vs HAProxy, CPU per request, interleaved (conf/bench/ab.sh)
 #   make bench-instructions  instructions and allocations per request, Berth vs bare Pingora (callgrind)
+#   make bench-fleet  the Redis session registry vs the memory registry: req/s, CPU/request, Redis commands/request
 #   make bench-tls    TLS handshakes/s and CPU per HTTP/2 request, Berth vs HAProxy (conf/bench/tls.sh)
 #   make lint    rustfmt check, clippy with warnings as errors, cargo-deny + cargo-audit
 #   make fmt     format the code
@@ -24,10 +25,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run run-fleet demo-cert test bench sim bench-peers bench-ab bench-tls bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: help run run-fleet bench-fleet demo-cert test bench sim bench-peers bench-ab bench-tls bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
-	@sed -n '3,17p' Makefile
+	@sed -n '3,18p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -150,6 +151,12 @@ bench-tls: deps peer-tools
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nghttp2-client; }
 	$(CARGO) build --release -p berth
 	BERTH=$(TARGET_DIR)/release/berth conf/bench/tls.sh
+
+## bench-fleet: the same release Berth on the memory registry and on a redis-server (interleaved
+## rounds of conf/bench/ab.sh), plus Redis commands per warm request (conf/bench/fleet.sh).
+bench-fleet: deps peer-tools
+	$(CARGO) build --release -p berth
+	BERTH=$(TARGET_DIR)/release/berth conf/bench/fleet.sh
 
 ## bench-instructions: the same workload under callgrind: user-space instructions and heap
 ## allocations per request, independent of the machine's load.

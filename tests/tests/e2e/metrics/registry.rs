@@ -34,7 +34,10 @@ fn registry_round_trips_cache_hits_degraded_and_write_backs() {
     gw.wait_metric("berth_registry_cache_hits_total", &up, |v| v == 20.0);
     let text = scrape(&gw);
     let first_pin = [("upstream", "app"), ("op", "first_pin")];
-    assert_eq!(sum(&text, "berth_registry_round_trips_total", &first_pin), 10.0);
+    assert_eq!(
+        sum(&text, "berth_registry_round_trips_total", &first_pin),
+        10.0
+    );
     assert_eq!(sum(&text, "berth_registry_cache_hits_total", &up), 20.0);
     assert_eq!(sum(&text, "berth_registry_degraded_total", &up), 0.0);
     assert_eq!(sum(&text, "berth_registry_errors_total", &up), 0.0);
@@ -61,7 +64,11 @@ fn registry_round_trips_cache_hits_degraded_and_write_backs() {
     );
     let text = scrape(&gw);
     assert_eq!(
-        sum(&text, "berth_registry_writebacks_total", &[("result", "conflict")]),
+        sum(
+            &text,
+            "berth_registry_writebacks_total",
+            &[("result", "conflict")]
+        ),
         0.0
     );
 }

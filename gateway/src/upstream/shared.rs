@@ -22,7 +22,8 @@ impl Upstream {
             Reason::New => {
                 let mine = set.router.name(d.backend).to_string();
                 match reg.first_pin(key, &mine).await {
-                    Agreed::Mine | Agreed::Degraded => {}
+                    Agreed::Mine => {}
+                    Agreed::Degraded => a.degraded = true,
                     Agreed::Theirs {
                         backend,
                         moved_from,

@@ -7,7 +7,8 @@ use berth_tests::redis::Redis;
 use berth_tests::{config, sessions, Backend, Gateway};
 
 /// 10 header sessions × 3 requests: 10 first pins (one round trip each), 20 cache hits. Redis
-/// killed: 5 new sessions are degraded, at least one call failed, `berth_registry_up` 0.
+/// killed: 5 new sessions are degraded (and logged so), at least one call failed,
+/// `berth_registry_up` 0.
 /// Redis back: `berth_registry_up` 1 and the 5 pins written back.
 #[test]
 fn registry_round_trips_cache_hits_degraded_and_write_backs() {
@@ -18,9 +19,15 @@ fn registry_round_trips_cache_hits_degraded_and_write_backs() {
         "{{type: redis, url: {}, timeouts: {{command: 2s}}}}",
         redis.url()
     );
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = logs.path().join("access.log");
+    let access_log = format!("{{path: {}}}", log.display());
     let gw = Gateway::start(&config::header_app(
         &specs,
-        &[("upstreams.app.registry", &registry)],
+        &[
+            ("upstreams.app.registry", &registry),
+            ("access_log", &access_log),
+        ],
     ));
     let up = [("upstream", "app")];
     assert_eq!(gw.wait_metric("berth_registry_up", &up, |v| v == 1.0), 1.0);
@@ -52,6 +59,18 @@ fn registry_round_trips_cache_hits_degraded_and_write_backs() {
     }
     let text = scrape(&gw);
     assert_eq!(sum(&text, "berth_registry_degraded_total", &up), 5.0);
+    // The access log says so (the application still sees `new`).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let degraded_lines = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("\"reason\":\"degraded\""))
+            .count()
+    };
+    while degraded_lines() < 5 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(degraded_lines(), 5, "access log lines with reason degraded");
     // The calls that found it gone: refused or reset (error), or unanswered (timeout).
     assert!(sum(&text, "berth_registry_errors_total", &up) >= 1.0);
 

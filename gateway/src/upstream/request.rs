@@ -204,8 +204,12 @@ impl Upstream {
     ) {
         let Some(d) = a.decision else { return };
         set.router.pin(key, d.backend, now);
+        if self.redis.is_some() {
+            // Learned here: the other gateways find it in the shared registry.
+            self.registry.repin(key, set.router.name(d.backend), None);
+        }
         if let Some(old) = a.key.filter(|old| replaces && *old != key) {
-            self.overlay.remove(old);
+            self.registry.remove(old);
         }
     }
 

@@ -19,7 +19,6 @@ setsid taskset -c 1 redis-server --port "$port" --bind 127.0.0.1 --save "" --app
 rpid=$!
 trap 'kill -TERM -- "-$rpid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
-calls() { redis-cli -p "$port" INFO commandstats | awk -F'[=,:]' '/^cmdstat_/ { t += $3 } END { print t + 0 }'; }
 redis-cli -p "$port" INFO commandstats >"$OUT/commandstats-start.txt"
 GWS="memory=$BERTH -c %CONF%;redis=$HERE/with-registry.sh $BERTH %CONF% redis://127.0.0.1:$port" \
   HAPROXY=0 WARMUP=${WARMUP:-10} OUT="$OUT" \
@@ -31,11 +30,16 @@ warm=$(sum "$OUT/commandstats-warm.txt"); end=$(sum "$OUT/commandstats-end.txt")
 dur=${DURATION:-8}
 reqs=$(awk -F'\t' -v d="$dur" 'NR > 1 && $2 == "redis" { n += $3 * d } END { printf "%.0f", n }' "$OUT/raw.tsv")
 {
-  echo "redis commands during the rounds: $((end - warm)) (by command:"
-  join -t: <(grep ^cmdstat_ "$OUT/commandstats-warm.txt" | cut -d, -f1 | sort) \
-           <(grep ^cmdstat_ "$OUT/commandstats-end.txt" | cut -d, -f1 | sort) |
-    awk -F'[:=]' '{ printf "  %s %d\n", $1, $5 - $3 }'
-  echo ")"
+  echo "redis commands during the rounds: $((end - warm)), by command:"
+  python3 - "$OUT/commandstats-warm.txt" "$OUT/commandstats-end.txt" <<'PY'
+import re, sys
+def calls(path):
+    return {m[1]: int(m[2]) for m in re.finditer(r"^cmdstat_([^:]+):calls=(\d+)", open(path).read(), re.M)}
+a, b = calls(sys.argv[1]), calls(sys.argv[2])
+for name in sorted(b, key=lambda n: -(b[n] - a.get(n, 0))):
+    if b[name] - a.get(name, 0):
+        print(f"  {name} {b[name] - a.get(name, 0)}")
+PY
   echo "requests served by the redis gateway in the rounds: $reqs"
   awk -v c=$((end - warm)) -v r="$reqs" 'BEGIN { printf "redis commands per warm request: %.4f\n", c / r }'
   echo "warm-up (first pins of the session set): $warm commands"

@@ -15,15 +15,22 @@ pub struct Redis {
     proc: Option<Proc>,
     dir: tempfile::TempDir,
     cluster: bool,
+    /// `requirepass` (AUTH), when set.
+    password: Option<String>,
 }
 
 impl Redis {
     /// A standalone server on a fresh port.
     pub fn start() -> Redis {
-        Redis::start_node(false)
+        Redis::start_node(false, None)
     }
 
-    fn start_node(cluster: bool) -> Redis {
+    /// A standalone server that requires AUTH with `password`.
+    pub fn start_with_password(password: &str) -> Redis {
+        Redis::start_node(false, Some(password))
+    }
+
+    fn start_node(cluster: bool, password: Option<&str>) -> Redis {
         let dir = tempfile::Builder::new()
             .prefix("berth-redis-")
             .tempdir()
@@ -33,6 +40,7 @@ impl Redis {
             proc: None,
             dir,
             cluster,
+            password: password.map(str::to_string),
         };
         r.launch();
         r
@@ -44,6 +52,9 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path());
+        if let Some(pw) = &self.password {
+            cmd.args(["--requirepass", pw]);
+        }
         if self.cluster {
             cmd.args([
                 "--cluster-enabled",
@@ -92,6 +103,11 @@ impl Redis {
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-c"])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|pw| ["--no-auth-warning", "-a", pw.as_str()]),
+            )
             .args(args)
             .output()
             .expect("redis-cli must be installed (make deps)");
@@ -130,7 +146,7 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let nodes: Vec<Redis> = (0..3).map(|_| Redis::start_node(true)).collect();
+        let nodes: Vec<Redis> = (0..3).map(|_| Redis::start_node(true, None)).collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))

@@ -207,3 +207,52 @@ fn three_gateways_on_a_redis_cluster_agree_on_every_session() {
         assert!(keys > 50, "node {} holds {keys} keys", node.port);
     }
 }
+
+/// AUTH: the password comes from the variable `password_env` names. With it, pins reach
+/// Redis; with a wrong one, Redis refuses every call and requests are still served (from the
+/// local cache and the ring: degraded), `berth_registry_up` 0.
+#[test]
+fn a_password_from_the_environment_authenticates() {
+    const PW: &str = "fleet-e2e-secret";
+    let redis = Redis::start_with_password(PW);
+    let backends = Backend::start_many(2);
+    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
+    let registry = format!(
+        "{{type: redis, url: {}, password_env: BERTH_E2E_REDIS_PW, key_prefix: auth, \
+         timeouts: {{command: 2s}}}}",
+        redis.url()
+    );
+    let yaml = header_app(&specs, &[("upstreams.app.registry", &registry)]);
+    let up = [("upstream", "app")];
+    let good = Gateway::start_with_env(&yaml, &[("BERTH_E2E_REDIS_PW", PW)]);
+    assert_eq!(
+        good.wait_metric("berth_registry_up", &up, |v| v == 1.0),
+        1.0
+    );
+    let mut c = good.client();
+    for i in 0..3 {
+        visit(&mut c, &format!("auth-{i}")).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let pins = redis.cli(&["--scan", "--pattern", "auth:*:p"]);
+    assert_eq!(pins.lines().count(), 3, "pins in Redis: {pins}");
+
+    let wrong = Gateway::start_with_env(&yaml, &[("BERTH_E2E_REDIS_PW", "not-it")]);
+    let mut c = wrong.client();
+    for i in 0..3 {
+        visit(&mut c, &format!("refused-{i}")).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let text = wrong.metrics();
+    let m = |name| berth_tests::metrics::sum(&text, name, &up);
+    assert_eq!(m("berth_registry_up"), 0.0);
+    assert_eq!(m("berth_registry_degraded_total"), 3.0);
+    // The refusal is logged once the connection attempts (with backoff) give up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !wrong.log().contains("cannot connect to Redis") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            wrong.log_tail(20)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -57,6 +57,8 @@ impl Upstream {
                 named = Some(name);
                 a.point = key.ring_point();
                 a.key = Some(key);
+                // Only with a shared registry (one probe more): see `agree`.
+                a.token_unseen = self.redis.is_some() && self.overlay.info(key).is_none();
                 set.router.select_named(name, key, now)
             }
             // No key. A session the chain will issue (cookie insert) is placed by load, evenly;

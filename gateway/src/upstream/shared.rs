@@ -18,6 +18,28 @@ impl Upstream {
         let (Some(key), Some(d)) = (a.key, a.decision) else {
             return;
         };
+        if a.token_unseen {
+            // A token's first request here: the registry has the session's pin if a migration
+            // or another gateway moved it (the token names where it was); else the token's
+            // backend is pinned there, so the fleet's migrations see the session too.
+            let mine = set.router.name(d.backend).to_string();
+            match reg.first_pin(key, &mine).await {
+                Agreed::Theirs {
+                    backend,
+                    moved_from,
+                } if backend != mine || moved_from.is_some() => {
+                    self.follow(set, a, key, &backend, moved_from.as_deref(), now);
+                    if let Some(f) = a.decision.as_mut().filter(|f| f.backend != d.backend) {
+                        // The token names another backend: re-issued, the app told.
+                        f.reason = Reason::Failover;
+                        f.previous = Some(set.router.id(d.backend));
+                    }
+                }
+                Agreed::Degraded => a.degraded = true,
+                _ => {}
+            }
+            return;
+        }
         match d.reason {
             Reason::New => {
                 let mine = set.router.name(d.backend).to_string();

@@ -12,6 +12,7 @@ use berth_tests::{par_map, Backend, Client, Gateway, Request};
 use std::sync::Barrier;
 
 mod admin;
+mod cookies;
 mod outage;
 
 /// Sessions of the agreement check, requests per session, races.

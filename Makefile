@@ -1,12 +1,14 @@
 # Berth — every target is documented here; `make help` lists them.
 #
 #   make run     build and start Berth on conf/berth.yaml with three demo backends (HTTP, h2c, HTTPS)
+#   make run-fleet  three Berth processes (:8080, :8081, :8082) sharing sessions through one redis-server
 #   make test    run every test (unit, property, config golden files, end-to-end)
 #   make bench   criterion benchmarks of the routing core
 #   make sim     load-placement simulation of the routing core (SIM_ARGS=--quick, --large, --help)
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
 #   make bench-ab     Berth vs bare Pingora vs HAProxy, CPU per request, interleaved (conf/bench/ab.sh)
 #   make bench-instructions  instructions and allocations per request, Berth vs bare Pingora (callgrind)
+#   make bench-fleet  the Redis session registry vs the memory registry: req/s, CPU/request, Redis commands/request
 #   make bench-tls    TLS handshakes/s and CPU per HTTP/2 request, Berth vs bare Pingora vs HAProxy (conf/bench/tls.sh)
 #   make bench-websocket  memory per open idle WebSocket, Berth vs HAProxy (conf/bench/websocket.sh)
 #   make bench-tail   p50/p99/p99.9 at 50, 1,000 and 5,000 connections and 10,000 idle + 200 active, Berth vs HAProxy, NGINX, bare Pingora (conf/bench/tail.sh)
@@ -25,10 +27,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-tail bench-websocket bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: help run run-fleet bench-fleet demo-cert test bench sim bench-peers bench-ab bench-tls bench-tail bench-websocket bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
-	@sed -n '3,18p' Makefile
+	@sed -n '3,20p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -70,6 +72,35 @@ run: build demo-cert
 	echo "WebSocket: $(TARGET_DIR)/debug/berth-ws ws://localhost:8080/ws -H 'X-Session-Id: alice'"; \
 	$(TARGET_DIR)/debug/berth -c conf/berth.yaml & pids="$$pids $$!"; \
 	wait $$!
+
+## run-fleet: redis-server on 127.0.0.1:$(FLEET_REDIS_PORT) (no persistence), the demo backends
+## and three Berth processes on :8080, :8081, :8082 (admin :9180, :9181, :9182) from
+## conf/examples/fleet.yaml, sharing sessions through that Redis. Ctrl-C stops them all.
+FLEET_REDIS_PORT := 6390
+FLEET_DIR := target/fleet
+run-fleet: build
+	@mkdir -p $(FLEET_DIR)
+	@pids=""; \
+	trap 'kill $$pids 2>/dev/null; wait' EXIT; trap 'exit 130' INT TERM; \
+	redis-server --port $(FLEET_REDIS_PORT) --bind 127.0.0.1 --save "" --appendonly no >$(FLEET_DIR)/redis.log & pids="$$pids $$!"; \
+	for b in $(DEMO_BACKENDS); do \
+	  $(TARGET_DIR)/debug/berth-demo-backend $${b%%=*} $${b#*=} >/dev/null & pids="$$pids $$!"; \
+	done; \
+	for n in 0 1 2; do \
+	  sed -e "s/0.0.0.0:8080/0.0.0.0:808$$n/" -e "s/127.0.0.1:9180/127.0.0.1:918$$n/" \
+	      -e "s/berth_fleet_upgrade.sock/berth_fleet_upgrade_$$n.sock/" -e "s/berth_fleet.pid/berth_fleet_$$n.pid/" \
+	      -e "s/6390/$(FLEET_REDIS_PORT)/" conf/examples/fleet.yaml > $(FLEET_DIR)/gw$$n.yaml; \
+	  $(TARGET_DIR)/debug/berth -c $(FLEET_DIR)/gw$$n.yaml >$(FLEET_DIR)/gw$$n.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	sleep 2; \
+	echo "Fleet: Berth on :8080, :8081, :8082 (admin :9180, :9181, :9182), Redis on 127.0.0.1:$(FLEET_REDIS_PORT), logs in $(FLEET_DIR)/."; \
+	echo "Try:"; \
+	echo "  for p in 8080 8081 8082 8080; do curl -s -H 'X-Session-Id: alice' localhost:\$$p/; done   # one backend, whichever gateway"; \
+	echo "  curl -s -H 'Authorization: Bearer $$BERTH_ADMIN_TOKEN' -X POST 127.0.0.1:9180/admin/backends/demo2/drain"; \
+	echo "  curl -s -H 'Authorization: Bearer $$BERTH_ADMIN_TOKEN' 127.0.0.1:9182/admin/backends   # draining on :9182 too"; \
+	echo "  redis-cli -p $(FLEET_REDIS_PORT) --scan --pattern 'berth:*'                       # the shared pins"; \
+	echo "  curl -s 127.0.0.1:9181/metrics | grep berth_registry_                                 # round trips, cache hits"; \
+	wait
 
 test: build
 	$(CARGO) test --workspace -- --test-threads=2
@@ -139,6 +170,12 @@ bench-tail: deps peer-tools bare-pingora
 bench-websocket: deps peer-tools
 	$(CARGO) build --release -p berth -p berth-tests --bins
 	BIN=$(TARGET_DIR)/release conf/bench/websocket.sh
+
+## bench-fleet: the same release Berth on the memory registry and on a redis-server (interleaved
+## rounds of conf/bench/ab.sh), plus Redis commands per warm request (conf/bench/fleet.sh).
+bench-fleet: deps peer-tools
+	$(CARGO) build --release -p berth
+	BERTH=$(TARGET_DIR)/release/berth conf/bench/fleet.sh
 
 ## bench-instructions: the same workload under callgrind: user-space instructions and heap
 ## allocations per request, independent of the machine's load.

@@ -17,7 +17,7 @@
 # (bare-pingora reads them). Knobs: ROUNDS (5), DURATION (8 s), WARMUP (2 s), CONNS (50),
 # HAPROXY (1 = include HAProxy with the harness's config), PERF=name (after the rounds, record
 # `perf record -g` of that gateway for PERF_SECONDS (10) under the same load into
-# $OUT/perf-name.data), SYSCALLS=1 (system calls per request of each gateway), OUT (/tmp/berth-ab/<time>). Loopback only; kills only what it started.
+# $OUT/perf-name.data), AFTER_WARMUP (a command run once between the warm-up and the rounds), SYSCALLS=1 (system calls per request of each gateway), OUT (/tmp/berth-ab/<time>). Loopback only; kills only what it started.
 # Several runs pool with `python3 conf/bench/pool.py <baseline> $OUT1/raw.tsv $OUT2/raw.tsv ...`
 # (median of the per-round ratios over all rounds, with a bootstrap 95% interval).
 set -euo pipefail
@@ -78,6 +78,8 @@ run_wrk() { # name seconds -> "rps reqs p99_us errors"
 
 log "gateways: ${NAMES[*]} (mode $MODE); $ROUNDS rounds of ${DURATION}s"
 for n in "${NAMES[@]}"; do run_wrk "$n" "$WARMUP" >/dev/null; done
+# AFTER_WARMUP: a command run between the warm-up and the rounds (fleet.sh reads Redis' counters).
+if [ -n "${AFTER_WARMUP:-}" ]; then bash -c "$AFTER_WARMUP"; fi
 printf 'round\tname\trps\tp99_us\terrors\tcpu_us_per_req\tuser_us_per_req\tsys_us_per_req\n' >"$OUT/raw.tsv"
 for r in $(seq 1 "$ROUNDS"); do
   # Each round starts one gateway later than the previous one, so that no gateway always runs

@@ -49,6 +49,8 @@ pub struct Record {
     /// The backend's id.
     pub backend: Option<Arc<str>>,
     pub reason: Option<Reason>,
+    /// Placed without the shared registry (reason `degraded` in the log).
+    pub degraded: bool,
     pub status: Option<u16>,
     pub elapsed: Option<Duration>,
 }
@@ -64,6 +66,7 @@ impl Record {
                 .and_then(|(s, d)| s.backends.get(d.backend))
                 .map(|b| b.name.clone()),
             reason: d.map(|d| d.reason),
+            degraded: a.degraded,
             status: None,
             elapsed: None,
         }
@@ -245,7 +248,11 @@ impl Entry {
             path: &self.path,
             upstream: d.upstream.as_deref(),
             backend: d.backend.as_deref(),
-            reason: d.reason.map(Reason::as_str),
+            reason: if d.degraded {
+                Some("degraded")
+            } else {
+                d.reason.map(Reason::as_str)
+            },
             status: d.status,
             duration_ms: d.elapsed.map(|e| e.as_micros() as f64 / 1000.0),
             bytes: self.bytes,
@@ -334,6 +341,7 @@ mod tests {
                 upstream: None,
                 backend: None,
                 reason: None,
+                degraded: false,
                 status: Some(404),
                 elapsed: Some(Duration::from_micros(1234)),
             },

@@ -21,6 +21,7 @@ pub mod client_deadlines;
 pub mod config;
 pub mod conn_limit;
 pub mod discovery;
+pub mod fleet;
 pub mod gateway;
 pub mod grpc;
 pub mod handover;
@@ -31,6 +32,7 @@ pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod registry;
 pub mod reload;
 pub mod tls;
 pub mod tunnel;
@@ -305,6 +307,10 @@ fn serve(
     if let Some(log) = access_log {
         let writer = access_log::WriterService { log };
         server.add_service(background_service("berth access log", writer));
+    }
+    if gw.upstreams.iter().any(|u| u.redis.is_some()) {
+        let fleet = fleet::Fleet { gw: gw.clone() };
+        server.add_service(background_service("berth registry", fleet));
     }
     let checker = health::HealthChecker { gw: gw.clone() };
     server.add_service(background_service("berth health checks", checker));

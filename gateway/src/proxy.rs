@@ -75,7 +75,12 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         };
         let set = upstream.current.load_full();
-        ctx.attempt = upstream.decide(&set, &ReqView(session), gw.clock.at(start));
+        let now = gw.clock.at(start);
+        ctx.attempt = upstream.decide(&set, &ReqView(session), now);
+        if upstream.redis.is_some() {
+            // A shared registry: a session's first request here asks it (see `agree`).
+            upstream.agree(&set, &mut ctx.attempt, now).await;
+        }
         ctx.upstream = Some(upstream.clone());
         if let Some(why) = ctx.attempt.refused {
             upstream.refused(why).send(session).await?;

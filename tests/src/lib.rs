@@ -13,7 +13,8 @@
 //! * [`config`] — configs for one upstream `app`; [`token`] — craft signed cookie tokens;
 //!   [`tls`] — test certificates (rcgen), TLS listener configs, curl as a TLS client;
 //!   [`h2`] — an HTTP/2 client (h2c, or h2 over TLS);
-//!   [`metrics`] — read `/metrics`;
+//!   [`metrics`] — read `/metrics`; [`redis`] — a `redis-server` (or a 3-node Redis Cluster)
+//!   of the test's own;
 //! * [`upgrade`] — `berth -u` (also as a daemon with a pid file): the gateway becomes the new
 //!   process, the old one is a [`upgrade::Retired`] to watch exit; [`process`] — pids, signals.
 //!
@@ -45,6 +46,7 @@ pub mod h2;
 pub mod http;
 pub mod metrics;
 pub mod process;
+pub mod redis;
 pub mod sessions;
 pub mod tls;
 pub mod token;

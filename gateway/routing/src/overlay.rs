@@ -430,6 +430,19 @@ impl Overlay {
         out
     }
 
+    /// Every key used at or after `since` (second granularity: the whole second of `since`
+    /// counts) or with a request in flight: what a shared registry renews the TTL of in one
+    /// batch. Visits every shard under its lock, one at a time (a scan of the tables: run it
+    /// every few seconds at most, not per request).
+    pub fn seen_since(&self, since: Millis) -> Vec<SessionKey> {
+        let since_s = Self::secs(since);
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            s.0.lock().seen_since(since_s, &mut out);
+        }
+        out
+    }
+
     /// Up to `limit` keys pinned to `backend` that are idle: no request in flight and unused
     /// for at least `idle_for` (whole seconds, rounded up) at `now`. Least recently used first
     /// within each shard; shards are visited in order.

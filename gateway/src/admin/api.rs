@@ -3,6 +3,7 @@
 use super::{error, reply, Req};
 use crate::config::{defaults, BackendConf};
 use crate::gateway::Gateway;
+use crate::registry::Event;
 use crate::upstream::Upstream;
 use crate::upstream::{AdminState, Refused};
 use http::{Method, Response};
@@ -49,14 +50,24 @@ pub(crate) fn handle(gw: &Gateway, req: &Req) -> Resp {
         ["backends", id] if *m == Method::PATCH => patch(gw, id, upstream, req),
         ["backends", id] if *m == Method::DELETE => {
             with_backend(gw, id, upstream, |up| match up.remove_backend(id) {
-                Ok(n) => json(200, &serde_json::json!({ "removed": id, "sessions": n })),
+                Ok(n) => {
+                    up.announce(Event::Remove {
+                        backend: id.to_string(),
+                    });
+                    json(200, &serde_json::json!({ "removed": id, "sessions": n }))
+                }
                 Err(r) => refused(r),
             })
         }
         ["backends", id, "drain"] if *m == Method::POST => drain(gw, id, upstream, req),
         ["backends", id, "undrain"] if *m == Method::POST => with_backend(gw, id, upstream, |up| {
-            up.set_state(id, AdminState::Active)
-                .map_or_else(refused, |v| json(200, &v))
+            let r = up.set_state(id, AdminState::Active);
+            if r.is_ok() {
+                up.announce(Event::Undrain {
+                    backend: id.to_string(),
+                });
+            }
+            r.map_or_else(refused, |v| json(200, &v))
         }),
         ["backends", id, "migrate"] if *m == Method::POST => migrate(gw, id, upstream, req),
         ["sessions", value] if *m == Method::GET => session(gw, value, upstream.as_deref()),
@@ -167,7 +178,18 @@ fn add(gw: &Gateway, req: &Req) -> Resp {
         drain: body.drain.unwrap_or(false),
         max_connections: up.settings.max_connections,
     };
-    up.add_backend(conf).map_or_else(refused, |v| json(201, &v))
+    let event = Event::Add {
+        backend: conf.id.clone(),
+        addr: conf.addr.to_string(),
+        weight: conf.weight,
+        max_sessions: conf.max_sessions,
+        drain: conf.drain,
+    };
+    let r = up.add_backend(conf);
+    if r.is_ok() {
+        up.announce(event);
+    }
+    r.map_or_else(refused, |v| json(201, &v))
 }
 
 #[derive(Deserialize, Default)]
@@ -204,8 +226,16 @@ fn patch(gw: &Gateway, id: &str, upstream: Option<String>, req: &Req) -> Resp {
         return error(400, "max_sessions must be at least 1 (null for no cap)");
     }
     with_backend(gw, id, upstream, |up| {
-        up.update_backend(id, body.weight, body.max_sessions)
-            .map_or_else(refused, |v| json(200, &v))
+        let r = up.update_backend(id, body.weight, body.max_sessions);
+        if r.is_ok() {
+            up.announce(Event::Update {
+                backend: id.to_string(),
+                weight: body.weight,
+                max_sessions: body.max_sessions.flatten(),
+                cap_changed: body.max_sessions.is_some(),
+            });
+        }
+        r.map_or_else(refused, |v| json(200, &v))
     })
 }
 
@@ -220,9 +250,9 @@ fn drain(gw: &Gateway, id: &str, upstream: Option<String>, req: &Req) -> Resp {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let deadline = match body.deadline.as_deref().map(humantime::parse_duration) {
+    let within = match body.deadline.as_deref().map(humantime::parse_duration) {
         None => None,
-        Some(Ok(d)) => Some(gw.clock.now() + d.as_millis() as u64),
+        Some(Ok(d)) => Some(d.as_millis() as u64),
         Some(Err(e)) => {
             return error(
                 400,
@@ -230,9 +260,16 @@ fn drain(gw: &Gateway, id: &str, upstream: Option<String>, req: &Req) -> Resp {
             )
         }
     };
+    let deadline = within.map(|ms| gw.clock.now() + ms);
     with_backend(gw, id, upstream, |up| {
-        up.set_state(id, AdminState::Draining { deadline })
-            .map_or_else(refused, |v| json(200, &v))
+        let r = up.set_state(id, AdminState::Draining { deadline });
+        if r.is_ok() {
+            up.announce(Event::Drain {
+                backend: id.to_string(),
+                deadline_ms: within,
+            });
+        }
+        r.map_or_else(refused, |v| json(200, &v))
     })
 }
 
@@ -252,7 +289,13 @@ fn migrate(gw: &Gateway, id: &str, upstream: Option<String>, req: &Req) -> Resp 
         return error(400, "rate must be at least 1 (sessions per second)");
     }
     with_backend(gw, id, upstream, |up| {
-        match up.migrate(id, body.count, body.rate, gw.clock.now()) {
+        let scheduled = if up.redis.is_some() {
+            // Shared registry: the fleet's sessions on `id`, from Redis.
+            up.migrate_shared(id, body.count, body.rate)
+        } else {
+            up.migrate(id, body.count, body.rate, gw.clock.now())
+        };
+        match scheduled {
             Ok(n) => json(202, &serde_json::json!({ "backend": id, "scheduled": n })),
             Err(r) => refused(r),
         }

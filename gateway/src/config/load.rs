@@ -51,10 +51,12 @@ fn read_config(doc: &Value, registry: &Registry, errors: &mut Errors) -> Option<
     let admin = read_admin(&mut top);
     let access_log = super::access_log::read(&mut top);
     let limits = super::limits::read(&mut top);
+    let global_registry = super::registry::read(&mut top).unwrap_or_default();
     let mut upstreams = Vec::new();
     let before = top.errors().len();
     top.map("upstreams", |name, v, path, errors| {
-        if let Some(u) = read_upstream(name, v, path, registry, errors) {
+        let plugins = (registry, &global_registry);
+        if let Some(u) = read_upstream(name, v, path, plugins, errors) {
             upstreams.push(u);
         }
     });
@@ -229,7 +231,7 @@ fn read_upstream(
     name: &str,
     v: &Value,
     path: String,
-    registry: &Registry,
+    (registry, global_registry): (&Registry, &super::RegistryConf),
     errors: &mut Errors,
 ) -> Option<UpstreamConf> {
     if !valid_id(name) {
@@ -296,6 +298,7 @@ fn read_upstream(
         .unwrap_or(defaults::QUEUE_TIMEOUT);
     let forward_headers = o.opt::<bool>("forward_headers").unwrap_or(true);
     let tls = upstream_tls::read(&mut o);
+    let session_registry = super::registry::read(&mut o).unwrap_or_else(|| global_registry.clone());
     // Backends may be absent with `discovery:`, even one with mistakes (reported on their own).
     let discovered = o.raw("discovery").is_some();
     let discovery = discovery::read(&mut o);
@@ -336,6 +339,7 @@ fn read_upstream(
             protocol,
         },
         backends,
+        registry: session_registry,
     })
 }
 

@@ -6,11 +6,13 @@
 pub mod access_log;
 pub mod limits;
 mod load;
+pub mod registry;
 #[cfg(test)]
 mod tests;
 
 pub use access_log::{AccessLogConf, Target};
 pub use limits::ClientLimits;
+pub use registry::{RedisConf, RegistryConf};
 
 pub use berth_plugins::params::ConfError;
 pub use load::{load_file, parse, valid_id};
@@ -108,6 +110,8 @@ pub struct UpstreamConf {
     pub sessions: OverlayConfig,
     pub settings: UpstreamSettings,
     pub backends: Vec<BackendConf>,
+    /// Where its session pins live (`registry:`, per upstream or global).
+    pub registry: RegistryConf,
 }
 
 /// Per-upstream settings that routing tables and lifecycle tasks read at run time.

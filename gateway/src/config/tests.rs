@@ -128,3 +128,35 @@ fn websocket_timeouts_and_protocol_default_and_read() {
     assert_eq!(s.websocket.send_timeout, Duration::from_secs(5));
     assert_eq!(s.protocol, UpstreamProtocol::H2c);
 }
+
+#[test]
+fn the_registry_is_memory_by_default_global_or_per_upstream() {
+    use super::registry::DEFAULT_COMMAND_TIMEOUT;
+    use super::RegistryConf;
+    let yaml = "registry: {type: redis, url: \"redis://10.0.0.7:6379\", key_prefix: fleet}\n\
+        routes:\n  - { path_prefix: /a, upstream: a }\n  - { path_prefix: /, upstream: b }\n\
+        upstreams:\n  a:\n    backends: [{ id: b1, addr: \"127.0.0.1:9\" }]\n  \
+        b:\n    registry: {type: memory}\n    backends: [{ id: b1, addr: \"127.0.0.1:9\" }]\n";
+    let c = parse(yaml, &Registry::builtin()).expect("valid config");
+    let RegistryConf::Redis(r) = &c.upstreams[0].registry else {
+        panic!(
+            "a inherits the global registry: {:?}",
+            c.upstreams[0].registry
+        );
+    };
+    assert_eq!(r.urls, ["redis://10.0.0.7:6379"]);
+    assert_eq!(r.key_prefix, "fleet");
+    assert!(!r.cluster);
+    assert_eq!(r.command_timeout, DEFAULT_COMMAND_TIMEOUT);
+    // A quarter of the idle TTL (30m), at most a minute.
+    assert_eq!(r.refresh_every(30 * 60 * 1000).as_secs(), 60);
+    assert_eq!(r.refresh_every(8_000).as_secs(), 2);
+    assert_eq!(c.upstreams[1].registry, RegistryConf::Memory);
+    assert_eq!(config("").upstreams[0].registry, RegistryConf::Memory);
+    let cluster = "registry: {type: redis, cluster: true, url: [\"redis://10.0.0.7:7000\", \"rediss://10.0.0.8:7000\"]}\n";
+    let RegistryConf::Redis(r) = &config(cluster).upstreams[0].registry else {
+        panic!("redis");
+    };
+    assert_eq!(r.urls.len(), 2);
+    assert!(r.cluster);
+}

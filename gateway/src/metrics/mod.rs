@@ -9,6 +9,7 @@
 //! module depends on no other module of the gateway.
 pub mod discovery;
 mod handles;
+pub mod registry;
 pub mod tls;
 pub mod websocket;
 
@@ -90,6 +91,8 @@ pub struct Metrics {
     /// ([`Metrics::discovery`]).
     discovery: std::sync::OnceLock<discovery::DiscoveryFamilies>,
     websockets: websocket::WebSocketFamilies,
+    /// The shared registry's families, registered with the first Redis upstream.
+    shared_registry: std::sync::OnceLock<registry::RegistryFamilies>,
 }
 
 /// Registers `c` (a new family with static, valid names) and returns it.
@@ -279,6 +282,7 @@ impl Metrics {
             registry,
             tls: std::sync::OnceLock::new(),
             discovery: std::sync::OnceLock::new(),
+            shared_registry: std::sync::OnceLock::new(),
         }
     }
 
@@ -296,6 +300,15 @@ impl Metrics {
     pub fn tls(&self) -> &tls::TlsFamilies {
         self.tls.get_or_init(|| {
             tls::TlsFamilies::register(&self.registry)
+                .expect("metric names and labels are static and valid, registered once")
+        })
+    }
+
+    /// The shared registry's families, registered on first call (a Berth whose upstreams all
+    /// use the memory registry exports none of them).
+    pub fn shared_registry(&self) -> &registry::RegistryFamilies {
+        self.shared_registry.get_or_init(|| {
+            registry::RegistryFamilies::register(&self.registry)
                 .expect("metric names and labels are static and valid, registered once")
         })
     }

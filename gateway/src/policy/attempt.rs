@@ -36,6 +36,12 @@ pub struct Attempt {
     pub refused: Option<Refusal>,
     /// The selection counted this request in flight on `key` (released when it ends).
     pub acquired: bool,
+    /// A new session placed without the shared registry, which did not answer (the access
+    /// log's reason `degraded`; counted in `berth_registry_degraded_total`).
+    pub degraded: bool,
+    /// A token's session not in this gateway's cache before this request (a shared registry
+    /// is asked where it lives: a migration or another gateway may have moved it).
+    pub token_unseen: bool,
 }
 
 /// What to do after a request failed on its way to or from a backend.

@@ -10,8 +10,11 @@
 //! * `scrape.rs` — the values `/metrics` reads from the upstreams when scraped;
 //! * `sockets.rs` — its open WebSockets, by backend;
 //! * `clock.rs` — the routing core's `now`.
+use crate::config::RegistryConf;
 use crate::config::{UpstreamConf, UpstreamSettings};
 use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::registry::redis::RedisRegistry;
+use crate::registry::{Memory, SessionRegistry};
 use arc_swap::ArcSwap;
 use berth_plugins::Chain;
 use berth_routing::{Interner, Overlay};
@@ -25,6 +28,7 @@ mod moves;
 mod request;
 mod scrape;
 mod sockets;
+mod shared;
 mod table;
 mod view;
 
@@ -42,6 +46,11 @@ pub struct Upstream {
     pub chain: Chain,
     pub overlay: Arc<Overlay>,
     pub names: Interner,
+    /// Where its pins live (`registry:`): the overlay alone, or Redis with the overlay as
+    /// local cache.
+    pub registry: Arc<dyn SessionRegistry>,
+    /// The same registry when it is Redis (the request path checks this `Option` only).
+    pub redis: Option<Arc<RedisRegistry>>,
     /// The backends requests are routed over now.
     pub current: ArcSwap<BackendSet>,
     pub settings: UpstreamSettings,
@@ -65,14 +74,31 @@ impl Upstream {
         let plugin_names: Vec<&str> = conf.chain.plugins().iter().map(|p| p.name()).collect();
         let members = Members::new(&conf.backends);
         let tls_ca = table::ca_of(&conf.settings);
+        let names = Interner::default();
+        let redis = match conf.registry {
+            RegistryConf::Memory => None,
+            RegistryConf::Redis(r) => Some(Arc::new(RedisRegistry::new(
+                &conf.name,
+                r,
+                overlay.clone(),
+                names.clone(),
+                metrics.shared_registry().upstream(&conf.name),
+            ))),
+        };
+        let registry: Arc<dyn SessionRegistry> = match &redis {
+            Some(r) => r.clone(),
+            None => Arc::new(Memory::new(overlay.clone(), names.clone())),
+        };
         let up = Upstream {
+            registry,
+            redis,
             metrics: metrics.upstream(&conf.name, &plugin_names),
             issues_sessions: conf.chain.issues_sessions(),
             settings: conf.settings,
             name: conf.name.into(),
             chain: conf.chain,
             overlay,
-            names: Interner::default(),
+            names,
             current: ArcSwap::from_pointee(BackendSet::empty()),
             members: Mutex::new(Members::default()),
             moved_pending: AtomicUsize::new(0),

@@ -57,6 +57,8 @@ impl Upstream {
                 named = Some(name);
                 a.point = key.ring_point();
                 a.key = Some(key);
+                // Only with a shared registry (one probe more): see `agree`.
+                a.token_unseen = self.redis.is_some() && self.overlay.info(key).is_none();
                 set.router.select_named(name, key, now)
             }
             // No key. A session the chain will issue (cookie insert) is placed by load, evenly;
@@ -204,8 +206,12 @@ impl Upstream {
     ) {
         let Some(d) = a.decision else { return };
         set.router.pin(key, d.backend, now);
+        if self.redis.is_some() {
+            // Learned here: the other gateways find it in the shared registry.
+            self.registry.repin(key, set.router.name(d.backend), None);
+        }
         if let Some(old) = a.key.filter(|old| replaces && *old != key) {
-            self.overlay.remove(old);
+            self.registry.remove(old);
         }
     }
 

@@ -87,7 +87,7 @@ fn every_yaml_and_json_file_parses() {
     }
 }
 
-/// Scrape a Berth with a TLS listener that went through: sessions by cookie and by header, a
+/// Scrape a Berth with a TLS listener and a Redis session registry that went through: sessions by cookie and by header, a
 /// forged cookie, a backend killed under health checks (so lazily-created series exist).
 fn scenario_scrape() -> String {
     let certs = tempfile::tempdir().expect("temp dir");
@@ -106,9 +106,14 @@ fn scenario_scrape() -> String {
         "upstreams.app.health",
         "{type: tcp, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}",
     );
+    // A shared registry: the registry families (and their alert rules) exist only then.
+    let redis = berth_tests::redis::Redis::start();
+    let registry = format!("{{type: redis, url: {}}}", redis.url());
+    let yaml = config::set(&yaml, "upstreams.app.registry", &registry);
     let tls = berth_tests::tls::listener(berth_tests::free_addr(), &[&cert], "");
     let yaml = berth_tests::tls::with_listeners(&yaml, &[tls]);
     let gw = Gateway::start_with_admin(&yaml);
+    gw.wait_metric("berth_registry_up", &[], |v| v == 1.0);
     let mut user = gw.user();
     for _ in 0..3 {
         assert_eq!(user.get("/").expect("GET /").status, 200);

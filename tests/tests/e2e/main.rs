@@ -36,6 +36,7 @@ mod deploy_files;
 mod discovery;
 mod drain;
 mod failover;
+mod fleet;
 mod grpc;
 mod harness_selftest;
 mod header_affinity;

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 /// The DNS discovery families (an upstream with `discovery:`).
 mod discovery;
+/// The shared registry's families (an upstream on Redis).
+mod registry;
 /// The TLS families (a gateway with a TLS listener).
 mod tls;
 /// The WebSocket families.
@@ -568,6 +570,10 @@ fn every_family_is_documented_and_asserted() {
         silent.addr
     );
     let yaml = config::set(&yaml, "upstreams.app.discovery", &discovery);
+    // With a Redis session registry: its families exist only then.
+    let redis = berth_tests::redis::Redis::start();
+    let registry = format!("{{type: redis, url: {}}}", redis.url());
+    let yaml = config::set(&yaml, "upstreams.app.registry", &registry);
     let gw = Gateway::start(&yaml);
     let r = gw.client().send(&sessions::request("s1", "/"));
     assert_eq!(r.status, 200, "{}", r.summary());
@@ -602,10 +608,12 @@ fn every_family_is_documented_and_asserted() {
 
     // Named in this file outside this test: in an `expect` table, `sum`, `wait_metric` or
     // `zero_or_unborn` of a scenario above.
-    // `tls.rs`, `discovery.rs` and `websocket.rs` first: only the text before this test counts.
+    // `tls.rs`, `discovery.rs`, `registry.rs` and `websocket.rs` first: only the text before
+    // this test counts.
     let source = [
         include_str!("metrics/tls.rs"),
         include_str!("metrics/discovery.rs"),
+        include_str!("metrics/registry.rs"),
         include_str!("metrics/websocket.rs"),
         include_str!("metrics.rs"),
     ]

@@ -484,6 +484,15 @@ impl Shard {
         );
     }
 
+    /// The keys used at or after second `since_s` (or with a request in flight).
+    pub(super) fn seen_since(&self, since_s: u32, out: &mut Vec<SessionKey>) {
+        let seen = self
+            .table
+            .iter()
+            .filter(|s| s.last_seen_s >= since_s || s.in_flight() > 0);
+        out.extend(seen.map(|s| SessionKey(s.key)));
+    }
+
     /// Up to `limit` keys pinned to `backend` with no request in flight and last seen before
     /// `idle_before_s` — with `counted_only`, only those still counted as active (seen within
     /// the window of the last recount) — least recently seen first within this shard.

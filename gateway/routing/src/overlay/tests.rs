@@ -500,3 +500,21 @@ fn idle_active_keys_are_idle_sessions_still_in_the_window() {
     assert_eq!(o.idle_active_keys_on(A, 20_000, 100_000, 100), vec![key(1)]);
     assert!(o.idle_active_keys_on(A, 20_000, 100_000, 0).is_empty());
 }
+
+#[test]
+fn seen_since_lists_the_sessions_used_since_a_time_and_those_in_flight() {
+    let o = windowed(10_000, 0, 60_000);
+    o.pin(key(0), A, None, 5_000);
+    o.pin(key(1), A, None, 20_000);
+    o.pin(key(2), B, None, 30_500); // within second 30: counts from 30_000 on
+    o.pin(key(3), B, None, 1_000);
+    o.acquire(key(3), 1_000); // in flight since 1 s: listed whatever `since`
+    let mut seen = o.seen_since(20_000);
+    seen.sort_by_key(|k| k.0);
+    let mut want = vec![key(1), key(2), key(3)];
+    want.sort_by_key(|k| k.0);
+    assert_eq!(seen, want);
+    assert_eq!(o.seen_since(31_000), vec![key(3)]);
+    o.get(key(0), 40_000);
+    assert!(o.seen_since(40_000).contains(&key(0)));
+}

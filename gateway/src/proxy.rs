@@ -156,12 +156,13 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some((upstream, set, attempt)) = ctx.routed() {
-            upstream.on_response(set, attempt, resp, &self.gw.clock, self.tls);
+            let response = (&*session, resp);
+            upstream.on_response(set, attempt, response, &self.gw.clock, self.tls);
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ mod view;
 pub use clock::Clock;
 pub use membership::{AdminState, Member, Members, Migration, Refused};
 pub use scrape::SessionMetrics;
-pub use table::{Backend, BackendSet};
+pub use table::BackendSet;
 pub use view::BackendView;
 
 /// One upstream: its affinity chain, its sticky overlay, its current backends and the

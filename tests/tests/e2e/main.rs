@@ -30,6 +30,7 @@ mod admin_status;
 mod admin_surface;
 mod conf_files;
 mod conn_limits;
+mod connection_affinity;
 mod cookie_affinity;
 mod dashboard;
 mod deploy_files;
@@ -49,6 +50,7 @@ mod membership;
 mod metrics;
 mod migrate;
 mod new_sessions;
+mod plugin_sdk;
 mod proxy_basics;
 mod retries;
 mod session_flood;
@@ -58,6 +60,7 @@ mod upgrade;
 mod upgrade_drain;
 mod upgrade_soak;
 mod upstream_tls;
+mod url_affinity;
 
 /// The layout of this test binary checks itself.
 mod layout {

@@ -1,7 +1,7 @@
 # Berth — every target is documented here; `make help` lists them.
 #
 #   make run     build and start Berth on conf/berth.yaml with three demo backends (HTTP, h2c, HTTPS)
-#   make test    run every test (unit, property, config golden files, end-to-end)
+#   make test    run every test (unit, property, config golden files, end-to-end, the JWT example crate)
 #   make bench   criterion benchmarks of the routing core
 #   make sim     load-placement simulation of the routing core (SIM_ARGS=--quick, --large, --help)
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
@@ -23,7 +23,7 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: jwt help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
 	@sed -n '3,16p' Makefile
@@ -47,8 +47,15 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-build: deps
+build: deps jwt
 	$(CARGO) build -p berth -p berth-tests --bins
+
+## jwt: the example plugin crate outside the workspace (plugins/examples/jwt: own Cargo.toml
+## and Cargo.lock), built against berth and berth-plugins by path into this target directory,
+## so its berth-jwt binary sits beside berth for the end-to-end tests (tests/tests/e2e/jwt.rs).
+JWT_MANIFEST := plugins/examples/jwt/Cargo.toml
+jwt: deps
+	$(CARGO) build --manifest-path $(JWT_MANIFEST) --target-dir $(TARGET_DIR)
 
 ## The self-signed certificate of conf/berth.yaml's HTTPS listener (127.0.0.1:8443), generated
 ## on this machine and never committed; renewed when older than 29 days.
@@ -70,6 +77,7 @@ run: build demo-cert
 
 test: build
 	$(CARGO) test --workspace -- --test-threads=2
+	$(CARGO) test --manifest-path $(JWT_MANIFEST) --target-dir $(TARGET_DIR) -- --test-threads=2
 
 bench: deps
 	$(CARGO) bench -p berth-routing
@@ -134,7 +142,9 @@ bench-instructions: deps peer-tools bare-pingora
 ## advisory check prints BLOCKED with the error and the rest of lint still decides.
 lint: deps lint-tools
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path $(JWT_MANIFEST) -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path $(JWT_MANIFEST) --target-dir $(TARGET_DIR) --all-targets -- -D warnings
 	$(CARGO) deny --offline check --hide-inclusion-graph licenses bans sources
 	@$(MAKE) --no-print-directory advisories
 
@@ -181,6 +191,7 @@ fuzz: deps
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path $(JWT_MANIFEST)
 
 check-conf: build demo-cert
 	@for f in conf/*.yaml conf/examples/*.yaml deploy/docker/berth.yaml; do $(TARGET_DIR)/debug/berth -t -c $$f || exit 1; done

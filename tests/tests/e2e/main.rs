@@ -43,6 +43,7 @@ mod hostile_edge;
 mod hostile_http;
 mod http2;
 mod ip_affinity;
+mod jwt;
 mod kill_under_load;
 mod live_membership;
 mod load;

@@ -7,6 +7,7 @@
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
 #   make bench-ab     Berth vs bare Pingora vs HAProxy, CPU per request, interleaved (conf/bench/ab.sh)
 #   make bench-instructions  instructions and allocations per request, Berth vs bare Pingora (callgrind)
+#   make bench-plugins  instructions per request of each affinity plugin against header (callgrind)
 #   make bench-tls    TLS handshakes/s and CPU per HTTP/2 request, Berth vs HAProxy (conf/bench/tls.sh)
 #   make lint    rustfmt check, clippy with warnings as errors, cargo-deny + cargo-audit
 #   make fmt     format the code
@@ -23,10 +24,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: jwt help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: bench-plugins jwt help run demo-cert test bench sim bench-peers bench-ab bench-tls bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
-	@sed -n '3,16p' Makefile
+	@sed -n '3,17p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -135,6 +136,15 @@ bench-instructions: deps peer-tools bare-pingora
 	$(CARGO) build --release -p berth
 	GWS='berth=$(TARGET_DIR)/release/berth -c %CONF%;berth-fwd=$(TARGET_DIR)/release/berth -c %CONF_FWD%;bare-pingora=$(BARE_PINGORA_DIR)/release/bare-pingora' \
 	  conf/bench/instructions.sh
+
+## bench-plugins: what each affinity plugin costs per request under callgrind (instructions and
+## allocations, conf/bench/plugins.sh): header, query, path, connection and the example crate's
+## jwt (HS256), each alone in the chain, on one request stream carrying all their keys.
+## BASE_BERTH=<another release berth> adds it beside this one on the header plugin.
+bench-plugins: deps peer-tools
+	$(CARGO) build --release -p berth
+	$(CARGO) build --release --manifest-path $(JWT_MANIFEST) --target-dir $(TARGET_DIR)
+	BERTH=$(TARGET_DIR)/release/berth BERTH_JWT=$(TARGET_DIR)/release/berth-jwt conf/bench/plugins.sh
 
 ## lint: formatting, clippy, then the dependency policy in deny.toml: licenses, bans and
 ## sources (cargo-deny, no network needed), and the RustSec advisories (cargo-deny and

@@ -6,7 +6,7 @@
 #
 #   GWS='berth=/path/berth -c %CONF%;bare=/tmp/bare-pingora/release/bare-pingora' conf/bench/instructions.sh
 #
-# Same GWS syntax as ab.sh. Each gateway runs alone under callgrind: warm-up, counters zeroed,
+# Same GWS syntax as ab.sh; BENCH_LUA replaces the harness's wrk script (conf/bench/plugins.sh). Each gateway runs alone under callgrind: warm-up, counters zeroed,
 # REQUESTS_SECONDS (10) of `wrk -c10` load, counters dumped; the table gives instructions per
 # request and heap allocations per request (calls into the allocator, conf/bench/allocs.py);
 # $OUT/callgrind-<name>.out.* can be read with callgrind_annotate (--inclusive=yes).
@@ -23,7 +23,7 @@ TOOL=instructions RUN_PREFIX=berth-instr-run
 # shellcheck source=conf/bench/common.sh
 . "$HERE/common.sh"
 run_wrk() { # url seconds -> requests
-  PB_IDS=10000 PB_SEED=42 wrk -t1 -c10 -d"${2}s" --timeout 10s -s "$PB/session.lua" "$1" 2>&1 |
+  PB_IDS=10000 PB_SEED=42 wrk -t1 -c10 -d"${2}s" --timeout 10s -s "${BENCH_LUA:-$PB/session.lua}" "$1" 2>&1 |
     tee -a "$RUN/wrk.log" | awk '/^PB_RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "reqs") print kv[2] } }'
 }
 

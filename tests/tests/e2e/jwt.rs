@@ -206,3 +206,31 @@ fn valid_tokens_stick_and_invalid_ones_fall_back_counted_by_reason() {
         SESSIONS as f64
     );
 }
+
+#[test]
+fn the_example_config_is_valid_for_berth_jwt_and_checked_like_the_rest() {
+    let path = berth_tests::workspace_root().join("plugins/examples/jwt/berth.yaml");
+    let check = |secret: &str| {
+        let out = Command::new(berth_tests::jwt_bin())
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .env("JWT_SECRET", secret)
+            .env("BERTH_COOKIE_SECRET", config::COOKIE_SECRET)
+            .output()
+            .expect("run berth-jwt -t");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.code(), stderr)
+    };
+    let (code, stderr) = check("example-jwt-secret-0123456789abcdef0123");
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = check("short");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "upstreams.app.affinity[0].secret_env: environment variable JWT_SECRET must hold a \
+             secret of at least 32 bytes"
+        ),
+        "{stderr}"
+    );
+}

@@ -14,8 +14,7 @@
 //! }
 //! ```
 //!
-//! Everything else is private. Inside: the configuration ([`config`](self) reader), the
-//! shared state (`gateway`: the upstreams and their routes), a thin `ProxyHttp` (`proxy`,
+//! Everything else is private. Inside: the configuration reader (`config`), the shared state (`gateway`: the upstreams and their routes), a thin `ProxyHttp` (`proxy`,
 //! which asks `policy` what a request may do) and an admin listener (`admin`). Dependencies
 //! point one way: `config` and `metrics` depend on no other module; `upstream` on those two and
 //! `policy`; the services (`proxy`, `admin`, `handover`, `health`, `reload`, `upkeep`) on

@@ -14,12 +14,12 @@ use crate::{RequestView, ResponseView, SessionKey};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// Its builder methods share names with [`RequestView`]'s (`method`, `header`): call the
-/// view's through `&dyn RequestView`, as a plugin does.
-///
 /// A request made of a method, a target, a header list, a client address, a time and
 /// optionally a connection. [`FakeRequest::new`]: `GET /`, no headers, no client, at
 /// 1,700,000,000 s.
+///
+/// Its builder methods share names with [`RequestView`]'s (`method`, `header`): call the
+/// view's through `&dyn RequestView`, as a plugin does.
 #[derive(Debug, Clone, Default)]
 pub struct FakeRequest {
     /// The method.

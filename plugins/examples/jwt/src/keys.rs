@@ -16,6 +16,9 @@ pub struct VerifyKey {
     /// `(algorithm, validation)`, built once (aud/iss set; exp/nbf checked by the plugin
     /// against the gateway's clock).
     pub validations: Vec<(Algorithm, Validation)>,
+    /// For a secret: the HMAC key of each allowed algorithm, built once (the plugin verifies
+    /// HS* tokens with it directly: jsonwebtoken would rebuild the key for every token).
+    pub hmac: Vec<(Algorithm, ring::hmac::Key)>,
 }
 
 /// What the validations check besides the signature.
@@ -50,6 +53,7 @@ impl VerifyKey {
             kid,
             key,
             validations,
+            hmac: Vec::new(),
         }
     }
 }
@@ -57,7 +61,20 @@ impl VerifyKey {
 /// An HS256 (or HS384/HS512) secret.
 pub fn secret(secret: &[u8], algs: &[Algorithm], checks: &Checks) -> Vec<VerifyKey> {
     let key = DecodingKey::from_secret(secret);
-    vec![VerifyKey::new(None, key, algs, checks)]
+    let mut k = VerifyKey::new(None, key, algs, checks);
+    k.hmac = algs
+        .iter()
+        .filter_map(|&alg| {
+            let ring_alg = match alg {
+                Algorithm::HS256 => ring::hmac::HMAC_SHA256,
+                Algorithm::HS384 => ring::hmac::HMAC_SHA384,
+                Algorithm::HS512 => ring::hmac::HMAC_SHA512,
+                _ => return None,
+            };
+            Some((alg, ring::hmac::Key::new(ring_alg, secret)))
+        })
+        .collect();
+    vec![k]
 }
 
 /// A PEM public key: RSA (RS256 by default) or EC P-256 (ES256).

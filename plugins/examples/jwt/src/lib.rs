@@ -48,6 +48,9 @@ pub struct JwtPlugin {
     claim: Vec<String>,
     namespace: Vec<u8>,
     keys: Vec<VerifyKey>,
+    /// Accepted audiences and issuer (HS* tokens are checked here; others by jsonwebtoken).
+    audience: Vec<String>,
+    issuer: Option<String>,
     leeway: u64,
     max_len: usize,
 }
@@ -88,9 +91,14 @@ impl JwtPlugin {
             .iter()
             .find(|(alg, _)| *alg == header.alg)
             .ok_or(Invalid::BadAlgorithm)?;
-        let data = jsonwebtoken::decode::<Value>(token, &key.key, validation)
-            .map_err(|e| reason(e.kind()))?;
-        let claims = data.claims;
+        let claims = match key.hmac.iter().find(|(alg, _)| *alg == header.alg) {
+            Some((_, hmac)) => self.hmac_claims(token, hmac)?,
+            None => {
+                jsonwebtoken::decode::<Value>(token, &key.key, validation)
+                    .map_err(|e| reason(e.kind()))?
+                    .claims
+            }
+        };
         let time = |name: &str| claims.get(name).and_then(Value::as_f64).map(|t| t as u64);
         match time("exp") {
             Some(exp) if now > exp.saturating_add(self.leeway) => return Err(Invalid::Expired),
@@ -114,6 +122,42 @@ impl JwtPlugin {
             Value::Number(n) => Some(SessionKey::new(&self.namespace, n.to_string().as_bytes())),
             _ => None,
         })
+    }
+
+    /// The claims of an HS* token whose signature `hmac` verifies (constant time, ring), with
+    /// `aud` and `iss` checked as jsonwebtoken's `Validation` would.
+    fn hmac_claims(&self, token: &str, hmac: &ring::hmac::Key) -> Result<Value, Invalid> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (message, signature) = token.rsplit_once('.').ok_or(Invalid::Malformed)?;
+        let (_, payload) = message.split_once('.').ok_or(Invalid::Malformed)?;
+        let mut sig = [0u8; 64];
+        let n = b64
+            .decode_slice(signature, &mut sig)
+            .map_err(|_| Invalid::Malformed)?;
+        ring::hmac::verify(hmac, message.as_bytes(), &sig[..n])
+            .map_err(|_| Invalid::BadSignature)?;
+        let json = b64.decode(payload).map_err(|_| Invalid::Malformed)?;
+        let claims: Value = serde_json::from_slice(&json).map_err(|_| Invalid::Malformed)?;
+        if !self.audience.is_empty() {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => self.audience.contains(a),
+                Some(Value::Array(all)) => all.iter().any(|a| {
+                    a.as_str()
+                        .is_some_and(|a| self.audience.iter().any(|x| x == a))
+                }),
+                _ => false,
+            };
+            if !ok {
+                return Err(Invalid::WrongAudience);
+            }
+        }
+        if let Some(iss) = &self.issuer {
+            if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
+                return Err(Invalid::WrongIssuer);
+            }
+        }
+        Ok(claims)
     }
 
     /// The key a token with `kid` is verified with.
@@ -318,6 +362,8 @@ fn build(p: &mut Params<'_>, cache: &FileCache) -> Result<Box<dyn AffinityPlugin
         claim: claim.split('.').map(str::to_string).collect(),
         namespace,
         keys,
+        audience: checks.audience.clone(),
+        issuer: checks.issuer.clone(),
         leeway: leeway.map_or(0, |d| d.as_secs()),
         max_len: max_len.unwrap_or(DEFAULT_MAX_LEN),
     }))

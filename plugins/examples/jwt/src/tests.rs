@@ -124,6 +124,16 @@ fn invalid_tokens_are_counted_by_reason() {
         Invalid::WrongAudience,
     );
     check(
+        &hs(&with(claims("a"), "aud", json!(["x", "y"]))),
+        Invalid::WrongAudience,
+    );
+    let listed = hs(&with(claims("a"), "aud", json!(["x", "app"])));
+    assert_eq!(
+        outcome(&*p, &bearer(&listed)),
+        session("a"),
+        "aud as a list"
+    );
+    check(
         &hs(&with(claims("a"), "iss", json!("evil"))),
         Invalid::WrongIssuer,
     );

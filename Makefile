@@ -2,12 +2,13 @@
 #
 #   make run     build and start Berth on conf/berth.yaml with three demo backends (HTTP, h2c, HTTPS)
 #   make run-fleet  three Berth processes (:8080, :8081, :8082) sharing sessions through one redis-server
-#   make test    run every test (unit, property, config golden files, end-to-end)
+#   make test    run every test (unit, property, config golden files, end-to-end, the JWT example crate)
 #   make bench   criterion benchmarks of the routing core
 #   make sim     load-placement simulation of the routing core (SIM_ARGS=--quick, --large, --help)
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
 #   make bench-ab     Berth vs bare Pingora vs HAProxy, CPU per request, interleaved (conf/bench/ab.sh)
 #   make bench-instructions  instructions and allocations per request, Berth vs bare Pingora (callgrind)
+#   make bench-plugins  instructions per request of each affinity plugin against header (callgrind)
 #   make bench-fleet  the Redis session registry vs the memory registry: req/s, CPU/request, Redis commands/request
 #   make bench-tls    TLS handshakes/s and CPU per HTTP/2 request, Berth vs bare Pingora vs HAProxy (conf/bench/tls.sh)
 #   make bench-websocket  memory per open idle WebSocket, Berth vs HAProxy (conf/bench/websocket.sh)
@@ -27,10 +28,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run run-fleet bench-fleet demo-cert test bench sim bench-peers bench-ab bench-tls bench-tail bench-websocket bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: help run run-fleet bench-fleet bench-plugins jwt demo-cert test bench sim bench-peers bench-ab bench-tls bench-tail bench-websocket bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
-	@sed -n '3,20p' Makefile
+	@sed -n '3,21p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -51,8 +52,15 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-build: deps
+build: deps jwt
 	$(CARGO) build -p berth -p berth-tests --bins
+
+## jwt: the example plugin crate outside the workspace (plugins/examples/jwt: own Cargo.toml
+## and Cargo.lock), built against berth and berth-plugins by path into this target directory,
+## so its berth-jwt binary sits beside berth for the end-to-end tests (tests/tests/e2e/jwt.rs).
+JWT_MANIFEST := plugins/examples/jwt/Cargo.toml
+jwt: deps
+	$(CARGO) build --manifest-path $(JWT_MANIFEST) --target-dir $(TARGET_DIR)
 
 ## The self-signed certificate of conf/berth.yaml's HTTPS listener (127.0.0.1:8443), generated
 ## on this machine and never committed; renewed when older than 29 days.
@@ -104,6 +112,7 @@ run-fleet: build
 
 test: build
 	$(CARGO) test --workspace -- --test-threads=2
+	$(CARGO) test --manifest-path $(JWT_MANIFEST) --target-dir $(TARGET_DIR) -- --test-threads=2
 
 bench: deps
 	$(CARGO) bench -p berth-routing
@@ -184,13 +193,24 @@ bench-instructions: deps peer-tools bare-pingora
 	GWS='berth=$(TARGET_DIR)/release/berth -c %CONF%;berth-fwd=$(TARGET_DIR)/release/berth -c %CONF_FWD%;bare-pingora=$(BARE_PINGORA_DIR)/release/bare-pingora' \
 	  conf/bench/instructions.sh
 
+## bench-plugins: what each affinity plugin costs per request under callgrind (instructions and
+## allocations, conf/bench/plugins.sh): header, query, path, connection and the example crate's
+## jwt (HS256), each alone in the chain, on one request stream carrying all their keys.
+## BASE_BERTH=<another release berth> adds it beside this one on the header plugin.
+bench-plugins: deps peer-tools
+	$(CARGO) build --release -p berth
+	$(CARGO) build --release --manifest-path $(JWT_MANIFEST) --target-dir $(TARGET_DIR)
+	BERTH=$(TARGET_DIR)/release/berth BERTH_JWT=$(TARGET_DIR)/release/berth-jwt conf/bench/plugins.sh
+
 ## lint: formatting, clippy, then the dependency policy in deny.toml: licenses, bans and
 ## sources (cargo-deny, no network needed), and the RustSec advisories (cargo-deny and
 ## cargo-audit). The advisory database is fetched from GitHub; when it cannot be fetched the
 ## advisory check prints BLOCKED with the error and the rest of lint still decides.
 lint: deps lint-tools
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path $(JWT_MANIFEST) -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path $(JWT_MANIFEST) --target-dir $(TARGET_DIR) --all-targets -- -D warnings
 	$(CARGO) deny --offline check --hide-inclusion-graph licenses bans sources
 	@$(MAKE) --no-print-directory advisories
 
@@ -237,6 +257,7 @@ fuzz: deps
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path $(JWT_MANIFEST)
 
 check-conf: build demo-cert
 	@for f in conf/*.yaml conf/examples/*.yaml deploy/docker/berth.yaml; do $(TARGET_DIR)/debug/berth -t -c $$f || exit 1; done

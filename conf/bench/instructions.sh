@@ -6,7 +6,7 @@
 #
 #   GWS='berth=/path/berth -c %CONF%;bare=/tmp/bare-pingora/release/bare-pingora' conf/bench/instructions.sh
 #
-# Same GWS syntax as ab.sh. Each gateway runs alone under callgrind: warm-up, counters zeroed,
+# Same GWS syntax as ab.sh; BENCH_LUA replaces the harness's wrk script (conf/bench/plugins.sh). Each gateway runs alone under callgrind: warm-up, counters zeroed,
 # REQUESTS_SECONDS (10) of `wrk -c10` load, counters dumped; the table gives instructions per
 # request and heap allocations per request (calls into the allocator, conf/bench/allocs.py);
 # $OUT/callgrind-<name>.out.* can be read with callgrind_annotate (--inclusive=yes).
@@ -22,8 +22,13 @@ mkdir -p "$OUT"
 TOOL=instructions RUN_PREFIX=berth-instr-run
 # shellcheck source=conf/bench/common.sh
 . "$HERE/common.sh"
+# served ADMIN_PORT -> requests Berth counted in berth_requests_total (empty for other gateways).
+served() {
+  curl -s --max-time 20 "http://127.0.0.1:$1/metrics" 2>/dev/null |
+    awk '/^berth_requests_total/ { n += $NF } END { if (NR) printf "%d", n }'
+}
 run_wrk() { # url seconds -> requests
-  PB_IDS=10000 PB_SEED=42 wrk -t1 -c10 -d"${2}s" --timeout 10s -s "$PB/session.lua" "$1" 2>&1 |
+  PB_IDS=10000 PB_SEED=42 wrk -t1 -c10 -d"${2}s" --timeout 10s -s "${BENCH_LUA:-$PB/session.lua}" "$1" 2>&1 |
     tee -a "$RUN/wrk.log" | awk '/^PB_RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "reqs") print kv[2] } }'
 }
 
@@ -41,10 +46,18 @@ for e in "${entries[@]}"; do
   pid=$!; track "$pid"
   wait_http "http://127.0.0.1:$port/" 120
   run_wrk "http://127.0.0.1:$port/" 5 >/dev/null   # warm-up: pins, pooled connections
+  before=$(served $((port + 1000)))
   callgrind_control -z "$pid" >/dev/null
   reqs=$(run_wrk "http://127.0.0.1:$port/" "$SECONDS_LOAD")
   callgrind_control -d "$name-load" "$pid" >/dev/null
   sleep 1
+  # Berth's own count when it has one: wrk leaves out requests it gave up on (read errors,
+  # timeouts under valgrind), which the gateway did serve and callgrind did count.
+  after=$(served $((port + 1000)))
+  if [ -n "$before" ] && [ -n "$after" ]; then
+    log "$name: wrk counted $reqs requests, Berth served $((after - before))"
+    reqs=$((after - before))
+  fi
   dump=$(ls -t "$out".* | head -1)
   ir=$(awk '/^summary:/ { print $2 }' "$dump")
   allocs=$(python3 "$HERE/allocs.py" "$dump" "$reqs")

@@ -5,7 +5,9 @@
 # the X-Session-Id header; BENCH_MODE=cookie puts a cookie plugin in insert mode first (the
 # benchmark client keeps no cookies, so every response carries a freshly signed cookie, as
 # HAProxy's `cookie SRV insert` does in the same run). CONF_ONLY=path writes the config there
-# and exits (used by conf/bench/ab.sh).
+# and exits (used by conf/bench/ab.sh). BENCH_MODE=query|path|connection|jwt puts that plugin
+# alone in the chain (conf/bench/plugins.sh: the cost of each plugin against header; jwt needs
+# the berth-jwt binary and JWT_SECRET).
 #
 # Like for like: the harness's HAProxy and NGINX add no forwarding headers, nor does bare
 # Pingora, so Berth runs with `forward_headers: false` (it still sends its X-Berth-Affinity
@@ -29,11 +31,18 @@ admin_port=$(( ${PB_PORT:-18082} + 1000 ))
   echo "upstreams:"
   echo "  bench:"
   echo "    affinity:"
-  if [ "$mode" = cookie ]; then
-    echo "      - type: cookie"
-    echo "        keys: [{ id: k1, secret: \"peerbench-cookie-secret-0123456789abcdef\" }]"
-  fi
-  echo "      - { type: header, name: \"${PB_HASH_HEADER:-X-Session-Id}\" }"
+  case "$mode" in
+    cookie)
+      echo "      - type: cookie"
+      echo "        keys: [{ id: k1, secret: \"peerbench-cookie-secret-0123456789abcdef\" }]"
+      echo "      - { type: header, name: \"${PB_HASH_HEADER:-X-Session-Id}\" }" ;;
+    header) echo "      - { type: header, name: \"${PB_HASH_HEADER:-X-Session-Id}\" }" ;;
+    query) echo "      - { type: query, name: room }" ;;
+    path) echo "      - { type: path, pattern: \"/doc/{id}/...\" }" ;;
+    connection) echo "      - { type: connection }" ;;
+    jwt) echo "      - { type: jwt, claim: sub, secret_env: JWT_SECRET }" ;;
+    *) echo "peerbench.sh: unknown BENCH_MODE $mode" >&2; exit 1 ;;
+  esac
   [ "${BENCH_FORWARD:-0}" = 1 ] || echo "    forward_headers: false"
   echo "    sessions: { idle_ttl: 30m, max: 1000000 }"
   echo "    backends:"

@@ -34,11 +34,13 @@ impl ConnLimit {
         }
     }
 
+    #[cfg(test)]
     pub fn max(&self) -> u32 {
         self.max
     }
 
     /// Requests holding a slot now.
+    #[cfg(test)]
     pub fn in_use(&self) -> u32 {
         self.max
             .saturating_sub(u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX))

@@ -36,7 +36,6 @@ mod state;
 mod stream;
 
 pub use receive::Predecessor;
-pub use state::Tally;
 pub use stream::Exit;
 
 use crate::gateway::Gateway;

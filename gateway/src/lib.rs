@@ -1,46 +1,57 @@
 //! # berth — the gateway
 //!
-//! The only crate that imports Pingora. It reads the configuration ([`config`]), builds the
-//! shared state ([`gateway`]: the [`upstream`]s and their routes), and serves it through a
-//! thin `ProxyHttp` ([`proxy`], which asks [`policy`] what a request may do) plus an admin
-//! listener ([`admin`]). Dependencies point one way: `config` and `metrics` depend on no other
-//! module; `upstream` on those two and `policy`; the services (`proxy`, `admin`, `handover`,
-//! `health`, `discovery`, `reload`, `upkeep`) on `gateway`.
+//! The only crate that imports Pingora. Its public API is what a **custom binary** needs: the
+//! `berth` command line with your own affinity plugins registered.
 //!
-//! Plugin authors build their own binary around [`main_with`]:
 //! ```no_run
-//! let mut registry = berth_plugins::Registry::builtin();
-//! // registry.register("my-plugin", my_plugin::factory);
-//! std::process::exit(berth::main_with(registry));
+//! use berth_plugins::{AffinityPlugin, Params, Rejected};
+//! fn my_plugin(p: &mut Params<'_>) -> Result<Box<dyn AffinityPlugin>, Rejected> {
+//!     # let _ = p;
+//!     unimplemented!("read settings from p, build the plugin")
+//! }
+//! fn main() {
+//!     std::process::exit(berth::Berth::builder().plugin("my-plugin", my_plugin).run());
+//! }
 //! ```
+//!
+//! Everything else is private. Inside: the configuration reader (`config`), the shared state (`gateway`: the upstreams and their routes), a thin `ProxyHttp` (`proxy`,
+//! which asks `policy` what a request may do) and an admin listener (`admin`). Dependencies
+//! point one way: `config` and `metrics` depend on no other module; `upstream` on those two and
+//! `policy`; the services (`proxy`, `admin`, `handover`, `health`, `discovery`, `fleet`,
+//! `reload`, `upkeep`) on `gateway`.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
-pub mod access_log;
-pub mod admin;
-pub mod client_deadlines;
+mod access_log;
+mod admin;
+mod builder;
+mod client_deadlines;
+#[doc(hidden)]
 pub mod config;
-pub mod conn_limit;
-pub mod discovery;
-pub mod fleet;
-pub mod gateway;
-pub mod grpc;
-pub mod handover;
+mod conn_limit;
+mod discovery;
+mod fleet;
+mod gateway;
+mod grpc;
+mod handover;
+#[doc(hidden)]
 pub mod headers;
-pub mod health;
-pub mod launcher;
-pub mod limits;
-pub mod metrics;
-pub mod policy;
-pub mod proxy;
-pub mod registry;
-pub mod reload;
-pub mod tls;
-pub mod tunnel;
-pub mod upkeep;
-pub mod upstream;
-pub mod views;
+mod health;
+mod launcher;
+mod limits;
+mod metrics;
+mod policy;
+mod proxy;
+mod registry;
+mod reload;
+mod tls;
+mod tunnel;
+mod upkeep;
+mod upstream;
+mod views;
 
 use berth_plugins::Registry;
+pub use builder::Berth;
 use clap::Parser;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::{RunArgs, Server};
@@ -50,6 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Command line. The flags match Pingora's so `berth -u` works as Pingora upgrades expect.
+#[doc(hidden)]
 #[derive(Parser, Debug)]
 #[command(
     name = "berth",
@@ -78,12 +90,23 @@ const PINGORA_GRACE_PERIOD_SECONDS: u64 = 300;
 /// Exit code for an invalid configuration.
 pub const EXIT_BAD_CONFIG: i32 = 2;
 
-/// Run Berth with the built-in plugins.
+/// Run Berth with the built-in plugins: parse the command line, check the configuration,
+/// serve. Returns the process's exit code.
+///
+/// ```no_run
+/// std::process::exit(berth::main());
+/// ```
 pub fn main() -> i32 {
     main_with(Registry::builtin())
 }
 
-/// Run Berth with a plugin registry of your own.
+/// Run Berth with a plugin registry of your own (what [`Berth::run`] does).
+///
+/// ```no_run
+/// let registry = berth_plugins::Registry::builtin();
+/// // registry.register("my-plugin", my_plugin::factory);
+/// std::process::exit(berth::main_with(registry));
+/// ```
 pub fn main_with(registry: Registry) -> i32 {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

@@ -208,9 +208,10 @@ impl ProxyHttp for Proxy {
         else {
             return Ok(());
         };
-        upstream.on_response(set, attempt, resp, &self.gw.clock, self.tls);
+        let status = resp.status.as_u16();
+        upstream.on_response(set, attempt, (&*session, resp), &self.gw.clock, self.tls);
         if ws.is_some() {
-            upstream.upgrade_answered(set, attempt, ws, resp.status.as_u16(), session);
+            upstream.upgrade_answered(set, attempt, ws, status, session);
         }
         Ok(())
     }

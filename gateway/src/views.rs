@@ -1,5 +1,5 @@
 //! Adapters from Pingora's request/response types to the plugin views.
-use berth_plugins::{RequestView, ResponseView};
+use berth_plugins::{ConnectionContext, HeaderName, RequestView, ResponseView};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::net::IpAddr;
@@ -9,6 +9,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct ReqView<'a>(pub &'a Session);
 
 impl RequestView for ReqView<'_> {
+    fn method(&self) -> &str {
+        self.0.req_header().method.as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.0.req_header().uri.path()
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.0.req_header().uri.query()
+    }
+
+    fn connection(&self) -> Option<&ConnectionContext> {
+        connection(self.0)
+    }
+
     fn header(&self, name: &str) -> Option<&[u8]> {
         self.0.req_header().headers.get(name).map(|v| v.as_bytes())
     }
@@ -38,6 +54,11 @@ impl RequestView for ReqView<'_> {
     }
 }
 
+/// The plugins' context of the session's client connection (HTTP/1.x; `None` on HTTP/2).
+pub fn connection(s: &Session) -> Option<&ConnectionContext> {
+    crate::client_deadlines::connection_of(s.as_ref().stream()?)
+}
+
 /// The TCP peer's IP address.
 pub fn client_ip(s: &Session) -> Option<IpAddr> {
     s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
@@ -60,9 +81,9 @@ impl ResponseView for RespView<'_> {
         }
     }
 
-    fn append_header(&mut self, name: &'static str, value: String) {
+    fn append_header(&mut self, name: HeaderName, value: String) {
         if let Err(e) = self.0.append_header(name, value) {
-            log::warn!("plugin header {name} not added: {e}");
+            log::warn!("plugin header not added: {e}");
         }
     }
 }

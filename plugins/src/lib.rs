@@ -1,28 +1,53 @@
-//! # berth-plugins — affinity plugins
+//! # berth-plugins — the SDK for Berth affinity plugins
 //!
 //! An affinity plugin looks at a request and says which session it belongs to. Berth runs the
 //! plugins of an upstream in their configured order; the first that yields a key decides.
+//! This crate is the one a plugin author depends on: everything a plugin needs is here
+//! (`plugins/README.md` is the guide).
 //!
 //! * [`AffinityPlugin`] — the trait a plugin implements, over a [`RequestView`] (read-only view
-//!   of the request) and a [`ResponseView`] (the response on its way to the client).
-//! * [`Registry`] — name → factory. [`Registry::builtin`] knows `cookie`, `header` and `ip`;
-//!   plugin authors add theirs with [`Registry::register`] and build their own `berth` binary.
-//! * [`Chain`] — the ordered plugins of one upstream.
-//! * [`params`] — the error-collecting YAML reader plugin factories use for their settings.
+//!   of the request: method, path, [`Query`], headers, client address, [`ConnectionContext`])
+//!   and a [`ResponseView`] (the response on its way to the client). It answers a
+//!   [`KeyOutcome`]: an [`Affinity`] (a [`SessionKey`]), nothing, or [`Invalid`].
+//! * [`Registry`] — plugin type name → [`Factory`], a closure that builds a plugin from its
+//!   settings ([`Params`]) and may capture state (a key set, a client, a counter).
+//!   [`Registry::builtin`] knows `cookie`, `header`, `ip`, `query`, `path` and `connection`.
+//! * [`testing`] — fake requests and responses to unit-test a plugin without a gateway.
+//! * [`Chain`] — the ordered plugins of one upstream (what the gateway runs).
 //!
 //! ```
-//! use berth_plugins::{Chain, Registry, RequestView, KeyOutcome, Affinity};
+//! use berth_plugins::{Affinity, AffinityPlugin, KeyOutcome, Params, Registry, Rejected};
+//! use berth_plugins::{RequestView, SessionKey};
 //! use berth_plugins::testing::FakeRequest;
-//! let registry = Registry::builtin();
-//! let yaml: serde_yaml::Value = serde_yaml::from_str("type: header\nname: X-Session-Id").unwrap();
-//! let plugin = registry.build_one(&yaml, "upstreams.app.affinity[0]", "app").unwrap();
-//! let chain = Chain::new(vec![plugin]);
-//! let req = FakeRequest::new().header("x-session-id", "abc");
-//! let found = chain.key(&req);
-//! assert!(matches!(found.affinity, Some(Affinity::Session(_))));
+//!
+//! /// The tenant named in a header is the session.
+//! struct Tenant { header: String }
+//!
+//! impl AffinityPlugin for Tenant {
+//!     fn name(&self) -> &str { "tenant" }
+//!     fn key<'r>(&self, req: &'r dyn RequestView) -> KeyOutcome<'r> {
+//!         match req.header(&self.header) {
+//!             Some(v) => KeyOutcome::Key(Affinity::Session(SessionKey::new(b"tenant", v))),
+//!             None => KeyOutcome::Skip,
+//!         }
+//!     }
+//! }
+//!
+//! let mut registry = Registry::builtin();
+//! registry.register("tenant", |p: &mut Params<'_>| {
+//!     let header: String = p.opt("header")?.unwrap_or_else(|| "x-tenant".into());
+//!     Ok(Box::new(Tenant { header }) as Box<dyn AffinityPlugin>)
+//! });
+//! let plugin = registry.build_str("type: tenant", "app").unwrap();
+//! let req = FakeRequest::new().header("X-Tenant", "acme");
+//! assert!(matches!(plugin.key(&req), KeyOutcome::Key(Affinity::Session(_))));
 //! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
+mod chain;
+pub mod connection;
+mod context;
 pub mod cookie;
 pub mod header;
 pub mod ip;
@@ -30,48 +55,25 @@ pub mod params;
 mod registry;
 pub mod testing;
 pub mod token;
+pub mod url;
+mod view;
 
+pub use berth_routing::{Reason, SessionKey};
+pub use chain::{Chain, ChainResult};
+pub use context::{ConnectionContext, Slot, SLOTS_PER_CONNECTION};
+pub use http::HeaderName;
+pub use params::{ConfError, Params, Rejected};
 pub use registry::{Factory, PluginContext, Registry};
-
-use berth_routing::{Reason, SessionKey};
-use std::net::IpAddr;
-
-/// Read-only view of a request, as the gateway sees it.
-pub trait RequestView {
-    /// The first value of a header (`name` is matched case-insensitively).
-    fn header(&self, name: &str) -> Option<&[u8]>;
-    /// Every value of a header, in order (HTTP/2 clients send several `cookie` fields).
-    fn for_each_header(&self, name: &str, f: &mut dyn FnMut(&[u8]));
-    /// The `n`-th value (0-based, in order) of a header, borrowed from the request; `None` past
-    /// the last. Plugins use it when what they return must borrow from a field other than the
-    /// first (the cookie plugin's [`Affinity::Backend`] name): the slices passed by
-    /// [`RequestView::for_each_header`] cannot outlive the callback.
-    ///
-    /// The default only knows the first value ([`RequestView::header`]). A view over requests
-    /// that may carry several fields of one header (HTTP/2 `cookie` crumbs) should override it,
-    /// e.g. `headers.get_all(name).iter().nth(n)`.
-    fn header_nth(&self, name: &str, n: usize) -> Option<&[u8]> {
-        if n == 0 {
-            self.header(name)
-        } else {
-            None
-        }
-    }
-    /// The TCP peer's address (not X-Forwarded-For).
-    fn client_ip(&self) -> Option<IpAddr>;
-    /// Wall-clock time in seconds since the Unix epoch, read once per request by the gateway.
-    fn now_unix(&self) -> u64;
-}
-
-/// The response on its way to the client.
-pub trait ResponseView {
-    /// Every value of a response header from the backend (for learn-mode cookies).
-    fn for_each_header(&self, name: &str, f: &mut dyn FnMut(&[u8]));
-    /// Append a header to the response sent to the client (e.g. `Set-Cookie`).
-    fn append_header(&mut self, name: &'static str, value: String);
-}
+pub use view::{Query, RequestView, ResponseView};
 
 /// What a plugin found in a request.
+///
+/// ```
+/// use berth_plugins::{Affinity, SessionKey};
+/// let by_header = Affinity::Session(SessionKey::new(b"header:x-session-id", b"abc"));
+/// assert_eq!(by_header.session_key(), Some(SessionKey::new(b"header:x-session-id", b"abc")));
+/// assert_eq!(by_header.expires(), None);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Affinity<'r> {
     /// A session key for the sticky overlay (header value, app cookie, client IP, ...).
@@ -82,18 +84,33 @@ pub enum Affinity<'r> {
     /// plugin as [`DecisionView::key_expires`] so the plugin can refresh a token past half its
     /// life.
     Backend {
+        /// The backend the token names.
         name: &'r str,
+        /// The session's identity.
         key: SessionKey,
+        /// The token's expiry, Unix seconds.
         expires: u64,
+    },
+    /// Go to backend `name` while it serves, with no session in the overlay: nothing is
+    /// pinned, counted as a session or handed over in an upgrade (the `connection` plugin:
+    /// every request of a client connection follows the first). When `name` is down or gone,
+    /// the ring from `point` decides, the same node every time.
+    Bound {
+        /// The backend to go to.
+        name: &'r str,
+        /// Where on the ring to look when `name` cannot serve.
+        point: u32,
     },
 }
 
 impl Affinity<'_> {
-    /// The session key: the overlay key, or the token's identity for a backend token.
-    pub fn session_key(&self) -> SessionKey {
+    /// The session key: the overlay key, or the token's identity for a backend token;
+    /// `None` for [`Affinity::Bound`] (no session).
+    pub fn session_key(&self) -> Option<SessionKey> {
         match *self {
-            Affinity::Session(k) => k,
-            Affinity::Backend { key, .. } => key,
+            Affinity::Session(k) => Some(k),
+            Affinity::Backend { key, .. } => Some(key),
+            Affinity::Bound { .. } => None,
         }
     }
 
@@ -101,14 +118,23 @@ impl Affinity<'_> {
     /// as [`DecisionView::key_expires`]).
     pub fn expires(&self) -> Option<u64> {
         match *self {
-            Affinity::Session(_) => None,
+            Affinity::Session(_) | Affinity::Bound { .. } => None,
             Affinity::Backend { expires, .. } => Some(expires),
         }
     }
 }
 
-/// Why a plugin rejected what the client sent. Counted by the gateway, never an error response.
+/// Why a plugin rejected what the client sent. Counted by the gateway
+/// (`berth_affinity_invalid_total{why}`), never an error response: the next plugin is asked.
+/// New reasons may be added in a minor release (`#[non_exhaustive]`).
+///
+/// ```
+/// use berth_plugins::Invalid;
+/// assert_eq!(Invalid::NotYetValid.as_str(), "not_yet_valid");
+/// assert!(Invalid::ALL.contains(&Invalid::BadAlgorithm));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Invalid {
     /// Not in the token format at all (garbage, truncated, wrong version).
     Malformed,
@@ -122,16 +148,29 @@ pub enum Invalid {
     /// is bound into the MAC but not written in the token, so a token from another upstream is
     /// indistinguishable from a forgery and reported as [`Invalid::BadSignature`].
     WrongUpstream,
+    /// Not valid yet (a token's `nbf` in the future).
+    NotYetValid,
+    /// Issued for another audience (a token's `aud`).
+    WrongAudience,
+    /// Issued by another issuer (a token's `iss`).
+    WrongIssuer,
+    /// An algorithm the plugin refuses: `alg: none`, or one the key is not for (algorithm
+    /// confusion, e.g. HS256 "signed" with an RSA public key).
+    BadAlgorithm,
 }
 
 impl Invalid {
     /// Every variant, in a fixed order (for pre-registering metric labels).
-    pub const ALL: [Invalid; 5] = [
+    pub const ALL: [Invalid; 9] = [
         Invalid::Malformed,
         Invalid::BadSignature,
         Invalid::UnknownKey,
         Invalid::Expired,
         Invalid::WrongUpstream,
+        Invalid::NotYetValid,
+        Invalid::WrongAudience,
+        Invalid::WrongIssuer,
+        Invalid::BadAlgorithm,
     ];
     /// Lower-case name used in metric labels and logs.
     pub fn as_str(self) -> &'static str {
@@ -141,11 +180,24 @@ impl Invalid {
             Invalid::UnknownKey => "unknown_key",
             Invalid::Expired => "expired",
             Invalid::WrongUpstream => "wrong_upstream",
+            Invalid::NotYetValid => "not_yet_valid",
+            Invalid::WrongAudience => "wrong_audience",
+            Invalid::WrongIssuer => "wrong_issuer",
+            Invalid::BadAlgorithm => "bad_algorithm",
         }
     }
 }
 
 /// A plugin's answer for one request.
+///
+/// ```
+/// use berth_plugins::{Affinity, Invalid, KeyOutcome, SessionKey};
+/// let found = KeyOutcome::Key(Affinity::Session(SessionKey::new(b"room", b"blue")));
+/// let nothing: KeyOutcome<'_> = KeyOutcome::Skip; // not for this plugin: ask the next one
+/// let rejected: KeyOutcome<'_> = KeyOutcome::Invalid(Invalid::Expired); // counted, next one
+/// assert_ne!(found, nothing);
+/// assert_ne!(nothing, rejected);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyOutcome<'r> {
     /// This plugin decides.
@@ -157,6 +209,12 @@ pub enum KeyOutcome<'r> {
 }
 
 /// The routing decision, as shown to plugins when the response is on its way.
+///
+/// ```
+/// use berth_plugins::{DecisionView, Reason};
+/// let d = DecisionView::new("app", "b2", Reason::New, 1_700_000_000);
+/// assert_eq!((d.backend, d.decided_by_me, d.connection.is_none()), ("b2", false, true));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionView<'a> {
     /// Upstream name.
@@ -180,9 +238,53 @@ pub struct DecisionView<'a> {
     pub session: Option<SessionKey>,
     /// The client's connection is TLS: cookies issued on it are marked `Secure`.
     pub tls: bool,
+    /// The client connection's context (see [`RequestView::connection`]).
+    pub connection: Option<&'a ConnectionContext>,
 }
 
-/// An affinity plugin. Implementations must be cheap: `key` runs on every request.
+impl<'a> DecisionView<'a> {
+    /// A decision with nothing but its upstream, backend, reason and time (for tests; the
+    /// other fields are set with struct update syntax).
+    pub fn new(upstream: &'a str, backend: &'a str, reason: Reason, now_unix: u64) -> Self {
+        DecisionView {
+            upstream,
+            backend,
+            reason,
+            decided_by_me: false,
+            now_unix,
+            key_expires: None,
+            session: None,
+            tls: false,
+            connection: None,
+        }
+    }
+}
+
+/// An affinity plugin. Implementations must be cheap: `key` runs on every request, on the
+/// gateway's worker threads — no blocking, no I/O, no locks held for long (see
+/// `plugins/README.md`). A plugin that panics is caught (in a build that unwinds: debug, or
+/// the `release-unwind` profile): the request goes on as if it had found nothing, and the
+/// panic is counted (`berth_plugin_panics_total`).
+///
+/// ```
+/// use berth_plugins::{Affinity, AffinityPlugin, KeyOutcome, RequestView, SessionKey};
+/// use berth_plugins::testing::FakeRequest;
+/// /// The first path segment is the session (`/acme/...` → `acme`).
+/// struct FirstSegment;
+/// impl AffinityPlugin for FirstSegment {
+///     fn name(&self) -> &str { "first-segment" }
+///     fn sees_responses(&self) -> bool { false }
+///     fn key<'r>(&self, req: &'r dyn RequestView) -> KeyOutcome<'r> {
+///         match req.path().split('/').nth(1).filter(|s| !s.is_empty()) {
+///             Some(s) => KeyOutcome::Key(Affinity::Session(SessionKey::new(b"seg", s.as_bytes()))),
+///             None => KeyOutcome::Skip,
+///         }
+///     }
+/// }
+/// let req = FakeRequest::new().uri("/acme/orders");
+/// assert_eq!(FirstSegment.key(&req), KeyOutcome::Key(Affinity::Session(SessionKey::new(b"seg", b"acme"))));
+/// assert_eq!(FirstSegment.key(&FakeRequest::new().uri("/")), KeyOutcome::Skip);
+/// ```
 pub trait AffinityPlugin: Send + Sync {
     /// The plugin's type name (`cookie`, `header`, ...), used in metrics labels and logs.
     fn name(&self) -> &str;
@@ -232,101 +334,6 @@ impl std::fmt::Debug for dyn AffinityPlugin {
     }
 }
 
-/// The result of running a chain on one request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ChainResult<'r> {
-    /// The key, when a plugin found one.
-    pub affinity: Option<Affinity<'r>>,
-    /// Index of the plugin that found it.
-    pub decided_by: Option<usize>,
-    /// The last rejection seen on the way (plugin index, why), for counting.
-    pub invalid: Option<(usize, Invalid)>,
-}
-
-impl ChainResult<'_> {
-    /// The expiry of the deciding token, for [`DecisionView::key_expires`].
-    pub fn key_expires(&self) -> Option<u64> {
-        self.affinity.as_ref().and_then(Affinity::expires)
-    }
-}
-
-/// The ordered affinity plugins of one upstream.
-#[derive(Debug)]
-pub struct Chain {
-    plugins: Vec<Box<dyn AffinityPlugin>>,
-    /// Some plugin's [`AffinityPlugin::sees_responses`].
-    sees_responses: bool,
-}
-
-impl Chain {
-    /// A chain asking `plugins` in this order.
-    pub fn new(plugins: Vec<Box<dyn AffinityPlugin>>) -> Self {
-        let sees_responses = plugins.iter().any(|p| p.sees_responses());
-        Chain {
-            plugins,
-            sees_responses,
-        }
-    }
-
-    /// Whether [`Chain::on_response`] can do anything: false when no plugin has a response
-    /// hook (e.g. only `header` and `ip` plugins), so the gateway can skip it.
-    pub fn sees_responses(&self) -> bool {
-        self.sees_responses
-    }
-
-    /// The plugins, in order.
-    pub fn plugins(&self) -> &[Box<dyn AffinityPlugin>] {
-        &self.plugins
-    }
-
-    /// True when a plugin of the chain issues sessions itself (see
-    /// [`AffinityPlugin::issues_sessions`]).
-    pub fn issues_sessions(&self) -> bool {
-        self.plugins.iter().any(|p| p.issues_sessions())
-    }
-
-    /// Ask each plugin in order; the first key wins.
-    pub fn key<'r>(&self, req: &'r dyn RequestView) -> ChainResult<'r> {
-        let mut out = ChainResult::default();
-        for (i, p) in self.plugins.iter().enumerate() {
-            match p.key(req) {
-                KeyOutcome::Key(a) => {
-                    out.affinity = Some(a);
-                    out.decided_by = Some(i);
-                    return out;
-                }
-                KeyOutcome::Skip => {}
-                KeyOutcome::Invalid(why) => out.invalid = Some((i, why)),
-            }
-        }
-        out
-    }
-
-    /// Let every plugin see the response; calls `pin` with the session keys to pin to
-    /// `d.backend` (learn mode). `d.decided_by_me` is ignored and set per plugin from
-    /// `decided_by`; `d.key_expires` is shown to the deciding plugin only.
-    pub fn on_response(
-        &self,
-        d: &DecisionView<'_>,
-        decided_by: Option<usize>,
-        resp: &mut dyn ResponseView,
-        mut pin: impl FnMut(SessionKey, bool),
-    ) {
-        for (i, p) in self.plugins.iter().enumerate() {
-            let mine = decided_by == Some(i);
-            let view = DecisionView {
-                decided_by_me: mine,
-                key_expires: if mine { d.key_expires } else { None },
-                session: d.session,
-                ..*d
-            };
-            if let Some(k) = p.on_response(&view, resp) {
-                pin(k, mine);
-            }
-        }
-    }
-}
-
 /// True when `s` is an RFC 9110 token (`1*tchar`): a valid header name or cookie name.
 pub(crate) fn is_token(s: &[u8]) -> bool {
     !s.is_empty()
@@ -350,165 +357,4 @@ pub(crate) fn is_token(s: &[u8]) -> bool {
                         | b'~'
                 )
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::{FakeRequest, FakeResponse};
-    use std::sync::{Arc, Mutex};
-
-    type Log = Arc<Mutex<Vec<(usize, bool, Option<u64>)>>>;
-
-    /// A built-in plugin from its YAML settings.
-    fn build(yaml: &str) -> Box<dyn AffinityPlugin> {
-        let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
-        Registry::builtin().build_one(&v, "p", "app").unwrap()
-    }
-
-    /// `session_key(value)` (admin look-ups) must equal the key the request path derives.
-    #[test]
-    fn session_key_matches_the_request_key() {
-        let session = |p: &dyn AffinityPlugin, req: &FakeRequest| match p.key(req) {
-            KeyOutcome::Key(Affinity::Session(k)) => k,
-            other => panic!("expected a session key, got {other:?}"),
-        };
-        let header = build("type: header\nname: X-Session-Id");
-        let req = FakeRequest::new().header("x-session-id", "abc");
-        assert_eq!(header.session_key(b"abc"), Some(session(&*header, &req)));
-        assert_eq!(header.session_key(b""), None);
-
-        let learn = build("type: cookie\nmode: learn\nname: JSESSIONID");
-        let req = FakeRequest::new().header("cookie", "a=1; JSESSIONID=s42");
-        assert_eq!(learn.session_key(b"s42"), Some(session(&*learn, &req)));
-
-        let ip = build("type: ip\nipv4_prefix: 24");
-        let req = FakeRequest::new().client("10.1.2.3");
-        assert_eq!(ip.session_key(b"10.1.2.200"), Some(session(&*ip, &req)));
-        assert_eq!(ip.session_key(b"not an ip"), None);
-
-        let insert =
-            build("type: cookie\nkeys: [{id: k1, secret: 0123456789abcdef0123456789abcdef}]");
-        assert_eq!(insert.session_key(b"v1.k1.b1.1.x"), None);
-    }
-
-    /// A chain may skip the response hook only when no plugin has one: `header` and `ip`
-    /// have none (their `on_response` adds nothing and pins nothing, even for the session
-    /// they decided), a cookie plugin and any plugin that does not say otherwise do.
-    #[test]
-    fn only_chains_without_response_hooks_skip_responses() {
-        let header = || build("type: header\nname: X-Session-Id");
-        let ip = || build("type: ip");
-        let cookie = || build("type: cookie\nmode: learn\nname: JSESSIONID");
-        let d = DecisionView {
-            upstream: "app",
-            backend: "b1",
-            reason: Reason::New,
-            decided_by_me: true,
-            now_unix: 50,
-            key_expires: None,
-            session: Some(SessionKey(7)),
-            tls: false,
-        };
-        for quiet in [header(), ip()] {
-            assert!(!quiet.sees_responses(), "{}", quiet.name());
-            let mut resp = FakeResponse::new().header("set-cookie", "JSESSIONID=s1");
-            assert_eq!(quiet.on_response(&d, &mut resp), None, "{}", quiet.name());
-            assert!(resp.added.is_empty(), "{}", quiet.name());
-        }
-        assert!(!Chain::new(vec![header(), ip()]).sees_responses());
-        assert!(Chain::new(vec![header(), cookie()]).sees_responses());
-        let log = Log::default();
-        assert!(chain(&[KeyOutcome::Skip], &log).sees_responses());
-    }
-
-    /// Answers with a fixed outcome and logs what `on_response` shows it.
-    struct Probe {
-        id: usize,
-        outcome: KeyOutcome<'static>,
-        log: Log,
-    }
-
-    impl AffinityPlugin for Probe {
-        fn name(&self) -> &str {
-            "probe"
-        }
-        fn key<'r>(&self, _req: &'r dyn RequestView) -> KeyOutcome<'r> {
-            self.outcome
-        }
-        fn on_response(
-            &self,
-            d: &DecisionView<'_>,
-            _: &mut dyn ResponseView,
-        ) -> Option<SessionKey> {
-            let entry = (self.id, d.decided_by_me, d.key_expires);
-            self.log.lock().expect("test lock").push(entry);
-            d.decided_by_me.then_some(SessionKey(self.id as u128))
-        }
-    }
-
-    fn chain(outcomes: &[KeyOutcome<'static>], log: &Log) -> Chain {
-        let probes = outcomes.iter().enumerate().map(|(id, &outcome)| {
-            let log = log.clone();
-            Box::new(Probe { id, outcome, log }) as Box<dyn AffinityPlugin>
-        });
-        Chain::new(probes.collect())
-    }
-
-    const TOKEN: Affinity<'static> = Affinity::Backend {
-        name: "b1",
-        key: SessionKey(1),
-        expires: 99,
-    };
-
-    #[test]
-    fn first_key_wins_and_invalids_are_reported() {
-        let log = Log::default();
-        let c = chain(
-            &[
-                KeyOutcome::Skip,
-                KeyOutcome::Invalid(Invalid::Expired),
-                KeyOutcome::Key(TOKEN),
-                KeyOutcome::Key(Affinity::Session(SessionKey(2))),
-            ],
-            &log,
-        );
-        let req = FakeRequest::new();
-        let r = c.key(&req);
-        assert_eq!(r.affinity, Some(TOKEN));
-        assert_eq!(r.decided_by, Some(2));
-        assert_eq!(r.invalid, Some((1, Invalid::Expired)));
-        assert_eq!(r.key_expires(), Some(99));
-        assert_eq!(TOKEN.session_key(), SessionKey(1));
-        let none = chain(&[KeyOutcome::Skip], &log).key(&req);
-        assert_eq!((none.affinity, none.key_expires()), (None, None));
-        assert_eq!(format!("{c:?}"), "Chain { plugins: [AffinityPlugin(probe), AffinityPlugin(probe), AffinityPlugin(probe), AffinityPlugin(probe)], sees_responses: true }");
-    }
-
-    #[test]
-    fn key_expires_is_shown_to_the_decider_only() {
-        let log = Log::default();
-        let c = chain(
-            &[KeyOutcome::Skip, KeyOutcome::Key(TOKEN), KeyOutcome::Skip],
-            &log,
-        );
-        let d = DecisionView {
-            upstream: "app",
-            backend: "b1",
-            reason: Reason::Sticky,
-            decided_by_me: true,
-            now_unix: 50,
-            key_expires: Some(99),
-            session: None,
-            tls: false,
-        };
-        let mut pinned = Vec::new();
-        c.on_response(&d, Some(1), &mut FakeResponse::new(), |k, _| pinned.push(k));
-        let log = log.lock().expect("test lock").clone();
-        assert_eq!(
-            log,
-            [(0, false, None), (1, true, Some(99)), (2, false, None)]
-        );
-        assert_eq!(pinned, [SessionKey(1)]);
-    }
 }

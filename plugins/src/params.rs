@@ -1,19 +1,12 @@
-//! A small YAML reader that collects **every** error with its key path, instead of stopping at
-//! the first one as serde does. Used by the gateway's config loader and by plugin factories, so
-//! a plugin's own settings are checked the same way as the rest of `berth.yaml`.
+//! A plugin's settings: [`Params`], read key by key with every error collected (with its key
+//! path, e.g. `upstreams.app.affinity[1].claim: is required`) so `berth -t` reports them all,
+//! the way it checks the rest of `berth.yaml`.
 //!
-//! ```
-//! use berth_plugins::params::{Errors, Obj};
-//! let doc: serde_yaml::Value = serde_yaml::from_str("name: x\nweight: many\nextra: 1").unwrap();
-//! let mut errors = Errors::default();
-//! let mut obj = Obj::new(&doc, "backends[0]".into(), &mut errors).unwrap();
-//! let name: Option<String> = obj.req("name");
-//! let weight: u32 = obj.opt("weight").unwrap_or(1);
-//! obj.finish();
-//! assert_eq!(name.as_deref(), Some("x"));
-//! assert_eq!(weight, 1);
-//! assert_eq!(errors.len(), 2); // backends[0].weight (wrong type), backends[0].extra (unknown key)
-//! ```
+//! The document format (YAML today) is not part of this API: values are read with serde
+//! ([`serde::de::DeserializeOwned`]), so a plugin never sees the YAML library.
+//!
+//! [`Obj`] and the other hidden items are the gateway's own config reader; they are not part
+//! of the plugin surface and may change in any release.
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 use std::fmt;
@@ -21,9 +14,17 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// One configuration error: where (`upstreams.app.backends[2].addr`) and what.
+///
+/// ```
+/// use berth_plugins::ConfError;
+/// let e = ConfError { path: "upstreams.app.affinity[0].claim".into(), message: "is required".into() };
+/// assert_eq!(e.to_string(), "upstreams.app.affinity[0].claim: is required");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfError {
+    /// The key path.
     pub path: String,
+    /// What is wrong there.
     pub message: String,
 }
 
@@ -38,6 +39,7 @@ impl fmt::Display for ConfError {
 }
 
 /// The errors collected while reading one document.
+#[doc(hidden)]
 #[derive(Debug, Default)]
 pub struct Errors(pub Vec<ConfError>);
 
@@ -49,15 +51,18 @@ impl Errors {
             message: message.into(),
         });
     }
+    /// How many.
     pub fn len(&self) -> usize {
         self.0.len()
     }
+    /// None at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
 /// Join a key path and a field name.
+#[doc(hidden)]
 pub fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -68,6 +73,7 @@ pub fn join(path: &str, key: &str) -> String {
 
 /// A YAML mapping being read field by field. Every field read is remembered; [`Obj::finish`]
 /// reports the keys nobody asked for as unknown.
+#[doc(hidden)]
 pub struct Obj<'a, 'e> {
     map: &'a Mapping,
     path: String,
@@ -239,6 +245,7 @@ impl<'a, 'e> Obj<'a, 'e> {
 }
 
 /// A short description of a YAML value for error messages.
+#[doc(hidden)]
 pub fn show(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
@@ -265,4 +272,137 @@ fn kind(v: &Value) -> &'static str {
 /// from a `Value` carry no position, so the message is already clean. Kept as one place to tidy.
 fn clean(msg: &str) -> String {
     msg.trim().to_string()
+}
+
+/// A plugin factory's failure: its settings are wrong. Only [`Params`] makes one, when it
+/// records the error (so a rejection always comes with a message for the operator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected(());
+
+/// The settings of one plugin (its block in `affinity:`, `type:` excluded), read by its
+/// factory. Every read marks the key as known; keys nobody read are reported as unknown
+/// once the factory returns. Reads return `Err(Rejected)` after recording the error, so a
+/// factory can read every key first (all errors reported at once) and use `?` after:
+///
+/// ```
+/// use berth_plugins::{Params, Rejected, Registry, AffinityPlugin};
+/// use berth_plugins::header::HeaderPlugin;
+/// use std::time::Duration;
+/// let mut registry = Registry::empty();
+/// registry.register("demo", |p: &mut Params<'_>| {
+///     let name = p.req::<String>("name");            // required
+///     let max_len = p.opt::<usize>("max_len");        // optional
+///     let _ttl = p.duration("ttl");                   // "30s", "5m"
+///     let (name, max_len) = (name?, max_len?.unwrap_or(64));
+///     if max_len == 0 {
+///         return Err(p.invalid("max_len", "must be at least 1"));
+///     }
+///     let plugin = HeaderPlugin::new(&name, max_len)
+///         .ok_or_else(|| p.invalid("name", format!("{name:?} is not a header name")))?;
+///     Ok(Box::new(plugin) as Box<dyn AffinityPlugin>)
+/// });
+/// assert!(registry.build_str("type: demo\nname: X-A\nttl: 30s", "app").is_ok());
+/// let errors = registry.build_str("type: demo\nmax_len: zero\nextra: 1", "app").unwrap_err();
+/// let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+/// assert_eq!(errors.len(), 3, "{errors:?}"); // name required, max_len not a number, extra unknown
+/// assert_eq!(errors[0], "plugin.name: is required");
+/// ```
+pub struct Params<'p> {
+    obj: Obj<'p, 'p>,
+    upstream: &'p str,
+}
+
+impl std::fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Params")
+            .field("path", &self.obj.path())
+            .field("upstream", &self.upstream)
+            .finish()
+    }
+}
+
+impl<'p> Params<'p> {
+    /// Settings read from `obj` for a plugin of `upstream` (the gateway's config loader).
+    #[doc(hidden)]
+    pub fn new(obj: Obj<'p, 'p>, upstream: &'p str) -> Self {
+        Params { obj, upstream }
+    }
+
+    /// Report unknown keys (after the factory returned).
+    #[doc(hidden)]
+    pub fn finish(self) {
+        self.obj.finish()
+    }
+
+    /// Errors recorded so far (all plugins' of this document).
+    #[doc(hidden)]
+    pub fn error_count(&mut self) -> usize {
+        self.obj.errors().len()
+    }
+
+    /// The gateway's reader, for the built-in plugins.
+    pub(crate) fn obj(&mut self) -> &mut Obj<'p, 'p> {
+        &mut self.obj
+    }
+
+    /// The upstream this plugin serves (e.g. to bind tokens to it).
+    pub fn upstream(&self) -> &str {
+        self.upstream
+    }
+
+    /// The key path of this plugin's block (`upstreams.app.affinity[1]`).
+    pub fn path(&self) -> &str {
+        self.obj.path()
+    }
+
+    /// A required setting; its absence or a wrong type is an error.
+    pub fn req<T: DeserializeOwned>(&mut self, key: &'static str) -> Result<T, Rejected> {
+        let before = self.obj.errors().len();
+        match self.obj.req(key) {
+            Some(v) => Ok(v),
+            None => Err(self.rejected_since(before)),
+        }
+    }
+
+    /// An optional setting: `Ok(None)` when absent (or `null`), an error when of the wrong
+    /// type.
+    pub fn opt<T: DeserializeOwned>(&mut self, key: &'static str) -> Result<Option<T>, Rejected> {
+        let before = self.obj.errors().len();
+        match self.obj.opt(key) {
+            Some(v) => Ok(Some(v)),
+            None if self.obj.errors().len() > before => Err(Rejected(())),
+            None => Ok(None),
+        }
+    }
+
+    /// An optional duration written like `30s`, `5m`, `1h 30m`, `250ms`.
+    pub fn duration(&mut self, key: &'static str) -> Result<Option<Duration>, Rejected> {
+        let before = self.obj.errors().len();
+        match self.obj.duration(key) {
+            Some(v) => Ok(Some(v)),
+            None if self.obj.errors().len() > before => Err(Rejected(())),
+            None => Ok(None),
+        }
+    }
+
+    /// An optional bool with its default.
+    pub fn flag(&mut self, key: &'static str, default: bool) -> Result<bool, Rejected> {
+        Ok(self.opt(key)?.unwrap_or(default))
+    }
+
+    /// Record that setting `key` is wrong (`message` says why, for the operator) and get the
+    /// [`Rejected`] to return.
+    pub fn invalid(&mut self, key: &str, message: impl Into<String>) -> Rejected {
+        self.obj.error(key, message);
+        Rejected(())
+    }
+
+    /// A rejection; records a generic error when none was recorded since `before`.
+    pub(crate) fn rejected_since(&mut self, before: usize) -> Rejected {
+        if self.obj.errors().len() == before {
+            let path = self.obj.path().to_string();
+            self.obj.errors().push(path, "invalid settings");
+        }
+        Rejected(())
+    }
 }

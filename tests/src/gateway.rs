@@ -54,6 +54,9 @@ pub struct Gateway {
     pub(crate) env: Vec<(String, String)>,
     /// `berth` processes started so far (names their logs).
     pub(crate) launches: u32,
+    /// The binary started: [`crate::berth_bin`], or a custom one built with `berth`'s
+    /// builder ([`Gateway::start_binary`]).
+    pub(crate) bin: PathBuf,
 }
 
 impl Gateway {
@@ -78,8 +81,15 @@ impl Gateway {
     /// says so, or the port's listening socket is not `berth`'s) and `berth` is started again
     /// on fresh ports, up to [`PORT_TRIES`] times.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_binary(&crate::berth_bin(), yaml, env)
+    }
+
+    /// [`Gateway::start_with_env`] with another binary than `berth`: a custom one built with
+    /// `berth::Berth::builder()` (its plugins registered), taking the same command line.
+    pub fn start_binary(bin: &Path, yaml: &str, env: &[(&str, &str)]) -> Gateway {
         for attempt in 1..=PORT_TRIES {
             let (mut gw, full) = Gateway::prepare(yaml, env);
+            gw.bin = bin.to_path_buf();
             let log_path = gw.log_path.clone();
             let child = gw.launch(&[], &log_path);
             gw.proc = Some(Proc::Child(child));
@@ -151,6 +161,7 @@ impl Gateway {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             launches: 0,
+            bin: crate::berth_bin(),
         };
         (gw, full)
     }
@@ -173,7 +184,7 @@ impl Gateway {
     pub(crate) fn launch(&mut self, args: &[&str], log: &Path) -> Child {
         self.launches += 1;
         let file = File::create(log).expect("create a gateway log");
-        let bin = crate::berth_bin();
+        let bin = self.bin.clone();
         Command::new(&bin)
             .args(args)
             .arg("-c")

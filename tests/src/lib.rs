@@ -156,6 +156,19 @@ fn binary(env: &str, name: &str) -> PathBuf {
     path
 }
 
+/// `berth-test-plugins` (this crate's binary: `berth` with the test plugins of
+/// `src/bin/test_plugins.rs` registered through `berth::Berth::builder`). Panics when missing.
+pub fn test_plugins_bin() -> PathBuf {
+    binary("BERTH_TEST_PLUGINS_BIN", "berth-test-plugins")
+}
+
+/// The JWT example's binary (`plugins/examples/jwt`, a crate outside the workspace built into
+/// the same target directory by `make test`): `$BERTH_JWT_BIN`, else
+/// `<target>/debug/berth-jwt`. Panics when it is missing.
+pub fn jwt_bin() -> PathBuf {
+    binary("BERTH_JWT_BIN", "berth-jwt")
+}
+
 /// The gateway binary: `$BERTH_BIN`, else `<target>/debug/berth`. Panics when it is missing.
 pub fn berth_bin() -> PathBuf {
     binary("BERTH_BIN", "berth")

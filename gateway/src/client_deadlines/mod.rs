@@ -46,10 +46,12 @@
 //! timeout rather than once per request — which is also why the idle timeout is enforced
 //! here and Pingora's own keep-alive timeout (a timer per request) stays off.
 use crate::tunnel::{self, CloseWhy, Tunnel};
+use berth_plugins::ConnectionContext;
 use pingora_core::protocols::Stream;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -58,6 +60,24 @@ use tokio::time::{Instant, Sleep};
 
 pub mod h2;
 pub mod preface;
+
+/// A number for each client connection this process accepts (one atomic add per connection).
+fn next_connection_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The plugins' context of the client connection under an HTTP/1.x session's `stream`: the
+/// [`HeadDeadline`] every connection is wrapped in (under [`preface::Peeked`] on h2c
+/// listeners). `None` for another stream.
+pub fn connection_of(stream: &Stream) -> Option<&ConnectionContext> {
+    let any = stream.as_any();
+    if let Some(guarded) = any.downcast_ref::<HeadDeadline>() {
+        return Some(&guarded.conn);
+    }
+    any.downcast_ref::<preface::Peeked>()
+        .map(|p| &p.guarded().conn)
+}
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -113,6 +133,9 @@ pub struct HeadDeadline {
     h2: Option<Box<h2::H2Watch>>,
     /// The tunnel of an upgrade request (published by the proxy), once seen.
     tunnel: Option<Arc<Tunnel>>,
+    /// The plugins' context of this connection (its id and their values), reached from a
+    /// request through [`connection_of`].
+    conn: ConnectionContext,
 }
 
 impl std::fmt::Debug for HeadDeadline {
@@ -139,6 +162,7 @@ impl HeadDeadline {
             timer: None,
             h2: None,
             tunnel: None,
+            conn: ConnectionContext::new(next_connection_id()),
         }
     }
 
@@ -156,6 +180,7 @@ impl HeadDeadline {
     }
 
     /// True once the connection sent the whole HTTP/2 preface.
+    #[cfg(test)]
     pub fn is_h2(&self) -> bool {
         self.phase == Phase::H2
     }

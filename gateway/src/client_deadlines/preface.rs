@@ -27,6 +27,11 @@ pub struct Peeked {
 }
 
 impl Peeked {
+    /// The guarded connection underneath.
+    pub fn guarded(&self) -> &HeadDeadline {
+        &self.inner
+    }
+
     pub fn new(inner: HeadDeadline) -> Peeked {
         Peeked {
             inner,

@@ -1,5 +1,5 @@
 //! Berth's configuration: the internal model (this file), every default ([`defaults`]) and the
-//! YAML readers that fill it ([`load`], and one file per top-level section that has its own
+//! YAML readers that fill it (`load`, and one file per top-level section that has its own
 //! rules: [`access_log`], [`limits`]). The model holds checked, typed values only — plain data,
 //! no behaviour; the file format is documented key by key in `conf/berth.yaml`. Nothing here
 //! depends on another module of the gateway.

@@ -124,7 +124,9 @@ pub struct BackendMetrics {
 /// Handles for one upstream.
 pub struct UpstreamMetrics {
     /// `[plugin][why]`.
-    pub(super) invalid: Vec<[IntCounter; 5]>,
+    pub(super) invalid: Vec<[IntCounter; Invalid::ALL.len()]>,
+    /// `[plugin]`: calls that panicked.
+    pub(super) panics: Vec<IntCounter>,
     pub no_backend: IntCounter,
     /// New sessions refused because every backend was at its cap (503).
     pub full: IntCounter,
@@ -204,6 +206,11 @@ impl UpstreamMetrics {
     /// (rare: resolved on the spot).
     pub fn failover_from(&self, upstream: &str, backend: &str) {
         self.failovers.with_label_values(&[upstream, backend]).inc();
+    }
+
+    /// The counter of panics of plugin `plugin` (its index in the chain).
+    pub fn panicked(&self, plugin: usize) -> &IntCounter {
+        &self.panics[plugin]
     }
 
     /// The counter for plugin `plugin` rejecting a key for `why`.

@@ -55,6 +55,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     affinity_invalid: IntCounterVec,
+    plugin_panics: IntCounterVec,
     unrouted: IntCounterVec,
     connect_failures: IntCounterVec,
     rebalanced: IntCounterVec,
@@ -273,6 +274,12 @@ impl Metrics {
                 "Affinity keys rejected (forged, expired, malformed ...); the request was routed as new.",
                 &["upstream", "plugin", "why"],
             ),
+            plugin_panics: counter_vec(
+                r,
+                "berth_plugin_panics_total",
+                "Affinity plugin calls that panicked (caught: the request went on as if the plugin had found no key).",
+                &["upstream", "plugin"],
+            ),
             connect_failures: counter_vec(
                 r,
                 "berth_upstream_connect_failures_total",
@@ -350,8 +357,13 @@ impl Metrics {
                 })
             })
             .collect();
+        let panics = plugins
+            .iter()
+            .map(|p| self.plugin_panics.with_label_values(&[upstream, p]))
+            .collect();
         UpstreamMetrics {
             invalid,
+            panics,
             no_backend: self.unrouted.with_label_values(&[upstream, "no_backend"]),
             full: self.unrouted.with_label_values(&[upstream, "full"]),
             busy: self.unrouted.with_label_values(&[upstream, "busy"]),

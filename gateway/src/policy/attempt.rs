@@ -140,9 +140,6 @@ impl Failed {
     pub fn len(&self) -> usize {
         self.len
     }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
     pub fn as_slice(&self) -> &[BackendIdx] {
         &self.items[..self.len]
     }

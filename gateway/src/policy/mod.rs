@@ -7,4 +7,4 @@ mod answer;
 mod attempt;
 
 pub use answer::{Answer, Limit};
-pub use attempt::{AfterError, Attempt, Failed};
+pub use attempt::{AfterError, Attempt};

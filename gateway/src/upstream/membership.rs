@@ -84,7 +84,6 @@ pub struct Migration {
 pub enum Refused {
     NotFound(String),
     Conflict(String),
-    Invalid(String),
 }
 
 impl Member {

@@ -37,6 +37,9 @@ impl Upstream {
         if let Some((plugin, why)) = found.invalid {
             self.metrics.invalid(plugin, why).inc();
         }
+        if let Some(plugin) = found.panicked {
+            self.metrics.panicked(plugin).inc();
+        }
         let mut a = Attempt {
             decided_by: found.decided_by,
             key_expires: found.key_expires(),
@@ -60,6 +63,12 @@ impl Upstream {
                 // Only with a shared registry (one probe more): see `agree`.
                 a.token_unseen = self.redis.is_some() && self.overlay.info(key).is_none();
                 set.router.select_named(name, key, now)
+            }
+            // Bound to a backend with no session (connection affinity): nothing pinned.
+            Some(Affinity::Bound { name, point }) => {
+                named = Some(name);
+                a.point = point;
+                set.router.select_bound(name, point)
             }
             // No key. A session the chain will issue (cookie insert) is placed by load, evenly;
             // a request that starts no session goes by the ring at a random point.
@@ -167,7 +176,7 @@ impl Upstream {
         &self,
         set: &BackendSet,
         a: &Attempt,
-        resp: &mut ResponseHeader,
+        (session, resp): (&Session, &mut ResponseHeader),
         clock: &Clock,
         tls: bool,
     ) {
@@ -185,11 +194,13 @@ impl Upstream {
             now_unix: crate::views::now_unix(),
             session: a.key,
             tls,
+            connection: crate::views::connection(session),
         };
         let now = clock.now();
         let learn = |key, replaces| self.learn(set, a, key, replaces, now);
+        let panicked = |plugin| self.metrics.panicked(plugin).inc();
         self.chain
-            .on_response(&view, a.decided_by, &mut RespView(resp), learn);
+            .on_response(&view, a.decided_by, &mut RespView(resp), learn, panicked);
     }
 
     /// Pin a session key a plugin produced while answering (a learn-mode app cookie, a token

@@ -221,7 +221,7 @@ impl CookiePlugin {
         value.push('=');
         value.push_str(&tok);
         value.push_str(attrs);
-        resp.append_header("set-cookie", value);
+        resp.append_header(http::header::SET_COOKIE, value);
         d.session.map(|_| SessionKey(sid))
     }
 

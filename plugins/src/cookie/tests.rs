@@ -36,6 +36,7 @@ fn decision(reason: Reason, mine: bool, key_expires: Option<u64>) -> DecisionVie
         key_expires,
         session: None,
         tls: false,
+        connection: None,
     }
 }
 
@@ -302,6 +303,7 @@ fn a_new_session_is_pinned_only_when_its_token_comes_back() {
         None,
         &mut resp,
         |k, _| pinned.push(k),
+        |i| panic!("plugin {i} panicked"),
     );
     assert!(pinned.is_empty(), "{pinned:?}");
     assert_eq!(

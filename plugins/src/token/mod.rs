@@ -73,7 +73,12 @@ pub enum KeyError {
     DuplicateId(String),
     /// A secret shorter than [`MIN_SECRET_LEN`].
     #[error("the secret of key {id:?} is {len} bytes; at least {MIN_SECRET_LEN} are required")]
-    ShortSecret { id: String, len: usize },
+    ShortSecret {
+        /// The key's id.
+        id: String,
+        /// Its length, in bytes.
+        len: usize,
+    },
 }
 
 struct Key {

@@ -115,6 +115,7 @@ fuzz_target!(|input: Input<'_>| match input {
             key_expires: None,
             session: Some(SessionKey(7)),
             tls: now % 2 == 0,
+            connection: None,
         };
         let (insert, learn) = plugins();
         let _ = learn.on_response(&d, &mut resp);

@@ -320,3 +320,26 @@ fn explicit_pin_with_backup() {
     let d = r.select(key(4), 0).expect("up");
     assert_eq!((d.backend, d.reason), (1, Reason::Sticky));
 }
+
+#[test]
+fn bound_requests_follow_their_backend_and_pin_nothing() {
+    let r = router(&[1, 1, 1]);
+    let name = r.name(1).to_string();
+    for point in [0, 1 << 20, u32::MAX] {
+        let d = r.select_bound(&name, point).expect("up");
+        assert_eq!((d.backend, d.reason, d.previous), (1, Reason::Sticky, None));
+        assert!(d.backup.is_some_and(|b| b != 1));
+    }
+    assert_eq!(r.overlay().len(), 0, "nothing pinned");
+    assert_eq!(r.load(1), 0, "no session counted");
+    // Down: the ring from the point, every time the same node.
+    r.set_up(1, false);
+    let d = r.select_bound(&name, 12345).expect("two others up");
+    assert_ne!(d.backend, 1);
+    assert_eq!((d.reason, d.previous), (Reason::Failover, Some(r.id(1))));
+    assert_eq!(r.select_bound(&name, 12345).expect("up").backend, d.backend);
+    // A name this table never had: the ring, previous unknown.
+    let d = r.select_bound("gone", 7).expect("up");
+    assert_eq!((d.reason, d.previous), (Reason::Failover, None));
+    assert_eq!(r.overlay().len(), 0);
+}

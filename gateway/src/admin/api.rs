@@ -24,6 +24,7 @@ fn refused(r: Refused) -> Resp {
     match r {
         Refused::NotFound(m) => error(404, &m),
         Refused::Conflict(m) => error(409, &m),
+        Refused::Invalid(m) => error(400, &m),
     }
 }
 

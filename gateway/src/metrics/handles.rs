@@ -101,6 +101,7 @@ impl Http2Errors {
     }
 
     /// Connections cut for a flood of control frames so far.
+    #[cfg(test)]
     pub fn control_floods(&self) -> u64 {
         self.0[6].get()
     }

@@ -84,6 +84,8 @@ pub struct Migration {
 pub enum Refused {
     NotFound(String),
     Conflict(String),
+    /// The change itself is malformed (a broadcast address that does not parse).
+    Invalid(String),
 }
 
 impl Member {

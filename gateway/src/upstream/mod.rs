@@ -27,8 +27,8 @@ mod membership;
 mod moves;
 mod request;
 mod scrape;
-mod sockets;
 mod shared;
+mod sockets;
 mod table;
 mod view;
 
@@ -36,7 +36,7 @@ pub use clock::Clock;
 pub use membership::{AdminState, Member, Members, Migration, Refused};
 pub use scrape::SessionMetrics;
 pub use sockets::{Sockets, WsRequest};
-pub use table::{Backend, BackendSet};
+pub use table::BackendSet;
 pub use view::BackendView;
 
 /// One upstream: its affinity chain, its sticky overlay, its current backends and the

@@ -18,6 +18,8 @@ mod discovery;
 mod registry;
 /// The TLS families (a gateway with a TLS listener).
 mod tls;
+/// The upgrade hand-over's families.
+mod upgrade;
 /// The WebSocket families.
 mod websocket;
 
@@ -494,49 +496,6 @@ fn unrouted_refused_and_denied_requests() {
     );
 }
 
-/// An upgrade hands the sessions of the backends the new file keeps over, and counts those of
-/// the backend it dropped.
-#[test]
-fn upgrade_sessions_received_and_dropped() {
-    let backends = Backend::start_many(3);
-    let specs: Vec<_> = backends.iter().map(Backend::spec).collect();
-    let mut gw = Gateway::start_with_admin(&config::header_app(&specs, &[]));
-    let placed = sessions::open(&gw, &sessions::ids(0, 60), 4);
-    let on_b3 = placed.iter().filter(|p| p.home == "b3").count();
-    assert!(on_b3 > 0, "no session on b3");
-    let fresh = scrape(&gw);
-    for (name, _) in BORN_ON_FIRST_USE
-        .iter()
-        .filter(|(n, _)| n.contains("upgrade"))
-    {
-        zero_or_unborn(&fresh, name, &[]).unwrap_or_else(|e| panic!("{e}"));
-    }
-    gw.rewrite_config(&config::header_app(&specs[..2], &[]));
-    let _old = gw.upgrade();
-    // Until the old process exits both answer on the admin listener: ask the new one.
-    let new = gw.pid().expect("the new process runs");
-    let text = gw.admin_on(new, "GET", "/metrics", None).text();
-    promtool_check(&text).unwrap_or_else(|e| panic!("{e}\n--- scrape ---\n{text}"));
-    let app = ("upstream", UPSTREAM);
-    expect(
-        &text,
-        &[
-            (
-                "berth_upgrade_sessions_received_total",
-                &[app],
-                (placed.len() - on_b3) as f64,
-            ),
-            (
-                "berth_upgrade_sessions_dropped_total",
-                &[app, ("why", "backend_gone")],
-                on_b3 as f64,
-            ),
-            ("berth_upgrade_sessions_dropped_total", &[app], on_b3 as f64),
-            ("berth_sessions", &[app], (placed.len() - on_b3) as f64),
-        ],
-    );
-}
-
 /// The README's metric table, the families a running Berth exposes, and the families this
 /// file asserts are the same set. A fresh gateway exposes every family except those created on
 /// first use ([`BORN_ON_FIRST_USE`], which must then be absent: once the gateway registers one
@@ -610,12 +569,12 @@ fn every_family_is_documented_and_asserted() {
 
     // Named in this file outside this test: in an `expect` table, `sum`, `wait_metric` or
     // `zero_or_unborn` of a scenario above.
-    // `tls.rs`, `discovery.rs`, `registry.rs` and `websocket.rs` first: only the text before
-    // this test counts.
+    // The files of `metrics/` first: only the text of this file before this test counts.
     let source = [
         include_str!("metrics/tls.rs"),
         include_str!("metrics/discovery.rs"),
         include_str!("metrics/registry.rs"),
+        include_str!("metrics/upgrade.rs"),
         include_str!("metrics/websocket.rs"),
         include_str!("metrics.rs"),
     ]

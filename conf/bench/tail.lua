@@ -1,20 +1,7 @@
--- tail.lua: the peer harness's workload (../shared/bench/peerbench/session.lua: X-Session-Id
--- from a pool of PB_IDS ids, fixed-seed PRNG, requests pre-formatted) with p99.9 in the
--- result line, for conf/bench/tail.sh.
-local pool = tonumber(os.getenv("PB_IDS") or "10000")
-local seed = tonumber(os.getenv("PB_SEED") or "42")
-local reqs = {}
-
-function init(args)
-   math.randomseed(seed)
-   for k = 1, pool do
-      reqs[k] = wrk.format("GET", "/", { ["X-Session-Id"] = string.format("sid-%05d", k) })
-   end
-end
-
-function request()
-   return reqs[math.random(pool)]
-end
+-- tail.lua: the peer harness's workload (its session.lua, loaded from PB_SESSION_LUA: X-Session-Id
+-- from a pool of PB_IDS ids, fixed-seed PRNG, requests pre-formatted) with p99.9 in the result
+-- line, for conf/bench/tail.sh.
+dofile(os.getenv("PB_SESSION_LUA"))
 
 function done(summary, latency, requests)
    local e = summary.errors

@@ -97,7 +97,7 @@ add berth $port; port=$((port + 1))
 for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/" 60; done
 
 run_wrk() { # name conns seconds -> "rps p50 p99 p999 reqs errors"
-  PB_IDS=10000 PB_SEED=42 detach taskset -c 1 wrk -t1 -c"$2" -d"${3}s" --timeout 10s \
+  PB_IDS=10000 PB_SEED=42 PB_SESSION_LUA="$PB/session.lua" detach taskset -c 1 wrk -t1 -c"$2" -d"${3}s" --timeout 10s \
     -s "$HERE/tail.lua" "http://127.0.0.1:${PORT[$1]}/" 2>&1 | tee -a "$RUN/wrk.log" |
     awk '/^TAIL_RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
          print v["rps"], v["p50_us"], v["p99_us"], v["p999_us"], v["reqs"], v["errors"] }'

@@ -1,12 +1,25 @@
 //! The [`ServerApp`] wrappers that put every client connection of a proxy listener in a
 //! [`HeadDeadline`], and hold Pingora's shutdown cleanup for the drain window.
+//!
+//! HTTP/1.x connections are served by [`Guarded`]'s own keep-alive loop (Pingora's, in its
+//! `ServerApp` for every `HttpServerApp`, with one change): between two requests the
+//! connection waits here for the first bytes of the next one ([`HeadDeadline::
+//! poll_request_start`]) holding only the connection, and Pingora's per-request state (the
+//! proxy's request future and session, ~30 KB) is created when they arrive. Pingora waits
+//! for the next request inside that state, so an idle keep-alive connection would hold it for
+//! as long as it stays open.
 use super::{preface, Deadlines, HeadDeadline};
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// A [`ServerApp`] whose connections are wrapped in [`HeadDeadline`].
 pub struct Guarded<A> {
@@ -16,6 +29,10 @@ pub struct Guarded<A> {
     drain: Duration,
     /// Where HTTP/2 connections count the errors they are closed for (see [`super::h2`]).
     h2_errors: Option<Arc<crate::metrics::Http2Errors>>,
+    /// Set (and waiters woken) by `cleanup` once the drain window is over: connections
+    /// waiting here for their next request are closed, as Pingora closes those waiting in it.
+    closing: AtomicBool,
+    closed: Notify,
 }
 
 impl<A> Guarded<A> {
@@ -25,6 +42,8 @@ impl<A> Guarded<A> {
             deadlines,
             drain: Duration::ZERO,
             h2_errors: None,
+            closing: AtomicBool::new(false),
+            closed: Notify::new(),
         }
     }
 
@@ -41,22 +60,82 @@ impl<A> Guarded<A> {
     }
 }
 
-impl<A: ServerApp + Send + Sync + 'static> Guarded<A> {
-    /// Serve a connection that may speak HTTP/2 (see the module docs): a TLS connection that
-    /// chose `h2` by ALPN (`h2: true`) or HTTP/1.1 (`false`), or, wrapped in
-    /// [`preface::Peeked`], a connection of an h2c listener.
+impl<A: HttpServerApp + Send + Sync + 'static> Guarded<A> {
+    /// Serve a TLS connection that chose `h2` by ALPN (`h2: true`) or HTTP/1.1 (`false`).
     pub async fn serve(
         self: &Arc<Self>,
         stream: Stream,
         h2: bool,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let guarded = if h2 {
-            HeadDeadline::expecting_preface(stream, self.deadlines, self.h2_errors.clone())
-        } else {
-            HeadDeadline::new(stream, self.deadlines)
-        };
+        if !h2 {
+            return self
+                .serve_h1(
+                    Box::new(HeadDeadline::new(stream, self.deadlines)),
+                    shutdown,
+                )
+                .await;
+        }
+        let guarded =
+            HeadDeadline::expecting_preface(stream, self.deadlines, self.h2_errors.clone());
         self.inner.process_new(Box::new(guarded), shutdown).await
+    }
+
+    /// An HTTP/1.x connection's requests, one after the other (see the module docs): the
+    /// keep-alive loop of Pingora's `ServerApp` for `HttpServerApp`s, waiting for each
+    /// request's first bytes before Pingora's per-request state exists.
+    async fn serve_h1(
+        self: &Arc<Self>,
+        mut conn: Box<HeadDeadline>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut settings: Option<HttpPersistentSettings> = None;
+        loop {
+            if !self.request_start(&mut conn).await {
+                return None;
+            }
+            let mut session = ServerSession::new_http1(conn);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                None => {
+                    // The first request, as Pingora sets it up.
+                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+                    session.set_keepalive_reuses_remaining(
+                        self.inner
+                            .server_options()
+                            .and_then(|o| o.keepalive_request_limit),
+                    );
+                }
+            }
+            let (stream, next) = self
+                .inner
+                .process_new_http(session, shutdown)
+                .await?
+                .consume();
+            settings = next;
+            // The stream handed to the session comes back (Pingora never wraps it).
+            conn = stream.into_any().downcast::<HeadDeadline>().ok()?;
+        }
+    }
+
+    /// Wait until the next request's first bytes arrived on `conn` (true), or the connection
+    /// ended: closed by the client, its idle deadline, or the end of the drain window (false).
+    async fn request_start(&self, conn: &mut HeadDeadline) -> bool {
+        let closed = self.closed.notified();
+        tokio::pin!(closed);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = conn.poll_request_start(cx) {
+                if let Err(e) = &r {
+                    log::debug!("client connection ended before a request: {e}");
+                }
+                return Poll::Ready(r.unwrap_or(false));
+            }
+            if closed.as_mut().poll(cx).is_ready() || self.closing.load(Ordering::Acquire) {
+                return Poll::Ready(false);
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// The connection of an h2c listener: HTTP/1.1, or HTTP/2 with prior knowledge.
@@ -76,7 +155,7 @@ impl<A: ServerApp + Send + Sync + 'static> Guarded<A> {
 pub struct H2c<A>(pub Arc<Guarded<A>>);
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for H2c<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for H2c<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -91,14 +170,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for H2c<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    /// A connection of a plain listener (HTTP/1.x only).
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let guarded: Stream = Box::new(HeadDeadline::new(stream, self.deadlines));
-        self.inner.process_new(guarded, shutdown).await
+        self.serve_h1(
+            Box::new(HeadDeadline::new(stream, self.deadlines)),
+            shutdown,
+        )
+        .await
     }
 
     /// Pingora calls this once every accept loop of the service has ended (`Service::
@@ -116,6 +199,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             tokio::time::sleep(self.drain).await;
             log::info!("shutdown: drain window over; closing idle connections");
         }
+        self.closing.store(true, Ordering::Release);
+        self.closed.notify_waiters();
         self.inner.cleanup().await
     }
 }

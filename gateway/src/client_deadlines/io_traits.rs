@@ -12,6 +12,9 @@ impl AsyncRead for HeadDeadline {
             // Closed from outside: the end of the client's stream finishes the tunnel.
             return Poll::Ready(Ok(()));
         }
+        if !self.ahead.is_empty() && self.read_ahead(buf) {
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {

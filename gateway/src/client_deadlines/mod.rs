@@ -79,6 +79,10 @@ pub fn connection_of(stream: &Stream) -> Option<&ConnectionContext> {
         .map(|p| &p.guarded().conn)
 }
 
+/// The most [`HeadDeadline::poll_request_start`] reads ahead (on the stack; what it read is
+/// then kept in a buffer of its exact size until Pingora reads it).
+const READ_AHEAD: usize = 4096;
+
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -136,6 +140,10 @@ pub struct HeadDeadline {
     /// The plugins' context of this connection (its id and their values), reached from a
     /// request through [`connection_of`].
     conn: ConnectionContext,
+    /// Bytes read ahead by [`Self::poll_request_start`] (already observed), returned first by
+    /// the next reads; empty (no allocation) otherwise.
+    ahead: Vec<u8>,
+    ahead_at: usize,
 }
 
 impl std::fmt::Debug for HeadDeadline {
@@ -163,7 +171,47 @@ impl HeadDeadline {
             h2: None,
             tunnel: None,
             conn: ConnectionContext::new(next_connection_id()),
+            ahead: Vec::new(),
+            ahead_at: 0,
         }
+    }
+
+    /// Wait for the first bytes of the next request (under the idle deadline, as any read):
+    /// `true` once some arrived (read ahead; the next reads return them first), `false` at the
+    /// end of the stream. See [`Guarded`] for why.
+    pub fn poll_request_start(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.ahead_at < self.ahead.len() {
+            return Poll::Ready(Ok(true));
+        }
+        // A request head usually fits; the rest is read by Pingora as usual.
+        let mut tmp = [std::mem::MaybeUninit::<u8>::uninit(); READ_AHEAD];
+        let mut buf = ReadBuf::uninit(&mut tmp);
+        match Pin::new(&mut *self).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Ok(false)),
+            Poll::Ready(Ok(())) => {
+                self.ahead = buf.filled().to_vec();
+                self.ahead_at = 0;
+                Poll::Ready(Ok(true))
+            }
+        }
+    }
+
+    /// Serve a read from the bytes read ahead, if any are left.
+    fn read_ahead(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let left = &self.ahead[self.ahead_at..];
+        if left.is_empty() {
+            return false;
+        }
+        let n = left.len().min(buf.remaining());
+        buf.put_slice(&left[..n]);
+        self.ahead_at += n;
+        if self.ahead_at == self.ahead.len() {
+            self.ahead = Vec::new();
+            self.ahead_at = 0;
+        }
+        true
     }
 
     /// A connection that may speak HTTP/2 (see the module docs), counting the errors it is

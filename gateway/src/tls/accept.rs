@@ -24,7 +24,7 @@ pub struct Terminate<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Terminate<A> {
+impl<A: pingora_core::apps::HttpServerApp + Send + Sync + 'static> ServerApp for Terminate<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,

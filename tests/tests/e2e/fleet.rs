@@ -14,6 +14,7 @@ use std::sync::Barrier;
 mod admin;
 mod cookies;
 mod outage;
+mod stored;
 
 /// Sessions of the agreement check, requests per session, races.
 const SESSIONS: usize = 500;

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use berth_routing::{Interner, Overlay, SessionKey};
 use parking_lot::Mutex;
 use redis::Script;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 mod conn;
 pub mod keys;
 mod migrate;
+pub mod stored;
+mod sync;
 mod tasks;
 
 pub use conn::Conn;
@@ -53,12 +55,23 @@ enum Write {
 #[derive(Default)]
 struct Queue {
     writes: VecDeque<Write>,
+    /// Admin state to store (written before `publish` is sent).
+    store: Vec<stored::Field>,
     /// Serialized [`Envelope`]s to publish.
     publish: Vec<String>,
 }
 
-/// Where broadcast admin changes of this upstream go (set by the fleet service).
-pub type Inbox = Box<dyn Fn(Event) + Send + Sync>;
+/// What reaches this upstream from the fleet.
+#[derive(Debug)]
+pub enum Inbound {
+    /// An admin change made through another gateway.
+    Event(Event),
+    /// The stored admin state, read when the connection came up (or after a reload).
+    Snapshot(stored::Snapshot),
+}
+
+/// Where the fleet's admin changes of this upstream go (set by the fleet service).
+pub type Inbox = Box<dyn Fn(Inbound) + Send + Sync>;
 
 pub struct RedisRegistry {
     upstream: String,
@@ -78,6 +91,14 @@ pub struct RedisRegistry {
     origin: u64,
     first_pin: Script,
     migrate: Script,
+    store: Script,
+    /// Backends this process drained because of the fleet (its admin API, a broadcast, the
+    /// stored state): the ones a sync may undrain.
+    fleet_drained: Mutex<HashSet<String>>,
+    /// Asks the broadcast reader to read the stored admin state.
+    sync: tokio::sync::Notify,
+    /// Stored admin state and broadcasts go out one flush at a time, in order.
+    admin_lock: tokio::sync::Mutex<()>,
     inbox: OnceLock<Inbox>,
     runtime: OnceLock<tokio::runtime::Handle>,
 }
@@ -107,6 +128,10 @@ impl RedisRegistry {
             origin: rand::random(),
             first_pin: keys::first_pin(),
             migrate: keys::migrate(),
+            store: stored::store(),
+            fleet_drained: Mutex::default(),
+            sync: tokio::sync::Notify::new(),
+            admin_lock: tokio::sync::Mutex::new(()),
             inbox: OnceLock::new(),
             runtime: OnceLock::new(),
         }
@@ -126,6 +151,8 @@ impl RedisRegistry {
             if up {
                 log::info!("upstream {}: Redis registry is answering", self.upstream);
                 self.wake.notify_one();
+                // Admin changes made meanwhile (or before this process started) are stored.
+                self.sync.notify_one();
             } else {
                 log::warn!(
                     "upstream {}: Redis registry is not answering; routing from the local cache",
@@ -151,7 +178,15 @@ impl RedisRegistry {
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn()?;
+        self.call_on(self.conn()?, op, timeout, f).await
+    }
+
+    /// [`RedisRegistry::call`] on `conn`.
+    async fn call_on<T, F, Fut>(&self, conn: Conn, op: usize, timeout: Duration, f: F) -> Option<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         self.metrics.round_trips[op].inc();
         let t0 = Instant::now();
         match tokio::time::timeout(timeout, f(conn)).await {
@@ -300,6 +335,8 @@ impl SessionRegistry for RedisRegistry {
     }
 
     fn publish(&self, event: Event) {
+        self.note(&event);
+        let fields = stored::fields_of(&event, stored::wall_ms());
         let env = Envelope {
             origin: self.origin,
             upstream: self.upstream.clone(),
@@ -307,7 +344,10 @@ impl SessionRegistry for RedisRegistry {
         };
         match serde_json::to_string(&env) {
             Ok(text) => {
-                self.queue.lock().publish.push(text);
+                let mut q = self.queue.lock();
+                q.store.extend(fields);
+                q.publish.push(text);
+                drop(q);
                 self.wake.notify_one();
             }
             Err(e) => log::error!("upstream {}: cannot encode {env:?}: {e}", self.upstream),

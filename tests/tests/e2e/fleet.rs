@@ -15,6 +15,7 @@ mod admin;
 mod cookies;
 mod outage;
 mod stored;
+mod tls;
 
 /// Sessions of the agreement check, requests per session, races.
 const SESSIONS: usize = 500;

@@ -35,6 +35,9 @@ pub use conn::Conn;
 use keys::Keys;
 pub use tasks::Now;
 
+/// Round-trip kind of a lookup (index of `metrics::registry::OPS`).
+const OP_LOOKUP: usize = 7;
+
 /// A write waiting for the background writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Write {
@@ -257,7 +260,7 @@ impl SessionRegistry for RedisRegistry {
     async fn lookup(&self, key: SessionKey) -> Option<String> {
         let pin = self.keys.pin(key);
         let t = self.conf.command_timeout;
-        self.call(0, t, |mut c| async move {
+        self.call(OP_LOOKUP, t, |mut c| async move {
             redis::cmd("GET").arg(pin).query_async(&mut c).await
         })
         .await

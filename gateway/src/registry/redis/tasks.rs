@@ -101,6 +101,13 @@ impl RedisRegistry {
                     continue;
                 }
             };
+            if push.kind == PushKind::Disconnection {
+                // The subscribed connection dropped; the `redis` crate is re-establishing it
+                // (re-subscribed before it answers again): what was broadcast meanwhile is
+                // read from the stored state, on that connection.
+                self.sync_now().await;
+                continue;
+            }
             if push.kind != PushKind::Message {
                 continue;
             }

@@ -122,3 +122,59 @@ fn a_gateway_started_after_admin_changes_applies_them() {
     assert_eq!(d.backend_info(&drained).state, "active");
     assert_eq!(d.backend_info(&heavier).weight, 5);
 }
+
+/// The stored state is read again after a reload and after the subscribed connection drops,
+/// so a change this gateway missed (written to the hash, never broadcast to it: here written
+/// with `redis-cli`) is applied then: a weight, an undrain of a drain that came from the
+/// fleet, and the stored weight wins over the file's after a SIGHUP.
+#[test]
+fn a_reload_or_a_reconnect_reads_the_stored_state_again() {
+    let redis = Redis::start();
+    let backends = Backend::start_many(4);
+    let yaml = fleet_config(&backends, &[redis.url()], false);
+    let (a, c) = (start_gateway(&yaml), start_gateway(&yaml));
+    let id = |i: usize| backends[i].spec().0;
+    let hash = "e2e:{app}:admin";
+
+    let r = a.admin(
+        "PATCH",
+        &format!("/admin/backends/{}", id(1)),
+        Some(r#"{"weight":5}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let r = a.admin("POST", &format!("/admin/backends/{}/drain", id(0)), None);
+    assert_eq!(r.status, 200, "{}", r.summary());
+    wait_until("the broadcasts reach C", &c, || {
+        c.backend_info(&id(1)).weight == 5 && c.backend_info(&id(0)).state != "active"
+    });
+
+    // Missed by C: the undrain of b1 (its field deleted). C's file now gives b2 weight 2 and
+    // b3 weight 3; after the SIGHUP, b3 has the file's weight (the reload ran), b2 the stored
+    // one, and b1 is undrained.
+    redis.cli(&["HDEL", hash, &format!("{}:drain", id(0))]);
+    let mut file = berth_tests::config::set(&yaml, "upstreams.app.backends.1.weight", "2");
+    file = berth_tests::config::set(&file, "upstreams.app.backends.2.weight", "3");
+    c.rewrite_config(&file);
+    c.sighup();
+    wait_until("the reload", &c, || c.backend_info(&id(2)).weight == 3);
+    wait_until("the stored state over the reload", &c, || {
+        c.backend_info(&id(1)).weight == 5 && c.backend_info(&id(0)).state == "active"
+    });
+
+    // Missed by C: a weight for b4. Its subscribed connection is cut: it reads the hash again
+    // once it is back.
+    redis.cli(&["HSET", hash, &format!("{}:weight", id(3)), "4"]);
+    assert_eq!(c.backend_info(&id(3)).weight, 1);
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(
+        killed.trim().parse::<u32>().unwrap_or(0) >= 2,
+        "killed: {killed:?}"
+    );
+    wait_until("the re-read after the reconnect", &c, || {
+        c.backend_info(&id(3)).weight == 4
+    });
+    assert!(
+        c.metric("berth_registry_round_trips_total", &[("op", "sync")]) >= 3.0,
+        "start, reload, reconnect"
+    );
+}

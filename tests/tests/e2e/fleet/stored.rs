@@ -3,7 +3,7 @@
 //! it reports its registry up, places no new session on the drained backend nor on the removed
 //! one, and places again on the drained backend once another gateway undrains it.
 use super::{fleet_config, visit, Rng};
-use berth_tests::redis::Redis;
+use berth_tests::redis::{Redis, RedisCluster};
 use berth_tests::{Backend, Gateway};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -41,9 +41,22 @@ fn place(gw: &Gateway, prefix: &str, n: usize) -> BTreeMap<String, usize> {
 #[test]
 fn a_gateway_started_after_admin_changes_applies_them() {
     let redis = Redis::start();
+    late_gateway(&[redis.url()], false, &redis);
+}
+
+/// The same on a 3-master Redis Cluster (the hash in one slot, broadcasts through the
+/// cluster's pub/sub).
+#[test]
+fn a_gateway_started_after_admin_changes_applies_them_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    late_gateway(&cluster.urls(), true, &cluster.nodes[0]);
+}
+
+/// `redis` answers `redis-cli` (with `-c`, redirections followed on a cluster).
+fn late_gateway(urls: &[String], cluster: bool, redis: &Redis) {
     let backends = Backend::start_many(4);
     let extra = Backend::start("b5");
-    let yaml = fleet_config(&backends, &[redis.url()], false);
+    let yaml = fleet_config(&backends, urls, cluster);
     let (a, b) = (start_gateway(&yaml), start_gateway(&yaml));
     let (_, seed) = Rng::seeded();
     let id = |i: usize| backends[i].spec().0;

@@ -8,7 +8,8 @@
 //!   hit and costs no round trip; a session's first request on a gateway asks Redis once (a
 //!   script: `SET NX PX` or the pin already there), so gateways racing on one session agree;
 //!   re-pins, TTL renewals and the per-backend sets are written in the background, batched.
-//!   Admin changes are broadcast to the other gateways over pub/sub ([`Envelope`]).
+//!   Admin changes are stored in Redis and broadcast to the other gateways over pub/sub
+//!   ([`Envelope`]); a gateway reads the stored ones whenever its connection comes up.
 //!
 //! The routing core stays pure: it decides on the overlay, and this layer (in the gateway
 //! crate, the only one that does I/O) reconciles those decisions with the shared store.

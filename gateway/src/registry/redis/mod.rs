@@ -7,6 +7,8 @@
 //! * **Background** (`tasks.rs`, every 100 ms or when woken): re-pins, per-backend sets,
 //!   write-backs and broadcasts go out batched; TTLs of the sessions used since the last
 //!   round are renewed in one pipeline every `refresh_interval` — never one write per request.
+//! * **Admin changes** (`stored.rs`, `sync.rs`): stored in one hash per upstream, then
+//!   broadcast; the hash is read at connect, on every reconnect and after a reload.
 //! * **Failure**: every call has `timeouts.command`; a call that fails marks the registry down
 //!   (`berth_registry_up` 0) and, until a ping answers again, new sessions are placed from the
 //!   local cache and the ring without asking (`degraded`), their pins kept for write-back with

@@ -1,9 +1,10 @@
 //! The fleet service: for every upstream whose session registry is Redis, connects it, runs
 //! its background work (writer, TTL renewal, ping, broadcasts) on this service's runtime, and
-//! applies the admin changes other gateways broadcast to the upstream here. A Berth whose
+//! applies to the upstream here the admin changes other gateways broadcast, and the stored
+//! admin state read whenever the connection comes up. A Berth whose
 //! upstreams all use the memory registry runs nothing here.
 use crate::gateway::Gateway;
-use crate::registry::redis::Now;
+use crate::registry::redis::{Inbound, Now};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -23,9 +24,11 @@ impl BackgroundService for Fleet {
             };
             let clock = self.gw.clock;
             let weak = Arc::downgrade(up);
-            reg.set_inbox(Box::new(move |event| {
-                if let Some(up) = weak.upgrade() {
-                    up.apply(event, clock.now());
+            reg.set_inbox(Box::new(move |inbound| {
+                let Some(up) = weak.upgrade() else { return };
+                match inbound {
+                    Inbound::Event(event) => up.apply(event, clock.now()),
+                    Inbound::Snapshot(snap) => up.apply_stored(&snap, clock.now()),
                 }
             }));
             let now: Now = Arc::new(move || clock.now());

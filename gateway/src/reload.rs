@@ -140,7 +140,14 @@ impl Reloader {
         }
         for u in &cfg.upstreams {
             match self.gw.upstreams.iter().find(|up| *up.name == *u.name) {
-                Some(up) => up.reload_backends(&u.backends),
+                Some(up) => {
+                    up.reload_backends(&u.backends);
+                    // The fleet's stored admin state wins over the file's for the backends
+                    // it names: read it again over what the reload changed.
+                    if let Some(reg) = &up.redis {
+                        reg.resync();
+                    }
+                }
                 None => log::warn!(
                     "reload: new upstream {} needs an upgrade (berth -u)",
                     u.name

@@ -17,20 +17,28 @@ pub struct Redis {
     cluster: bool,
     /// `requirepass` (AUTH), when set.
     password: Option<String>,
+    /// TLS only (`--port 0 --tls-port`): the CA file clients trust, when set.
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Redis {
     /// A standalone server on a fresh port.
     pub fn start() -> Redis {
-        Redis::start_node(false, None)
+        Redis::start_node(false, None, None)
     }
 
     /// A standalone server that requires AUTH with `password`.
     pub fn start_with_password(password: &str) -> Redis {
-        Redis::start_node(false, Some(password))
+        Redis::start_node(false, Some(password), None)
     }
 
-    fn start_node(cluster: bool, password: Option<&str>) -> Redis {
+    /// A standalone server speaking TLS only (no plain port), with a certificate for
+    /// 127.0.0.1 signed by `ca` (clients are not asked for one), and AUTH when `password`.
+    pub fn start_tls(ca: &crate::tls::TestCa, password: Option<&str>) -> Redis {
+        Redis::start_node(false, password, Some(ca))
+    }
+
+    fn start_node(cluster: bool, password: Option<&str>, ca: Option<&crate::tls::TestCa>) -> Redis {
         let dir = tempfile::Builder::new()
             .prefix("berth-redis-")
             .tempdir()
@@ -41,14 +49,35 @@ impl Redis {
             dir,
             cluster,
             password: password.map(str::to_string),
+            tls_ca: None,
         };
+        if let Some(ca) = ca {
+            ca.leaf(&["127.0.0.1", "localhost"])
+                .write(r.dir.path(), "server");
+            let path = r.dir.path().join("ca.pem");
+            ca.write(&path);
+            r.tls_ca = Some(path);
+        }
         r.launch();
         r
     }
 
     fn launch(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let port = self.port.to_string();
+        match &self.tls_ca {
+            None => cmd.args(["--port", &port]),
+            Some(ca) => cmd
+                .args(["--port", "0", "--tls-port", &port])
+                .arg("--tls-cert-file")
+                .arg(self.dir.path().join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(self.dir.path().join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path());
@@ -77,9 +106,15 @@ impl Redis {
         }
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let s = if self.tls_ca.is_some() { "s" } else { "" };
+        format!("redis{s}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA file a TLS server's certificate leads to.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls_ca.as_deref()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -103,6 +138,13 @@ impl Redis {
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-c"])
+            .args(self.tls_ca.iter().flat_map(|ca| {
+                [
+                    std::ffi::OsStr::new("--tls"),
+                    "--cacert".as_ref(),
+                    ca.as_os_str(),
+                ]
+            }))
             .args(
                 self.password
                     .iter()
@@ -146,7 +188,9 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let nodes: Vec<Redis> = (0..3).map(|_| Redis::start_node(true, None)).collect();
+        let nodes: Vec<Redis> = (0..3)
+            .map(|_| Redis::start_node(true, None, None))
+            .collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))

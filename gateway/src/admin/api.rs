@@ -29,7 +29,7 @@ fn refused(r: Refused) -> Resp {
 }
 
 /// Dispatch one authorized request.
-pub(crate) fn handle(gw: &Gateway, req: &Req) -> Resp {
+pub(crate) async fn handle(gw: &Gateway, req: &Req) -> Resp {
     let path = req.path.trim_end_matches('/');
     let segs: Vec<String> = path
         .split('/')
@@ -70,7 +70,7 @@ pub(crate) fn handle(gw: &Gateway, req: &Req) -> Resp {
             r.map_or_else(refused, |v| json(200, &v))
         }),
         ["backends", id, "migrate"] if *m == Method::POST => migrate(gw, id, upstream, req),
-        ["sessions", value] if *m == Method::GET => session(gw, value, upstream.as_deref()),
+        ["sessions", value] if *m == Method::GET => session(gw, value, upstream.as_deref()).await,
         ["ring"] if *m == Method::GET => super::status::ring(gw, upstream.as_deref()),
         ["backends"] | ["backends", _] | ["sessions", _] | ["ring"] => {
             error(405, "method not allowed")
@@ -303,8 +303,10 @@ fn migrate(gw: &Gateway, id: &str, upstream: Option<String>, req: &Req) -> Resp 
 }
 
 /// A pinned session, looked up by its raw affinity value through each plugin that keeps
-/// overlay sessions.
-fn session(gw: &Gateway, value: &str, upstream: Option<&str>) -> Resp {
+/// overlay sessions. For a shared registry (Redis) the backend is the registry's, the record
+/// every gateway follows (this gateway's cache may not have the session, or may be stale);
+/// when Redis does not answer, this gateway's cached pin.
+async fn session(gw: &Gateway, value: &str, upstream: Option<&str>) -> Resp {
     let now = gw.clock.now();
     for up in gw
         .upstreams
@@ -315,23 +317,41 @@ fn session(gw: &Gateway, value: &str, upstream: Option<&str>) -> Resp {
             let Some(key) = plugin.session_key(value.as_bytes()) else {
                 continue;
             };
-            let Some(info) = up.overlay.info(key) else {
+            let info = up.overlay.info(key);
+            let name = |id| up.names.name(id).map(|n| n.to_string());
+            let cached = info.and_then(|i| name(i.backend));
+            let record = if up.registry.shared() {
+                up.registry.lookup(key).await
+            } else {
+                None
+            };
+            let Some(backend) = record.clone().or_else(|| cached.clone()) else {
                 continue;
             };
-            let name = |id| up.names.name(id).map(|n| n.to_string());
-            return json(
-                200,
-                &serde_json::json!({
-                    "upstream": &*up.name,
-                    "plugin": plugin.name(),
-                    "backend": name(info.backend),
+            let mut v = serde_json::json!({
+                "upstream": &*up.name,
+                "plugin": plugin.name(),
+                "registry": up.registry.kind(),
+                "backend": backend,
+                "cached": info.is_some(),
+            });
+            if let Some(info) = info {
+                let extra = serde_json::json!({
                     "backup": info.backup.and_then(name),
                     "age_ms": now.saturating_sub(info.created),
                     "idle_ms": now.saturating_sub(info.last_seen),
                     "in_flight": info.in_flight,
                     "frequency": info.frequency,
-                }),
-            );
+                });
+                if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+                    o.extend(e);
+                }
+            }
+            if record.is_some() && cached.is_some() && record != cached {
+                // This gateway's cache disagrees (a migration's invalidation not here yet).
+                v["cached_backend"] = cached.into();
+            }
+            return json(200, &v);
         }
     }
     error(404, "no pinned session for that value")

@@ -149,7 +149,7 @@ impl ServeHttp for AdminApp {
             return denied;
         }
         match Self::read(session).await {
-            Ok(req) => api::handle(&self.gw, &req),
+            Ok(req) => api::handle(&self.gw, &req).await,
             Err(resp) => resp,
         }
     }

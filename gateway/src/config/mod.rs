@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod limits;
 mod load;
+mod pem;
 pub mod registry;
 #[cfg(test)]
 mod tests;

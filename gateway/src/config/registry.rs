@@ -1,8 +1,8 @@
 //! `registry:` — where an upstream's session pins live: `memory` (the default: this process's
 //! overlay alone) or `redis` (shared by every Berth pointed at the same Redis, with the overlay
 //! as each one's local cache). Set at the top level for every upstream, or per upstream (which
-//! wins). Checked here so `berth -t` reports a bad URL, a missing password variable or an
-//! out-of-range timeout.
+//! wins). Checked here so `berth -t` reports a bad URL, a missing password variable, an
+//! unreadable CA file or an out-of-range timeout.
 use berth_plugins::params::Obj;
 use std::time::Duration;
 
@@ -41,6 +41,9 @@ pub struct RedisConf {
     /// Pins made while Redis was unreachable, kept to be written back (`writeback_max`,
     /// default 100,000); beyond it the oldest are dropped (counted).
     pub writeback_max: usize,
+    /// The CA certificates (PEM text of `ca_file`) a `rediss://` server's certificate must
+    /// lead to; `None` = the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Defaults of `registry:`.
@@ -130,6 +133,22 @@ fn read_redis(r: &mut Obj<'_, '_>) -> Option<RedisConf> {
     let writeback_max = r
         .opt::<usize>("writeback_max")
         .unwrap_or(DEFAULT_WRITEBACK_MAX);
+    let ca_pem = r.opt::<String>("ca_file").and_then(|file| {
+        if !urls.iter().any(|u| u.starts_with("rediss://")) {
+            r.error(
+                "ca_file",
+                "applies to TLS only: the url must start with rediss://",
+            );
+            return None;
+        }
+        match super::pem::read_ca(&file) {
+            Ok((text, _)) => Some(text),
+            Err(e) => {
+                r.error("ca_file", e);
+                None
+            }
+        }
+    });
     Some(RedisConf {
         urls,
         cluster,
@@ -140,6 +159,7 @@ fn read_redis(r: &mut Obj<'_, '_>) -> Option<RedisConf> {
         connect_timeout,
         refresh_interval,
         writeback_max,
+        ca_pem,
     })
 }
 

@@ -51,6 +51,14 @@ pub enum CheckFailure {
 }
 
 impl CheckFailure {
+    pub const ALL: [CheckFailure; 5] = [
+        CheckFailure::Connect,
+        CheckFailure::Timeout,
+        CheckFailure::Tls,
+        CheckFailure::Status,
+        CheckFailure::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CheckFailure::Connect => "connect",

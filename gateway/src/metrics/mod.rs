@@ -346,6 +346,41 @@ impl Metrics {
         }
     }
 
+    /// Delete the series of a backend removed from `upstream` (admin API, reload, DNS
+    /// discovery), so `/metrics` stops exporting it; a backend added again under the id
+    /// starts new series (counters from 0, which Prometheus' `rate` reads as a reset).
+    /// Handles still held by requests in flight on it count into series no longer exported.
+    pub fn forget_backend(&self, upstream: &str, backend: &str) {
+        // Absent series (never touched) are not an error worth reporting.
+        for r in Reason::ALL {
+            for c in CLASSES {
+                let _ = self
+                    .requests
+                    .remove_label_values(&[upstream, backend, r.as_str(), c]);
+            }
+        }
+        for family in [&self.connect_failures, &self.failovers] {
+            let _ = family.remove_label_values(&[upstream, backend]);
+        }
+        let _ = self.backend_up.remove_label_values(&[upstream, backend]);
+        for v in ["false", "true"] {
+            let _ = self
+                .connections
+                .remove_label_values(&[upstream, backend, v]);
+        }
+        for to in ["up", "down"] {
+            let _ = self
+                .health_transitions
+                .remove_label_values(&[upstream, backend, to]);
+        }
+        for why in CheckFailure::ALL {
+            let _ = self
+                .health_failures
+                .remove_label_values(&[upstream, backend, why.as_str()]);
+        }
+        self.websockets.forget_backend(upstream, backend);
+    }
+
     /// Resolve the handles of one upstream.
     pub fn upstream(&self, upstream: &str, plugins: &[&str]) -> UpstreamMetrics {
         let invalid = plugins

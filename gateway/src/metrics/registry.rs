@@ -8,13 +8,15 @@ use prometheus::{
 };
 
 /// Round-trip kinds (`berth_registry_round_trips_total{op}`).
-pub const OPS: [&str; 6] = [
+pub const OPS: [&str; 8] = [
     "first_pin",
     "write",
     "refresh",
     "migrate",
     "publish",
     "ping",
+    "sync",
+    "lookup",
 ];
 /// Error kinds (`berth_registry_errors_total{why}`).
 pub const ERRORS: [&str; 2] = ["timeout", "error"];
@@ -43,7 +45,7 @@ pub struct RegistryMetrics {
     /// 1 while Redis answers.
     pub up: IntGauge,
     /// By index of [`OPS`].
-    pub round_trips: [IntCounter; 6],
+    pub round_trips: [IntCounter; 8],
     /// By index of [`ERRORS`].
     pub errors: [IntCounter; 2],
     pub latency: Histogram,
@@ -65,7 +67,7 @@ impl RegistryFamilies {
         let round_trips = IntCounterVec::new(
             Opts::new(
                 "berth_registry_round_trips_total",
-                "Round trips to the shared session registry, by operation: first_pin, write (a batch of re-pins and set updates), refresh (a batch of TTL renewals), migrate, publish, ping.",
+                "Round trips to the shared session registry, by operation: first_pin, write (a batch of re-pins and set updates), refresh (a batch of TTL renewals), migrate, publish, ping, sync (a read of the stored admin state), lookup (the admin API's session lookup).",
             ),
             &["upstream", "op"],
         )?;

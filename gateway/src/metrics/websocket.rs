@@ -153,6 +153,12 @@ impl WebSocketFamilies {
         }
     }
 
+    /// Delete a removed backend's series.
+    pub fn forget_backend(&self, upstream: &str, backend: &str) {
+        let _ = self.open.remove_label_values(&[upstream, backend]);
+        let _ = self.opened.remove_label_values(&[upstream, backend]);
+    }
+
     pub fn upstream(&self, upstream: &str) -> UpstreamSockets {
         UpstreamSockets {
             closed: CloseWhy::ALL.map(|w| self.closed.with_label_values(&[upstream, w.as_str()])),

@@ -8,7 +8,8 @@
 //!   hit and costs no round trip; a session's first request on a gateway asks Redis once (a
 //!   script: `SET NX PX` or the pin already there), so gateways racing on one session agree;
 //!   re-pins, TTL renewals and the per-backend sets are written in the background, batched.
-//!   Admin changes are broadcast to the other gateways over pub/sub ([`Envelope`]).
+//!   Admin changes are stored in Redis and broadcast to the other gateways over pub/sub
+//!   ([`Envelope`]); a gateway reads the stored ones whenever its connection comes up.
 //!
 //! The routing core stays pure: it decides on the overlay, and this layer (in the gateway
 //! crate, the only one that does I/O) reconciles those decisions with the shared store.
@@ -38,20 +39,18 @@ pub enum Agreed {
 
 /// The operations of a session registry beyond what the overlay (its local part) decides.
 ///
-/// `kind`, `shared` and `lookup` are the registry's interface for its tests and the admin
-/// side; the request path does not call them (it reads the overlay, then agrees through
-/// `first_pin`), hence the `dead_code` allowance since the crate's modules became private.
+/// `kind`, `shared` and `lookup` serve the admin API (`GET /admin/sessions/{value}`); the
+/// request path does not call them (it reads the overlay, then agrees through `first_pin`).
 #[async_trait]
-#[allow(dead_code)]
 pub trait SessionRegistry: Send + Sync {
-    /// `memory` or `redis` (the `registry` label of the metrics).
+    /// `memory` or `redis` (`"registry"` in the admin API's session lookup).
     fn kind(&self) -> &'static str;
 
-    /// Whether pins are shared with other processes; the request path asks the registry
-    /// only then.
+    /// Whether pins are shared with other processes (then `lookup` asks the shared store).
     fn shared(&self) -> bool;
 
-    /// Lookup: the backend `key` is pinned to, in the registry of record.
+    /// Lookup: the backend `key` is pinned to, in the registry of record (`None`: pinned
+    /// nowhere, or a shared store that did not answer).
     async fn lookup(&self, key: SessionKey) -> Option<String>;
 
     /// First pin: this process placed `key` on `backend` (already pinned in the overlay).

@@ -172,7 +172,8 @@ impl Upstream {
     pub(crate) fn rebuild(&self, m: &Members) {
         let set = BackendSet::new(self, &m.list);
         self.apply_flags(&set, m);
-        self.current.store(std::sync::Arc::new(set));
+        let old = self.current.swap(std::sync::Arc::new(set));
+        self.forget_removed(&old, m);
         // A removed backend's WebSockets are closed.
         let gone = |id: &str| m.position(id).is_none();
         self.sockets.close_where(gone, CloseWhy::BackendRemoved);

@@ -3,8 +3,9 @@
 //! theirs applied here, and migrations over the fleet's pins. Nothing here runs for an
 //! upstream on the memory registry (`Upstream::redis` is `None`).
 use super::{AdminState, BackendSet, Refused, Upstream};
-use crate::config::BackendConf;
+use crate::config::{defaults, BackendConf};
 use crate::policy::Attempt;
+use crate::registry::redis::stored::{self, Local, Snapshot};
 use crate::registry::{Agreed, Event, SessionRegistry};
 use berth_routing::{Decision, Millis, Reason, SessionKey};
 use std::sync::Arc;
@@ -156,6 +157,37 @@ impl Upstream {
                 "upstream {}: a broadcast change did not apply: {e:?}",
                 self.name
             );
+        }
+    }
+
+    /// The admin state stored in Redis (read when the connection came up, or after a reload):
+    /// what differs from this gateway's state is applied as if broadcast (`stored::plan`).
+    pub fn apply_stored(&self, snap: &Snapshot, now: Millis) {
+        let Some(reg) = &self.redis else { return };
+        let dns = self.settings.discovery.is_some();
+        let local: Vec<Local> = self.read_members(|m| {
+            m.list
+                .iter()
+                .map(|b| Local {
+                    id: b.conf.id.clone(),
+                    weight: b.conf.weight,
+                    max_sessions: b.conf.max_sessions,
+                    draining: b.state != AdminState::Active,
+                    discovered: dns && b.conf.id.starts_with(defaults::DISCOVERED_ID_PREFIX),
+                })
+                .collect()
+        });
+        let events = stored::plan(
+            snap,
+            &local,
+            &reg.fleet_drained(),
+            stored::wall_ms(),
+            defaults::WEIGHT,
+        );
+        for e in events {
+            log::info!("upstream {}: stored admin state: {e:?}", self.name);
+            reg.note(&e);
+            self.apply(e, now);
         }
     }
 

@@ -1,6 +1,6 @@
 //! [`BackendSet`]: one immutable version of an upstream's backends — the router over them (ring,
 //! flags, shared overlay) and, by backend index, what a request needs to reach each one.
-use super::{Member, Upstream};
+use super::{Member, Members, Upstream};
 use crate::config::{UpstreamProtocol, UpstreamSettings};
 use crate::conn_limit::ConnLimit;
 use crate::metrics::BackendMetrics;
@@ -80,6 +80,18 @@ impl BackendSet {
 /// upstream's name, CA (`ca`, parsed once per upstream) and verification; its pool group key
 /// mixes in the TLS settings' digest, so connections verified against one CA or name are never
 /// handed to an upstream that trusts another (Pingora's reuse hash leaves the CA out).
+impl Upstream {
+    /// The backends of `old` that `m` no longer has: removed, their metric series deleted.
+    pub(super) fn forget_removed(&self, old: &BackendSet, m: &Members) {
+        for idx in 0..old.router.len() {
+            let id = old.router.name(idx);
+            if m.position(id).is_none() {
+                self.root_metrics.forget_backend(&self.name, id);
+            }
+        }
+    }
+}
+
 pub(super) fn peer(
     addr: std::net::SocketAddr,
     s: &UpstreamSettings,

@@ -14,6 +14,8 @@ use std::sync::Barrier;
 mod admin;
 mod cookies;
 mod outage;
+mod stored;
+mod tls;
 
 /// Sessions of the agreement check, requests per session, races.
 const SESSIONS: usize = 500;

@@ -3,8 +3,7 @@
 //! reports an unreadable or empty one.
 use super::super::UpstreamTls;
 use berth_plugins::params::Obj;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::sync::Arc;
 
 pub(super) fn read(up: &mut Obj<'_, '_>) -> Option<UpstreamTls> {
@@ -22,8 +21,8 @@ pub(super) fn read(up: &mut Obj<'_, '_>) -> Option<UpstreamTls> {
     }
     let ca = o
         .opt::<String>("ca_file")
-        .and_then(|file| match read_ca(&file) {
-            Ok(certs) => Some(Arc::new(certs)),
+        .and_then(|file| match crate::config::pem::read_ca(&file) {
+            Ok((_, certs)) => Some(Arc::new(certs)),
             Err(e) => {
                 o.error("ca_file", e);
                 None
@@ -43,25 +42,4 @@ pub(super) fn read(up: &mut Obj<'_, '_>) -> Option<UpstreamTls> {
         verify,
         digest: h.digest(),
     })
-}
-
-/// The certificates of a PEM file (DER), each checked to parse.
-fn read_ca(file: &str) -> Result<Vec<Vec<u8>>, String> {
-    let text = std::fs::read(file).map_err(|e| format!("cannot read {file:?}: {e}"))?;
-    let mut out = Vec::new();
-    for c in CertificateDer::pem_slice_iter(&text) {
-        let c = c.map_err(|e| format!("{file:?} is not a valid PEM file: {e}"))?;
-        if let Err(e) = x509_parser::parse_x509_certificate(&c) {
-            return Err(format!(
-                "{file:?} holds a certificate that cannot be parsed: {e}"
-            ));
-        }
-        out.push(c.to_vec());
-    }
-    if out.is_empty() {
-        return Err(format!(
-            "{file:?} holds no certificate (expected PEM blocks \"BEGIN CERTIFICATE\")"
-        ));
-    }
-    Ok(out)
 }

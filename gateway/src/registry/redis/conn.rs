@@ -7,7 +7,10 @@ use crate::config::RedisConf;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, Value};
+use redis::{
+    Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, TlsCertificates,
+    Value,
+};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// One connection, single node or cluster.
@@ -73,6 +76,14 @@ fn info(url: &str, conf: &RedisConf) -> redis::RedisResult<redis::ConnectionInfo
     Ok(info)
 }
 
+/// `ca_file`'s certificates as the roots a `rediss://` server's chain must lead to.
+fn certs(ca_pem: &[u8]) -> TlsCertificates {
+    TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca_pem.to_vec()),
+    }
+}
+
 /// Connect once. `push` receives the broadcast channel's messages (only the first connection
 /// of a pool subscribes).
 pub async fn connect(
@@ -97,10 +108,17 @@ pub async fn connect(
         if let Some(tx) = push {
             b = b.push_sender(tx);
         }
+        if let Some(ca) = &conf.ca_pem {
+            b = b.certs(certs(ca));
+        }
         let client = b.build()?;
         return Ok(Conn::Cluster(client.get_async_connection().await?));
     }
-    let client = redis::Client::open(info(&conf.urls[0], conf)?)?;
+    let info = info(&conf.urls[0], conf)?;
+    let client = match &conf.ca_pem {
+        Some(ca) => redis::Client::build_with_tls(info, certs(ca))?,
+        None => redis::Client::open(info)?,
+    };
     // Reconnects back off 100 ms × 2^n, at most 2 s apart, so a Redis back after an outage is
     // found within a few seconds.
     let mut cfg = ConnectionManagerConfig::new()

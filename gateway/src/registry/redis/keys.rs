@@ -4,6 +4,8 @@
 //! * `<prefix>:{<upstream>:<key>}:m` — a migration's one-time note: the backend it moved from;
 //! * `<prefix>:{<upstream>}:on:<backend>` — the sessions pinned to a backend (a set of keys;
 //!   stale members are dropped when read), what a migration through any gateway moves;
+//! * `<prefix>:{<upstream>}:admin` — the admin state set through any gateway's admin API
+//!   (a hash, field `<backend>:<attribute>`; `stored.rs`);
 //! * `<prefix>:events` — the pub/sub channel of admin changes and pin invalidations.
 //!
 //! `<key>` is the 128-bit session key in hex (a hash of the affinity value: no session id is
@@ -37,6 +39,11 @@ impl Keys {
 
     pub fn on(&self, backend: &str) -> String {
         format!("{}:{{{}}}:on:{backend}", self.prefix, self.upstream)
+    }
+
+    /// The upstream's stored admin state (`stored.rs`).
+    pub fn admin(&self) -> String {
+        format!("{}:{{{}}}:admin", self.prefix, self.upstream)
     }
 
     pub fn channel(&self) -> String {
@@ -110,6 +117,7 @@ mod tests {
         assert_eq!(tag(&k.pin(key)), tag(&k.moved(key)));
         assert_eq!(k.pin(key), "berth:{app:00000000000000000000000000000abc}:p");
         assert_eq!(k.on("b1"), "berth:{app}:on:b1");
+        assert_eq!(k.admin(), "berth:{app}:admin");
         assert_eq!(parse_hex(&hex(key)), Some(key));
         assert_eq!(parse_hex("xyz"), None);
     }

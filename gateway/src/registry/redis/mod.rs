@@ -7,6 +7,8 @@
 //! * **Background** (`tasks.rs`, every 100 ms or when woken): re-pins, per-backend sets,
 //!   write-backs and broadcasts go out batched; TTLs of the sessions used since the last
 //!   round are renewed in one pipeline every `refresh_interval` — never one write per request.
+//! * **Admin changes** (`stored.rs`, `sync.rs`): stored in one hash per upstream, then
+//!   broadcast; the hash is read at connect, on every reconnect and after a reload.
 //! * **Failure**: every call has `timeouts.command`; a call that fails marks the registry down
 //!   (`berth_registry_up` 0) and, until a ping answers again, new sessions are placed from the
 //!   local cache and the ring without asking (`degraded`), their pins kept for write-back with
@@ -19,7 +21,7 @@ use async_trait::async_trait;
 use berth_routing::{Interner, Overlay, SessionKey};
 use parking_lot::Mutex;
 use redis::Script;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,11 +29,16 @@ use std::time::{Duration, Instant};
 mod conn;
 pub mod keys;
 mod migrate;
+pub mod stored;
+mod sync;
 mod tasks;
 
 pub use conn::Conn;
 use keys::Keys;
 pub use tasks::Now;
+
+/// Round-trip kind of a lookup (index of `metrics::registry::OPS`).
+const OP_LOOKUP: usize = 7;
 
 /// A write waiting for the background writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,12 +60,23 @@ enum Write {
 #[derive(Default)]
 struct Queue {
     writes: VecDeque<Write>,
+    /// Admin state to store (written before `publish` is sent).
+    store: Vec<stored::Field>,
     /// Serialized [`Envelope`]s to publish.
     publish: Vec<String>,
 }
 
-/// Where broadcast admin changes of this upstream go (set by the fleet service).
-pub type Inbox = Box<dyn Fn(Event) + Send + Sync>;
+/// What reaches this upstream from the fleet.
+#[derive(Debug)]
+pub enum Inbound {
+    /// An admin change made through another gateway.
+    Event(Event),
+    /// The stored admin state, read when the connection came up (or after a reload).
+    Snapshot(stored::Snapshot),
+}
+
+/// Where the fleet's admin changes of this upstream go (set by the fleet service).
+pub type Inbox = Box<dyn Fn(Inbound) + Send + Sync>;
 
 pub struct RedisRegistry {
     upstream: String,
@@ -78,6 +96,14 @@ pub struct RedisRegistry {
     origin: u64,
     first_pin: Script,
     migrate: Script,
+    store: Script,
+    /// Backends this process drained because of the fleet (its admin API, a broadcast, the
+    /// stored state): the ones a sync may undrain.
+    fleet_drained: Mutex<HashSet<String>>,
+    /// Asks the broadcast reader to read the stored admin state.
+    sync: tokio::sync::Notify,
+    /// Stored admin state and broadcasts go out one flush at a time, in order.
+    admin_lock: tokio::sync::Mutex<()>,
     inbox: OnceLock<Inbox>,
     runtime: OnceLock<tokio::runtime::Handle>,
 }
@@ -107,6 +133,10 @@ impl RedisRegistry {
             origin: rand::random(),
             first_pin: keys::first_pin(),
             migrate: keys::migrate(),
+            store: stored::store(),
+            fleet_drained: Mutex::default(),
+            sync: tokio::sync::Notify::new(),
+            admin_lock: tokio::sync::Mutex::new(()),
             inbox: OnceLock::new(),
             runtime: OnceLock::new(),
         }
@@ -126,6 +156,8 @@ impl RedisRegistry {
             if up {
                 log::info!("upstream {}: Redis registry is answering", self.upstream);
                 self.wake.notify_one();
+                // Admin changes made meanwhile (or before this process started) are stored.
+                self.sync.notify_one();
             } else {
                 log::warn!(
                     "upstream {}: Redis registry is not answering; routing from the local cache",
@@ -151,7 +183,15 @@ impl RedisRegistry {
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn()?;
+        self.call_on(self.conn()?, op, timeout, f).await
+    }
+
+    /// [`RedisRegistry::call`] on `conn`.
+    async fn call_on<T, F, Fut>(&self, conn: Conn, op: usize, timeout: Duration, f: F) -> Option<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         self.metrics.round_trips[op].inc();
         let t0 = Instant::now();
         match tokio::time::timeout(timeout, f(conn)).await {
@@ -222,7 +262,7 @@ impl SessionRegistry for RedisRegistry {
     async fn lookup(&self, key: SessionKey) -> Option<String> {
         let pin = self.keys.pin(key);
         let t = self.conf.command_timeout;
-        self.call(0, t, |mut c| async move {
+        self.call(OP_LOOKUP, t, |mut c| async move {
             redis::cmd("GET").arg(pin).query_async(&mut c).await
         })
         .await
@@ -300,6 +340,8 @@ impl SessionRegistry for RedisRegistry {
     }
 
     fn publish(&self, event: Event) {
+        self.note(&event);
+        let fields = stored::fields_of(&event, stored::wall_ms());
         let env = Envelope {
             origin: self.origin,
             upstream: self.upstream.clone(),
@@ -307,7 +349,10 @@ impl SessionRegistry for RedisRegistry {
         };
         match serde_json::to_string(&env) {
             Ok(text) => {
-                self.queue.lock().publish.push(text);
+                let mut q = self.queue.lock();
+                q.store.extend(fields);
+                q.publish.push(text);
+                drop(q);
                 self.wake.notify_one();
             }
             Err(e) => log::error!("upstream {}: cannot encode {env:?}: {e}", self.upstream),

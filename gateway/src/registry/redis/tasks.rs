@@ -2,7 +2,7 @@
 //! again until Redis answers), the writer (re-pins, sets, write-backs, broadcasts: every
 //! 100 ms or when woken), TTL renewal of the sessions used since the last round (one pipeline
 //! every `refresh_interval`), the ping that notices Redis is back, and the broadcast reader.
-use super::{conn, keys, Conn, Envelope, Event, RedisRegistry, Write};
+use super::{conn, keys, Conn, Envelope, Event, Inbound, RedisRegistry, Write};
 use redis::{Cmd, PushInfo, PushKind, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,9 @@ impl RedisRegistry {
             match self.connect_pool(&push, &channel).await {
                 Ok(conns) => {
                     self.conns.store(Some(Arc::new(conns)));
+                    // The stored admin state, before the registry reports up (and again when
+                    // it does, through `sync`: idempotent).
+                    self.sync_now().await;
                     break;
                 }
                 Err(e) => {
@@ -84,9 +87,27 @@ impl RedisRegistry {
         Ok(conns)
     }
 
-    /// Broadcast messages: decode, skip our own and other upstreams', apply.
+    /// Broadcast messages: decode, skip our own and other upstreams', apply; and reads of the
+    /// stored admin state when asked (`sync`), in the same sequence.
     async fn events(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<PushInfo>) {
-        while let Some(push) = rx.recv().await {
+        loop {
+            let push = tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
+                _ = self.sync.notified() => {
+                    self.sync_now().await;
+                    continue;
+                }
+            };
+            if push.kind == PushKind::Disconnection {
+                // The subscribed connection dropped; the `redis` crate is re-establishing it
+                // (re-subscribed before it answers again): what was broadcast meanwhile is
+                // read from the stored state, on that connection.
+                self.sync_now().await;
+                continue;
+            }
             if push.kind != PushKind::Message {
                 continue;
             }
@@ -110,8 +131,9 @@ impl RedisRegistry {
                     }
                 }
                 other => {
+                    self.note(&other);
                     if let Some(inbox) = self.inbox.get() {
-                        inbox(other);
+                        inbox(Inbound::Event(other));
                     }
                 }
             }
@@ -128,15 +150,13 @@ impl RedisRegistry {
             if !self.is_up() {
                 continue;
             }
-            let (writes, publish) = {
+            // Admin state, then its broadcasts.
+            self.flush_admin().await;
+            let writes: Vec<Write> = {
                 let mut q = self.queue.lock();
                 let n = q.writes.len().min(BATCH);
-                let writes: Vec<Write> = q.writes.drain(..n).collect();
-                (writes, std::mem::take(&mut q.publish))
+                q.writes.drain(..n).collect()
             };
-            if !publish.is_empty() && !self.send_publish(&publish).await {
-                self.queue.lock().publish.splice(0..0, publish);
-            }
             if !writes.is_empty() {
                 let failed = self.send_writes(writes).await;
                 let mut q = self.queue.lock();
@@ -150,7 +170,7 @@ impl RedisRegistry {
         }
     }
 
-    async fn send_publish(&self, msgs: &[String]) -> bool {
+    pub(super) async fn send_publish(&self, msgs: &[String]) -> bool {
         let channel = self.keys.channel();
         let cmds = msgs
             .iter()

@@ -131,3 +131,50 @@ fn admin_changes_through_one_gateway_reach_the_others() {
         }
     }
 }
+
+/// `GET /admin/sessions/{value}` on a Redis upstream answers from the registry of record: a
+/// gateway that never saw the session names the backend another gateway placed it on; with
+/// Redis gone, the gateway that has it cached still answers, the other one has nothing to say.
+#[test]
+fn a_session_lookup_answers_from_redis_through_any_gateway() {
+    let mut redis = Redis::start();
+    let backends = Backend::start_many(4);
+    let gws = start_fleet(&fleet_config(&backends, &[redis.url()], false));
+    let (_, seed) = Rng::seeded();
+    let id = format!("lookup-{seed:x}");
+    let placed = visit(&mut gws[0].client(), &id).unwrap_or_else(|e| panic!("{e}"));
+    let path = format!("/admin/sessions/{id}");
+    let ask = |gw: &Gateway| {
+        let r = gw.admin("GET", &path, None);
+        (r.status, r.json().unwrap_or_default())
+    };
+    let lookups = |gw: &Gateway| gw.metric("berth_registry_round_trips_total", &[("op", "lookup")]);
+
+    let (status, v) = ask(&gws[1]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["registry"], "redis", "{v}");
+    assert_eq!(v["backend"], placed.as_str(), "{v}");
+    assert_eq!(v["cached"], false, "{v}");
+    assert!(v.get("age_ms").is_none(), "not cached: no age: {v}");
+    assert_eq!(lookups(&gws[1]), 1.0);
+    let (status, v) = ask(&gws[0]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["backend"].as_str(), v["cached"].as_bool()),
+        (Some(placed.as_str()), Some(true)),
+        "{v}"
+    );
+    assert!(v["age_ms"].is_u64(), "{v}");
+    assert_eq!(
+        gws[0]
+            .admin("GET", "/admin/sessions/never-seen", None)
+            .status,
+        404
+    );
+
+    redis.kill();
+    let (status, v) = ask(&gws[0]);
+    assert_eq!(status, 200, "from the cache: {v}");
+    assert_eq!(v["backend"], placed.as_str(), "{v}");
+    assert_eq!(ask(&gws[1]).0, 404, "neither Redis nor the cache has it");
+}

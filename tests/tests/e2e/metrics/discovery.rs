@@ -44,6 +44,7 @@ fn discovery_resolutions_addresses_and_changes() {
     );
     let ok = berth_tests::metrics::sum(&text, "berth_discovery_resolutions_total", &result("ok"));
     assert!(ok >= 1.0, "ok resolutions: {ok}");
+    assert_eq!(backends_in(&text).len(), 2, "{:?}", backends_in(&text));
 
     dns.set(&[b1.addr.ip()]);
     gw.wait_metric("berth_discovery_changes_total", &change("removed"), |v| {
@@ -58,6 +59,13 @@ fn discovery_resolutions_addresses_and_changes() {
             ("berth_discovery_changes_total", &change("removed"), 1.0),
             ("berth_discovery_resolutions_total", &result("error"), 0.0),
         ],
+    );
+    // The removed backend's per-backend series are gone from /metrics.
+    let left = backends_in(&scrape(&gw));
+    assert_eq!(
+        left.len(),
+        1,
+        "series of a removed backend remain: {left:?}"
     );
 
     dns.set(&[]);
@@ -76,4 +84,13 @@ fn discovery_resolutions_addresses_and_changes() {
             ("berth_discovery_changes_total", &[app], 4.0),
         ],
     );
+}
+
+/// The distinct `backend` label values in a scrape.
+fn backends_in(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split("backend=\"").nth(1)?.split('"').next())
+        .map(str::to_string)
+        .collect()
 }

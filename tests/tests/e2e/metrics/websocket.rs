@@ -89,11 +89,16 @@ fn websocket_families() {
             Read2::Closed(_)
         ));
         gw.wait_metric("berth_websockets_open", &[up], |v| v == 1.0);
+        let text = scrape(&gw);
+        // The removed backend's series are gone (not left at 0).
+        for name in ["berth_websockets_open", "berth_websockets_total"] {
+            let v = berth_tests::metrics::value(&text, name, &[up, ("backend", &bb)]);
+            assert_eq!(v, None, "{name} of removed {bb}");
+        }
         expect(
-            &scrape(&gw),
+            &text,
             &[
                 ("berth_websockets_open", &[up, ("backend", &ba)], 1.0),
-                ("berth_websockets_open", &[up, ("backend", &bb)], 0.0),
                 (
                     "berth_websockets_closed_total",
                     &[up, ("why", "closed")],

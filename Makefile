@@ -12,7 +12,7 @@
 #   make bench-fleet  the Redis session registry vs the memory registry: req/s, CPU/request, Redis commands/request
 #   make bench-tls    TLS handshakes/s and CPU per HTTP/2 request, Berth vs bare Pingora vs HAProxy (conf/bench/tls.sh)
 #   make bench-websocket  memory per open idle WebSocket, Berth vs HAProxy (conf/bench/websocket.sh)
-#   make bench-tail   p50/p99/p99.9 at 50, 1,000 and 5,000 connections and 10,000 idle + 200 active, Berth vs HAProxy, NGINX, bare Pingora (conf/bench/tail.sh)
+#   make bench-tail   p50/p99/p99.9 at 50, 1,000, 2,000 and 5,000 connections and 10,000 idle + 200 active, Berth vs HAProxy, NGINX, bare Pingora (conf/bench/tail.sh)
 #   make lint    rustfmt check, clippy with warnings as errors, cargo-deny + cargo-audit
 #   make fmt     format the code
 #   make check-conf  validate every shipped config file with `berth -t`
@@ -166,7 +166,7 @@ bench-tls: deps peer-tools
 	BERTH=$(TARGET_DIR)/release/berth BARE=$(BARE_PINGORA_DIR)-tls/target/release/bare-pingora conf/bench/tls.sh
 
 ## bench-tail: tail latency under many connections (conf/bench/tail.sh): the peer harness's
-## workload at CONNS_LIST (50 1000 5000) connections through Berth, HAProxy, NGINX and bare
+## workload at CONNS_LIST (50 1000 2000 5000) connections through Berth, HAProxy, NGINX and bare
 ## Pingora, each alone on core 0, in one run; then 10,000 idle + 200 active connections
 ## (Berth, NGINX, bare Pingora): active p99 with and without the idle ones, RSS per idle one.
 bench-tail: deps peer-tools bare-pingora

@@ -2,9 +2,10 @@
 # tail.sh — tail latency under many client connections (`make bench-tail`): Berth beside
 # HAProxy 2.6, NGINX 1.22 and bare Pingora, one run, same machine; a benchmark, not a test.
 #
-#   BERTH=/path/to/release/berth [BARE=/path/to/bare-pingora] conf/bench/tail.sh
+#   BERTH=/path/to/release/berth [BARE=/path/to/bare-pingora] [BERTH_B=/path/to/other/berth] conf/bench/tail.sh
 #
-# Part 1, CONNS_LIST (50 1000 5000): for each number of keep-alive connections, ROUNDS (2)
+# BERTH_B: a second Berth build ("berth-b", same config) in the same run, for before/after.
+# Part 1, CONNS_LIST (50 1000 2000 5000): for each number of keep-alive connections, ROUNDS (2)
 # interleaved rounds of `wrk -t1 -c<conns> -d<DURATION>` with the peer harness's workload
 # (X-Session-Id from a pool of 10,000, conf/bench/tail.lua adds p99.9) against every gateway.
 # Each gateway runs alone on core 0 (1 worker), wrk and the harness's nginx backends on core 1,
@@ -28,7 +29,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PB=${PEERBENCH_DIR:-$HERE/../../../shared/bench/peerbench}
 BERTH=${BERTH:?path to a release berth binary}
 BARE=${BARE:-}
-CONNS_LIST=${CONNS_LIST:-50 1000 5000}
+CONNS_LIST=${CONNS_LIST:-50 1000 2000 5000}
 ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
@@ -93,6 +94,12 @@ conf=$(berth_conf berth $port)
 printf 'limits:\n  keepalive_timeout: 300s\n' >>"$conf"
 RUST_LOG=warn spawn "$RUN/berth.out" taskset -c 0 "$BERTH" -c "$conf"
 add berth $port; port=$((port + 1))
+if [ -n "${BERTH_B:-}" ]; then
+  conf=$(berth_conf berthb $port)
+  printf 'limits:\n  keepalive_timeout: 300s\n' >>"$conf"
+  RUST_LOG=warn spawn "$RUN/berthb.out" taskset -c 0 "$BERTH_B" -c "$conf"
+  add berth-b $port; port=$((port + 1))
+fi
 
 for n in "${NAMES[@]}"; do wait_http "http://127.0.0.1:${PORT[$n]}/" 60; done
 

@@ -97,6 +97,17 @@ impl HttpServerApp for Counted {
     }
 }
 
+/// `Guarded` over a [`Counted`] app, with deadlines no test here reaches.
+fn counted_app(count: &Arc<std::sync::atomic::AtomicUsize>) -> Arc<Guarded<Counted>> {
+    Arc::new(Guarded::new(
+        Counted(count.clone()),
+        Deadlines {
+            header: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+        },
+    ))
+}
+
 /// A plain listener's connection served by `Guarded` over real loopback TCP, with its client.
 async fn served(
     app: Arc<Guarded<Counted>>,
@@ -131,13 +142,7 @@ async fn response(client: &mut TcpStream) -> String {
 async fn the_inner_app_sees_a_keep_alive_request_only_once_its_bytes_arrived() {
     use std::sync::atomic::Ordering::SeqCst;
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let app = Arc::new(Guarded::new(
-        Counted(count.clone()),
-        Deadlines {
-            header: Duration::from_secs(30),
-            idle: Duration::from_secs(30),
-        },
-    ));
+    let app = counted_app(&count);
     let (task, mut client) = served(app.clone()).await;
     // Connected, silent: Pingora's per-request state is not created.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -161,13 +166,7 @@ async fn the_inner_app_sees_a_keep_alive_request_only_once_its_bytes_arrived() {
 #[tokio::test]
 async fn a_connection_waiting_for_its_next_request_is_closed_by_the_cleanup() {
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let app = Arc::new(Guarded::new(
-        Counted(count.clone()),
-        Deadlines {
-            header: Duration::from_secs(30),
-            idle: Duration::from_secs(30),
-        },
-    ));
+    let app = counted_app(&count);
     let (task, mut client) = served(app.clone()).await;
     client
         .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")

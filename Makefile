@@ -3,6 +3,7 @@
 #   make run     build and start Berth on conf/berth.yaml with three demo backends (HTTP, h2c, HTTPS)
 #   make run-fleet  three Berth processes (:8080, :8081, :8082) sharing sessions through one redis-server
 #   make test    run every test (unit, property, config golden files, end-to-end, the JWT example crate)
+#   make test-unwind  the plugin-panic end-to-end tests against a release-unwind (LTO) build
 #   make bench   criterion benchmarks of the routing core
 #   make sim     load-placement simulation of the routing core (SIM_ARGS=--quick, --large, --help)
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
@@ -28,10 +29,10 @@ export BERTH_ADMIN_TOKEN ?= demo
 export BERTH_COOKIE_SECRET ?= demo-cookie-secret-change-me-0123456789
 DEMO_BACKENDS := demo1=127.0.0.1:9001 demo2=127.0.0.1:9002 demo3=127.0.0.1:9003
 
-.PHONY: help run run-fleet bench-fleet bench-plugins jwt demo-cert test bench sim bench-peers bench-ab bench-tls bench-tail bench-websocket bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
+.PHONY: help run run-fleet bench-fleet bench-plugins jwt demo-cert test test-unwind bench sim bench-peers bench-ab bench-tls bench-tail bench-websocket bench-instructions peer-tools bare-pingora lint lint-tools advisories fmt check-conf deps build upgrade-demo upgrade-soak fuzz
 
 help:
-	@sed -n '3,21p' Makefile
+	@sed -n '3,22p' Makefile
 
 ## deps: install what a fresh Debian machine lacks (cmake for Pingora's zlib-ng build,
 ## redis-server for the Redis tests, prometheus for promtool in the metrics tests,
@@ -113,6 +114,16 @@ run-fleet: build
 test: build
 	$(CARGO) test --workspace -- --test-threads=2
 	$(CARGO) test --manifest-path $(JWT_MANIFEST) --target-dir $(TARGET_DIR) -- --test-threads=2
+
+## test-unwind: tests/tests/e2e/plugin_sdk.rs (a plugin that panics is caught and counted, the
+## next 1,000 requests served) against berth-test-plugins built with `--profile release-unwind`,
+## the build for binaries whose plugins might panic: that its LTO release build catches the
+## panic too. Not part of `make test`, which builds no release binary. (Built with the default
+## `release` profile, which aborts, the gateway dies on the panicking request and this fails.)
+test-unwind: deps
+	$(CARGO) build --profile release-unwind -p berth-tests --bin berth-test-plugins
+	BERTH_TEST_PLUGINS_BIN=$(TARGET_DIR)/release-unwind/berth-test-plugins \
+	  $(CARGO) test -p berth-tests --test e2e plugin_sdk -- --test-threads=2
 
 bench: deps
 	$(CARGO) bench -p berth-routing

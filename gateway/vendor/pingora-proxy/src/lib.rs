@@ -1557,11 +1557,25 @@ where
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        mut session: HttpSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    // Berth's patch (unwinding builds): `async_trait` builds this request's whole future
+    // (~14 KB: `process_request` and all it awaits) on the stack, then allocates its box and
+    // copies it in. With `panic = "unwind"` that copy stays (the allocation could unwind, and
+    // the future on the stack would then be dropped there): 14 KB per request. Allocating
+    // first and writing the future into the allocation lets it be built in place, as with
+    // `panic = "abort"`. `async_trait`'s signature; the body is the original one.
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        session: HttpSession,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        let slot = Box::new_uninit();
+        let future = Box::write(slot, async move {
+        let mut session = session;
         // Extract user context from the previous request before the session is moved into the Box
         let prev_user_ctx = session.take_connection_user_context();
 
@@ -1593,6 +1607,8 @@ where
         }
 
         self.process_request(session, ctx).await
+        });
+        Box::into_pin(future)
     }
 
     async fn http_cleanup(&self) {

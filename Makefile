@@ -3,7 +3,7 @@
 #   make run     build and start Berth on conf/berth.yaml with three demo backends (HTTP, h2c, HTTPS)
 #   make run-fleet  three Berth processes (:8080, :8081, :8082) sharing sessions through one redis-server
 #   make test    run every test (unit, property, config golden files, end-to-end, the JWT example crate)
-#   make test-unwind  the plugin-panic end-to-end tests against a release-unwind (LTO) build
+#   make test-unwind  the plugin-panic end-to-end tests against the release build (LTO, unwinding)
 #   make bench   criterion benchmarks of the routing core
 #   make sim     load-placement simulation of the routing core (SIM_ARGS=--quick, --large, --help)
 #   make bench-peers  Berth vs HAProxy vs NGINX side by side (../shared/bench/peerbench)
@@ -116,13 +116,13 @@ test: build
 	$(CARGO) test --manifest-path $(JWT_MANIFEST) --target-dir $(TARGET_DIR) -- --test-threads=2
 
 ## test-unwind: tests/tests/e2e/plugin_sdk.rs (a plugin that panics is caught and counted, the
-## next 1,000 requests served) against berth-test-plugins built with `--profile release-unwind`,
-## the build for binaries whose plugins might panic: that its LTO release build catches the
-## panic too. Not part of `make test`, which builds no release binary. (Built with the default
-## `release` profile, which aborts, the gateway dies on the panicking request and this fails.)
+## next 1,000 requests served) against berth-test-plugins built with the `release` profile, the
+## one `make run` and the deploy kit ship: that its LTO build, too, catches the panic. Not part
+## of `make test`, which builds no release binary. (Built with `--profile release-abort`, the
+## gateway dies on the panicking request and this fails.)
 test-unwind: deps
-	$(CARGO) build --profile release-unwind -p berth-tests --bin berth-test-plugins
-	BERTH_TEST_PLUGINS_BIN=$(TARGET_DIR)/release-unwind/berth-test-plugins \
+	$(CARGO) build --release -p berth-tests --bin berth-test-plugins
+	BERTH_TEST_PLUGINS_BIN=$(TARGET_DIR)/release/berth-test-plugins \
 	  $(CARGO) test -p berth-tests --test e2e plugin_sdk -- --test-threads=2
 
 bench: deps

@@ -262,9 +262,9 @@ impl<'a> DecisionView<'a> {
 
 /// An affinity plugin. Implementations must be cheap: `key` runs on every request, on the
 /// gateway's worker threads — no blocking, no I/O, no locks held for long (see
-/// `plugins/README.md`). A plugin that panics is caught (in a build that unwinds: debug, or
-/// the `release-unwind` profile): the request goes on as if it had found nothing, and the
-/// panic is counted (`berth_plugin_panics_total`).
+/// `plugins/README.md`). A plugin that panics is caught (in a build that unwinds: debug, and
+/// Berth's `release` profile; not `release-abort`): the request goes on as if it had found
+/// nothing, and the panic is counted (`berth_plugin_panics_total`).
 ///
 /// ```
 /// use berth_plugins::{Affinity, AffinityPlugin, KeyOutcome, RequestView, SessionKey};

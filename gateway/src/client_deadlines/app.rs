@@ -90,22 +90,23 @@ impl<A: HttpServerApp + Send + Sync + 'static> Guarded<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut settings: Option<HttpPersistentSettings> = None;
+        let mut first = true;
         loop {
             if !self.request_start(&mut conn).await {
                 return None;
             }
             let mut session = ServerSession::new_http1(conn);
-            match settings.take() {
-                Some(s) => s.apply_to_session(&mut session),
-                None => {
-                    // The first request, as Pingora sets it up.
-                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-                    session.set_keepalive_reuses_remaining(
-                        self.inner
-                            .server_options()
-                            .and_then(|o| o.keepalive_request_limit),
-                    );
-                }
+            if first {
+                // The first request, as Pingora sets it up.
+                first = false;
+                session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+                session.set_keepalive_reuses_remaining(
+                    self.inner
+                        .server_options()
+                        .and_then(|o| o.keepalive_request_limit),
+                );
+            } else if let Some(s) = settings.take() {
+                s.apply_to_session(&mut session);
             }
             let (stream, next) = self
                 .inner

@@ -205,3 +205,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         self.inner.cleanup().await
     }
 }
+
+#[cfg(test)]
+#[path = "app_tests.rs"]
+mod tests;

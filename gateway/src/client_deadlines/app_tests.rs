@@ -2,6 +2,7 @@
 //! request's first bytes, and the cleanup after the drain window.
 use super::*;
 use crate::client_deadlines::drain_window;
+use crate::client_deadlines::tests::{loopback, D, PAST};
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::ServerSession;
@@ -10,14 +11,7 @@ use pingora_core::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-const D: Deadlines = Deadlines {
-    header: Duration::from_millis(300),
-    idle: Duration::from_millis(300),
-};
-/// Comfortably past both deadlines.
-const PAST: Duration = Duration::from_millis(900);
+use tokio::net::TcpStream;
 
 /// An inner app that counts its cleanups and the requests it was handed (it reads each head
 /// whole, answers 204 and keeps the connection).
@@ -63,15 +57,10 @@ fn counted_app(count: &Arc<std::sync::atomic::AtomicUsize>) -> Arc<Guarded<Count
 async fn served(
     app: Arc<Guarded<Counted>>,
 ) -> (tokio::task::JoinHandle<Option<Stream>>, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(server));
-    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let (stream, client) = loopback().await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
-        let _keep = _tx;
+        let _not_shutting_down = tx;
         app.process_new(stream, &rx).await
     });
     (task, client)

@@ -12,7 +12,8 @@ impl AsyncRead for HeadDeadline {
             // Closed from outside: the end of the client's stream finishes the tunnel.
             return Poll::Ready(Ok(()));
         }
-        if !self.ahead.is_empty() && self.read_ahead(buf) {
+        if !self.ahead.is_empty() {
+            self.read_ahead(buf);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();

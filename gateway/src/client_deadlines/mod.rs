@@ -47,6 +47,7 @@
 //! here and Pingora's own keep-alive timeout (a timer per request) stays off.
 use crate::tunnel::{self, CloseWhy, Tunnel};
 use berth_plugins::ConnectionContext;
+use bytes::Bytes;
 use pingora_core::protocols::Stream;
 use std::future::Future;
 use std::io;
@@ -142,8 +143,7 @@ pub struct HeadDeadline {
     conn: ConnectionContext,
     /// Bytes read ahead by [`Self::poll_request_start`] (already observed), returned first by
     /// the next reads; empty (no allocation) otherwise.
-    ahead: Vec<u8>,
-    ahead_at: usize,
+    ahead: Bytes,
 }
 
 impl std::fmt::Debug for HeadDeadline {
@@ -171,8 +171,7 @@ impl HeadDeadline {
             h2: None,
             tunnel: None,
             conn: ConnectionContext::new(next_connection_id()),
-            ahead: Vec::new(),
-            ahead_at: 0,
+            ahead: Bytes::new(),
         }
     }
 
@@ -180,7 +179,7 @@ impl HeadDeadline {
     /// `true` once some arrived (read ahead; the next reads return them first), `false` at the
     /// end of the stream. See [`Guarded`] for why.
     pub fn poll_request_start(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        if self.ahead_at < self.ahead.len() {
+        if !self.ahead.is_empty() {
             return Poll::Ready(Ok(true));
         }
         // A request head usually fits; the rest is read by Pingora as usual.
@@ -191,27 +190,21 @@ impl HeadDeadline {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Ok(false)),
             Poll::Ready(Ok(())) => {
-                self.ahead = buf.filled().to_vec();
-                self.ahead_at = 0;
+                self.ahead = Bytes::copy_from_slice(buf.filled());
                 Poll::Ready(Ok(true))
             }
         }
     }
 
-    /// Serve a read from the bytes read ahead, if any are left.
-    fn read_ahead(&mut self, buf: &mut ReadBuf<'_>) -> bool {
-        let left = &self.ahead[self.ahead_at..];
-        if left.is_empty() {
-            return false;
+    /// Serve a read from the bytes read ahead (there are some); the buffer is freed with the
+    /// last of them.
+    fn read_ahead(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.ahead.len().min(buf.remaining());
+        buf.put_slice(&self.ahead[..n]);
+        bytes::Buf::advance(&mut self.ahead, n);
+        if self.ahead.is_empty() {
+            self.ahead = Bytes::new();
         }
-        let n = left.len().min(buf.remaining());
-        buf.put_slice(&left[..n]);
-        self.ahead_at += n;
-        if self.ahead_at == self.ahead.len() {
-            self.ahead = Vec::new();
-            self.ahead_at = 0;
-        }
-        true
     }
 
     /// A connection that may speak HTTP/2 (see the module docs), counting the errors it is

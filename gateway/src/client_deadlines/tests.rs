@@ -4,12 +4,12 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const D: Deadlines = Deadlines {
+pub(super) const D: Deadlines = Deadlines {
     header: Duration::from_millis(300),
     idle: Duration::from_millis(300),
 };
 /// Comfortably past both deadlines.
-const PAST: Duration = Duration::from_millis(900);
+pub(super) const PAST: Duration = Duration::from_millis(900);
 
 /// A guarded server side and its client, over real loopback TCP.
 async fn pair() -> (HeadDeadline, TcpStream) {
@@ -17,13 +17,19 @@ async fn pair() -> (HeadDeadline, TcpStream) {
 }
 
 async fn pair_with(d: Deadlines) -> (HeadDeadline, TcpStream) {
+    let (stream, client) = loopback().await;
+    (HeadDeadline::new(stream, d), client)
+}
+
+/// A server-side Pingora stream and its client, over real loopback TCP.
+pub(super) async fn loopback() -> (Stream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
     let (server, _) = listener.accept().await.unwrap();
     let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(server));
-    (HeadDeadline::new(stream, d), client)
+    (stream, client)
 }
 
 /// Read until `n` bytes arrived, an error, or EOF.

@@ -18,6 +18,17 @@ pub const OPS: [&str; 8] = [
     "sync",
     "lookup",
 ];
+/// Indices of [`OPS`], the round-trip kind every Redis call is counted under.
+pub mod op {
+    pub const FIRST_PIN: usize = 0;
+    pub const WRITE: usize = 1;
+    pub const REFRESH: usize = 2;
+    pub const MIGRATE: usize = 3;
+    pub const PUBLISH: usize = 4;
+    pub const PING: usize = 5;
+    pub const SYNC: usize = 6;
+    pub const LOOKUP: usize = 7;
+}
 /// Error kinds (`berth_registry_errors_total{why}`).
 pub const ERRORS: [&str; 2] = ["timeout", "error"];
 /// Write-back outcomes (`berth_registry_writebacks_total{result}`).

@@ -4,6 +4,7 @@
 //! one-time note (`reassigned`, told to whichever gateway serves the session next), and the
 //! moved keys are broadcast so every gateway drops its cached pin.
 use super::{keys, Event, RedisRegistry, SessionRegistry, Write};
+use crate::metrics::registry::op;
 use berth_routing::SessionKey;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +72,9 @@ impl RedisRegistry {
                 .arg(self.ttl_arg());
             let t = self.conf.command_timeout * 4;
             let r: Option<i64> = self
-                .call(3, t, |mut c| async move { inv.invoke_async(&mut c).await })
+                .call(op::MIGRATE, t, |mut c| async move {
+                    inv.invoke_async(&mut c).await
+                })
                 .await;
             match r {
                 Some(1) => {
@@ -87,7 +90,7 @@ impl RedisRegistry {
                     // No longer on `from`: a stale member.
                     let mut c = redis::cmd("SREM");
                     c.arg(self.keys.on(from)).arg(keys::hex(key));
-                    self.exec(1, vec![c]).await;
+                    self.exec(op::WRITE, vec![c]).await;
                 }
                 None => break,
             }

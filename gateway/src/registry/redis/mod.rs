@@ -15,6 +15,7 @@
 //!   `NX` (a pin another gateway made meanwhile wins; ours is dropped from the cache).
 use super::{Agreed, Envelope, Event, SessionRegistry};
 use crate::config::RedisConf;
+use crate::metrics::registry::op;
 use crate::metrics::registry::RegistryMetrics;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -36,9 +37,6 @@ mod tasks;
 pub use conn::Conn;
 use keys::Keys;
 pub use tasks::Now;
-
-/// Round-trip kind of a lookup (index of `metrics::registry::OPS`).
-const OP_LOOKUP: usize = 7;
 
 /// A write waiting for the background writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,11 +237,9 @@ impl RedisRegistry {
             .arg(backend)
             .arg(self.ttl_arg());
         let r: Option<(String, i64, String)> = self
-            .call(
-                0,
-                timeout,
-                |mut c| async move { inv.invoke_async(&mut c).await },
-            )
+            .call(op::FIRST_PIN, timeout, |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
             .await;
         r.map(|(w, created, from)| (w, created == 1, from))
     }
@@ -262,7 +258,7 @@ impl SessionRegistry for RedisRegistry {
     async fn lookup(&self, key: SessionKey) -> Option<String> {
         let pin = self.keys.pin(key);
         let t = self.conf.command_timeout;
-        self.call(OP_LOOKUP, t, |mut c| async move {
+        self.call(op::LOOKUP, t, |mut c| async move {
             redis::cmd("GET").arg(pin).query_async(&mut c).await
         })
         .await
@@ -321,7 +317,7 @@ impl SessionRegistry for RedisRegistry {
         let set = self.keys.on(backend);
         let t = self.conf.command_timeout * 4;
         let members: Vec<String> = self
-            .call(3, t, |mut c| async move {
+            .call(op::MIGRATE, t, |mut c| async move {
                 redis::cmd("SRANDMEMBER")
                     .arg(set)
                     .arg(limit)

@@ -8,10 +8,7 @@ use super::{Event, Inbound, RedisRegistry};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-/// Round-trip kind of a read of the stored state (index of `metrics::registry::OPS`).
-const OP_SYNC: usize = 6;
-/// Round-trip kind of a write of the stored state.
-const OP_WRITE: usize = 1;
+use crate::metrics::registry::op;
 
 impl RedisRegistry {
     /// Remember the drains that came from the fleet (see [`stored::plan`]).
@@ -43,6 +40,11 @@ impl RedisRegistry {
         self.sync.notify_one();
     }
 
+    /// The time a write or read of the stored admin state may take (a few round trips).
+    fn admin_timeout(&self) -> Duration {
+        self.conf.command_timeout.max(Duration::from_millis(250)) * 4
+    }
+
     /// Write the queued admin state, then publish the queued broadcasts; false (and
     /// everything left queued, in order) when Redis did not answer.
     pub(super) async fn flush_admin(&self) -> bool {
@@ -56,9 +58,9 @@ impl RedisRegistry {
             for (f, v) in &fields {
                 inv.arg(f).arg(v.as_deref().unwrap_or(""));
             }
-            let t = self.conf.command_timeout.max(Duration::from_millis(250)) * 4;
+            let t = self.admin_timeout();
             let r: Option<i64> = self
-                .call(OP_WRITE, t, |mut c| async move {
+                .call(op::WRITE, t, |mut c| async move {
                     inv.invoke_async(&mut c).await
                 })
                 .await;
@@ -87,9 +89,9 @@ impl RedisRegistry {
             return;
         };
         let key = self.keys.admin();
-        let t = self.conf.command_timeout.max(Duration::from_millis(250)) * 4;
+        let t = self.admin_timeout();
         let pairs: Option<HashMap<String, String>> = self
-            .call_on(first, OP_SYNC, t, |mut c| async move {
+            .call_on(first, op::SYNC, t, |mut c| async move {
                 redis::cmd("HGETALL").arg(key).query_async(&mut c).await
             })
             .await;

@@ -3,6 +3,7 @@
 //! 100 ms or when woken), TTL renewal of the sessions used since the last round (one pipeline
 //! every `refresh_interval`), the ping that notices Redis is back, and the broadcast reader.
 use super::{conn, keys, Conn, Envelope, Event, Inbound, RedisRegistry, Write};
+use crate::metrics::registry::op;
 use redis::{Cmd, PushInfo, PushKind, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +64,7 @@ impl RedisRegistry {
             tick.tick().await;
             let t = self.conf.command_timeout.max(Duration::from_millis(250));
             let ok: Option<String> = self
-                .call(5, t, |mut c| async move {
+                .call(op::PING, t, |mut c| async move {
                     redis::cmd("PING").query_async(&mut c).await
                 })
                 .await;
@@ -180,7 +181,7 @@ impl RedisRegistry {
                 c
             })
             .collect();
-        self.exec(4, cmds).await
+        self.exec(op::PUBLISH, cmds).await
     }
 
     /// Send `writes`; returns the ones to try again (all of them when Redis did not answer).
@@ -210,7 +211,7 @@ impl RedisRegistry {
                 }
             }
         }
-        if !cmds.is_empty() && !self.exec(1, cmds).await {
+        if !cmds.is_empty() && !self.exec(op::WRITE, cmds).await {
             return writes;
         }
         let mut failed = Vec::new();
@@ -306,7 +307,7 @@ impl RedisRegistry {
                     c
                 })
                 .collect();
-            if self.exec(2, cmds).await {
+            if self.exec(op::REFRESH, cmds).await {
                 since = now;
             }
         }
